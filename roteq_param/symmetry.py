@@ -24,10 +24,18 @@ kind              layout                    action
 scalar            ``[..., y, x]``           ``f'(x) = f(R^-1 x)``
 pseudoscalar      ``[..., y, x]``           ``f'(x) = det(R) f(R^-1 x)``
 vector            ``[..., 2, y, x]`` (x, y) ``v'(x) = R v(R^-1 x)``
+pseudovector      ``[..., 2, y, x]`` (x, y) ``v'(x) = det(R) R v(R^-1 x)``
 tensor            ``[..., 3, y, x]``        ``T' = R T R^T`` with components
                                             (xx, xy, yy) of a symmetric tensor
 constant_vector   ``[..., 2]`` (x, y)       ``c' = R c`` (no spatial part)
 ================  ========================  ==================================
+
+Why pseudo-kinds matter for QG: pyqg holds f0 > 0 fixed, and geostrophy
+``f0 z x u = -grad p`` maps a mirrored flow onto a valid flow only if the
+streamfunction changes sign. So under reflections psi, q, vorticity and the
+buoyancy variable ``b = psi_1 - psi_2`` are pseudoscalars, and the buoyancy
+flux ``u b`` is a pseudovector; velocity, beta and the momentum flux are true
+vector/vector/tensor. Under rotations pseudo and true kinds coincide.
 
 Both numpy arrays and torch tensors are accepted, with any leading batch
 dimensions; the result has the input's type, dtype and device.
@@ -73,6 +81,7 @@ class Kind(str, enum.Enum):
     SCALAR = "scalar"
     PSEUDOSCALAR = "pseudoscalar"
     VECTOR = "vector"
+    PSEUDOVECTOR = "pseudovector"
     TENSOR = "tensor"
     CONSTANT_VECTOR = "constant_vector"
 
@@ -91,6 +100,7 @@ _N_COMPONENTS = {
     Kind.SCALAR: 1,
     Kind.PSEUDOSCALAR: 1,
     Kind.VECTOR: 2,
+    Kind.PSEUDOVECTOR: 2,
     Kind.TENSOR: 3,
     Kind.CONSTANT_VECTOR: 2,
 }
@@ -250,6 +260,8 @@ def _component_matrix_cached(kind: Kind, N: int, k: int, flip: int) -> np.ndarra
         return np.full((1, 1), float(g.det))
     if kind in (Kind.VECTOR, Kind.CONSTANT_VECTOR):
         return R.copy()
+    if kind is Kind.PSEUDOVECTOR:
+        return g.det * R
     # Symmetric tensor stored as (xx, xy, yy): column c of M is R E_c R^T for basis tensor E_c.
     basis = [np.array([[1.0, 0.0], [0.0, 0.0]]),
              np.array([[0.0, 1.0], [1.0, 0.0]]),
@@ -284,7 +296,7 @@ def _check_layout(x: Any, kind: Kind) -> None:
     if len(shape) < 2:
         raise ValueError(f"a gridded {kind.value} field must have at least 2 dims [..., y, x]; got shape {shape}")
     if d > 1 and (len(shape) < 3 or shape[-3] != d):
-        comps = "(x, y)" if kind is Kind.VECTOR else "(xx, xy, yy)"
+        comps = "(xx, xy, yy)" if kind is Kind.TENSOR else "(x, y)"
         raise ValueError(
             f"a {kind.value} field must have shape [..., {d}, y, x] with components {comps}; got shape {shape}"
         )

@@ -1,0 +1,389 @@
+"""Declarative schema of a model's input and output fields.
+
+One :class:`Schema` object describes, by name, kind and layer, every field a
+parameterization reads and writes. The same object is used
+
+* to build the escnn field types of the network for a chosen group,
+* to rotate/reflect a whole batch or dataset (through :mod:`roteq_param.symmetry`),
+* to stack named arrays into the channel tensor the network sees and back,
+* to validate arrays handed in by a solver, with errors that name the field.
+
+Layouts (see :mod:`roteq_param.symmetry`): a gridded field of kind scalar or
+pseudoscalar is ``[..., y, x]``; a vector ``[..., 2, y, x]``; a symmetric tensor
+``[..., 3, y, x]`` with components (xx, xy, yy); a constant vector ``[..., 2]``.
+In the stacked channel tensor ``[..., C, y, x]`` fields appear in schema order
+with their components contiguous; constant vectors are broadcast over the grid.
+
+escnn conventions (established by ``tests/test_fields.py``, not assumed):
+escnn treats the first spatial axis (our y) as its first coordinate, so its
+frame is ours with x and y swapped. That swap is a reflection, so our rotation
+by +theta is escnn's rotation by -theta, and our reflection ``(x, y) -> (-x, y)``
+is escnn's default D_N flip. Representations are built from our own component
+matrices (``symmetry.component_matrix``) conjugated into escnn's frame, and
+escnn decomposes them into irreps (a tensor becomes trace + deviatoric).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from . import symmetry
+from .symmetry import Element, Group, Kind
+
+__all__ = ["Field", "Schema", "SchemaError", "qg_schema", "escnn_gspace", "escnn_element", "escnn_field_type"]
+
+
+class SchemaError(ValueError):
+    """An array does not match the schema (the message names the field)."""
+
+
+@dataclass(frozen=True)
+class Field:
+    """One named field: how it transforms, which layer it belongs to, its units."""
+
+    name: str
+    kind: Kind
+    layer: int | None = None
+    units: str = ""
+    long_name: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", Kind.parse(self.kind))
+        if not self.name or not self.name.replace("_", "").isalnum():
+            raise ValueError(f"field name {self.name!r} must be a non-empty identifier")
+
+    @property
+    def n_components(self) -> int:
+        return symmetry.n_components(self.kind)
+
+    @property
+    def gridded(self) -> bool:
+        return self.kind is not Kind.CONSTANT_VECTOR
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind.value, "layer": self.layer,
+                "units": self.units, "long_name": self.long_name}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Field":
+        unknown = set(d) - {"name", "kind", "layer", "units", "long_name"}
+        if unknown:
+            raise ValueError(f"unknown keys in field description: {sorted(unknown)}")
+        return cls(**d)
+
+
+def _as_fields(fields: Iterable[Field | Mapping[str, Any]]) -> tuple[Field, ...]:
+    out = tuple(f if isinstance(f, Field) else Field.from_dict(f) for f in fields)
+    names = [f.name for f in out]
+    dupes = {n for n in names if names.count(n) > 1}
+    if dupes:
+        raise ValueError(f"duplicate field names in schema: {sorted(dupes)}")
+    return out
+
+
+@dataclass(frozen=True)
+class Schema:
+    """Inputs and outputs of a parameterization, as named fields."""
+
+    inputs: tuple[Field, ...]
+    outputs: tuple[Field, ...]
+    description: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "inputs", _as_fields(self.inputs))
+        object.__setattr__(self, "outputs", _as_fields(self.outputs))
+        clash = {f.name for f in self.inputs} & {f.name for f in self.outputs}
+        if clash:
+            raise ValueError(f"fields cannot be both input and output: {sorted(clash)}")
+        if any(not f.gridded for f in self.outputs):
+            raise ValueError("outputs must be gridded fields (constant vectors are inputs only)")
+
+    # -- lookup ---------------------------------------------------------------------------------
+    def fields(self, which: str) -> tuple[Field, ...]:
+        if which == "inputs":
+            return self.inputs
+        if which == "outputs":
+            return self.outputs
+        raise ValueError(f"which must be 'inputs' or 'outputs', got {which!r}")
+
+    def field(self, name: str) -> Field:
+        for f in self.inputs + self.outputs:
+            if f.name == name:
+                return f
+        known = ", ".join(f.name for f in self.inputs + self.outputs)
+        raise KeyError(f"no field named {name!r} in schema; known fields: {known}")
+
+    def n_channels(self, which: str) -> int:
+        return sum(f.n_components for f in self.fields(which))
+
+    def channel_slices(self, which: str) -> dict[str, slice]:
+        out, start = {}, 0
+        for f in self.fields(which):
+            out[f.name] = slice(start, start + f.n_components)
+            start += f.n_components
+        return out
+
+    # -- serialisation --------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {"inputs": [f.to_dict() for f in self.inputs],
+                "outputs": [f.to_dict() for f in self.outputs],
+                "description": self.description}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Schema":
+        unknown = set(d) - {"inputs", "outputs", "description"}
+        if unknown:
+            raise ValueError(f"unknown keys in schema description: {sorted(unknown)}")
+        return cls(tuple(d["inputs"]), tuple(d["outputs"]), d.get("description", ""))
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    # -- validation -----------------------------------------------------------------------------
+    def validate(self, arrays: Mapping[str, Any], which: str = "inputs", *,
+                 grid_shape: tuple[int, int] | None = None,
+                 batch_shape: tuple[int, ...] | None = None,
+                 allow_extra: bool = False) -> tuple[tuple[int, ...], tuple[int, int]]:
+        """Check a dict of arrays against the schema.
+
+        Checks presence, layout, a common batch shape and grid, a floating dtype
+        and finiteness. Raises :class:`SchemaError` naming the offending field and
+        saying what was expected. Returns ``(batch_shape, grid_shape)``.
+        """
+        fields = self.fields(which)
+        missing = [f.name for f in fields if f.name not in arrays]
+        if missing:
+            raise SchemaError(f"missing {which} field(s) {missing}; the schema expects {[f.name for f in fields]}")
+        extra = sorted(set(arrays) - {f.name for f in fields})
+        if extra and not allow_extra:
+            raise SchemaError(f"unexpected {which} field(s) {extra}; the schema expects {[f.name for f in fields]}")
+        for f in fields:
+            x = arrays[f.name]
+            shape = tuple(getattr(x, "shape", ()))
+            if not hasattr(x, "dtype") or not _is_floating(x):
+                raise SchemaError(f"field {f.name!r}: expected a floating-point array, got {type(x).__name__} "
+                                  f"with dtype {getattr(x, 'dtype', None)}")
+            trailing = _trailing_shape(f, grid_shape)
+            core = len(trailing)
+            if len(shape) < core or any(t is not None and s != t for s, t in zip(shape[len(shape) - core:], trailing)):
+                grid = "" if grid_shape is None else f" with grid (ny, nx) = {tuple(grid_shape)}"
+                raise SchemaError(f"field {f.name!r} ({f.kind.value}): expected shape {_layout(f)}{grid}, got {shape}")
+            lead = shape[: len(shape) - core]
+            if f.gridded:
+                g = shape[-2:]
+                if grid_shape is None:
+                    grid_shape = (int(g[0]), int(g[1]))
+                elif tuple(g) != tuple(grid_shape):
+                    raise SchemaError(f"field {f.name!r}: grid {tuple(g)} differs from the other fields' {tuple(grid_shape)}")
+            if batch_shape is None:
+                batch_shape = lead
+            elif lead != tuple(batch_shape):
+                raise SchemaError(f"field {f.name!r}: leading (batch) shape {lead} differs from {tuple(batch_shape)}")
+            if not _all_finite(x):
+                raise SchemaError(f"field {f.name!r} contains NaN or infinite values")
+        if grid_shape is None:
+            raise SchemaError(f"no gridded field among the {which}; cannot infer the grid")
+        return tuple(batch_shape or ()), tuple(grid_shape)
+
+    # -- stacking -------------------------------------------------------------------------------
+    def stack(self, arrays: Mapping[str, Any], which: str = "inputs") -> Any:
+        """Named arrays -> channel tensor ``[..., C, y, x]`` (validated first)."""
+        batch, (ny, nx) = self.validate(arrays, which, allow_extra=True)
+        parts = []
+        for f in self.fields(which):
+            x = arrays[f.name]
+            if f.kind is Kind.CONSTANT_VECTOR:
+                x = x[..., :, None, None]
+                x = x.expand(*batch, 2, ny, nx) if _is_torch(x) else np.broadcast_to(x, (*batch, 2, ny, nx))
+            elif f.n_components == 1:
+                x = x[..., None, :, :]
+            parts.append(x)
+        if _is_torch(parts[0]):
+            import torch
+
+            dtype = parts[0].dtype
+            for p in parts[1:]:
+                dtype = torch.promote_types(dtype, p.dtype)
+            return torch.cat([p.to(dtype) for p in parts], dim=-3)
+        return np.concatenate(parts, axis=-3)
+
+    def unstack(self, tensor: Any, which: str = "outputs") -> dict[str, Any]:
+        """Channel tensor ``[..., C, y, x]`` -> named arrays (constant vectors taken at grid point (0, 0))."""
+        expected = self.n_channels(which)
+        if tensor.shape[-3] != expected if len(tensor.shape) >= 3 else True:
+            raise SchemaError(f"expected a channel tensor [..., {expected}, y, x] for the schema's {which}, "
+                              f"got shape {tuple(tensor.shape)}")
+        out = {}
+        for f in self.fields(which):
+            s = self.channel_slices(which)[f.name]
+            part = tensor[..., s, :, :]
+            if f.kind is Kind.CONSTANT_VECTOR:
+                part = part[..., 0, 0]
+            elif f.n_components == 1:
+                part = part[..., 0, :, :]
+            out[f.name] = part
+        return out
+
+    # -- group action ---------------------------------------------------------------------------
+    def transform(self, g: Element, arrays: Mapping[str, Any], *, interpolate: bool = False) -> dict[str, Any]:
+        """Apply ``g`` to every field in ``arrays`` that the schema knows (others raise)."""
+        out = {}
+        for name, x in arrays.items():
+            out[name] = symmetry.act(g, x, self.field(name).kind, interpolate=interpolate)
+        return out
+
+    def transform_stacked(self, g: Element, tensor: Any, which: str = "inputs", *,
+                          interpolate: bool = False) -> Any:
+        """Apply ``g`` to a stacked channel tensor ``[..., C, y, x]``."""
+        parts = []
+        for f in self.fields(which):
+            part = tensor[..., self.channel_slices(which)[f.name], :, :]
+            if f.kind is Kind.CONSTANT_VECTOR:
+                # broadcast constant: rotate the components, keep it constant over the grid
+                kind = Kind.VECTOR
+            else:
+                kind = f.kind
+            if f.n_components == 1:
+                parts.append(symmetry.act(g, part[..., 0, :, :], kind, interpolate=interpolate)[..., None, :, :])
+            else:
+                parts.append(symmetry.act(g, part, kind, interpolate=interpolate))
+        if _is_torch(tensor):
+            import torch
+
+            return torch.cat(parts, dim=-3)
+        return np.concatenate(parts, axis=-3)
+
+
+def _trailing_shape(f: Field, grid_shape: tuple[int, int] | None) -> tuple[int | None, ...]:
+    ny, nx = grid_shape if grid_shape is not None else (None, None)
+    if f.kind is Kind.CONSTANT_VECTOR:
+        return (2,)
+    if f.n_components == 1:
+        return (ny, nx)
+    return (f.n_components, ny, nx)
+
+
+def _layout(f: Field) -> str:
+    if f.kind is Kind.CONSTANT_VECTOR:
+        return "[..., 2]"
+    return "[..., y, x]" if f.n_components == 1 else f"[..., {f.n_components}, y, x]"
+
+
+def _is_torch(x: Any) -> bool:
+    return type(x).__module__.startswith("torch")
+
+
+def _is_floating(x: Any) -> bool:
+    if _is_torch(x):
+        return bool(x.is_floating_point())
+    return np.issubdtype(np.asarray(x).dtype, np.floating)
+
+
+def _all_finite(x: Any) -> bool:
+    if _is_torch(x):
+        import torch
+
+        return bool(torch.isfinite(x).all())
+    return bool(np.isfinite(x).all())
+
+
+# ---------------------------------------------------------------------------------------------
+# The default schema for two-layer QG (DESIGN.md §3)
+# ---------------------------------------------------------------------------------------------
+
+def qg_schema(nlayers: int = 2) -> Schema:
+    """Schema of the pyqg flux parameterization.
+
+    Inputs: velocity (u, v) per layer [m/s]; ``b`` = psi_1 - psi_2 at the
+    interface [m^2/s] (proportional to buoyancy f0*b/dz and to interface
+    displacement f0*b/g'); the beta vector [1/(m s)] and the background velocity
+    of each layer [m/s] as constant vectors (they break the rotational symmetry,
+    so the network must see them to be equivariant as a function of all it sees).
+
+    With f0 held fixed, ``b`` is a pseudoscalar and the buoyancy flux a
+    pseudovector under reflections (see :mod:`roteq_param.symmetry`); under
+    rotations they are an ordinary scalar and vector.
+
+    Outputs: momentum flux tensor tau = bar(uu) - bar(u) bar(u) per layer
+    [m^2/s^2] and buoyancy flux F = bar(u b) - bar(u) bar(b) per layer [m^3/s^2].
+    """
+    if nlayers < 1:
+        raise ValueError(f"nlayers must be >= 1, got {nlayers}")
+    layers = range(1, nlayers + 1)
+    inputs = [Field(f"vel_{i}", Kind.VECTOR, i, "m s-1", f"coarse velocity (u, v), layer {i}") for i in layers]
+    inputs.append(Field("b", Kind.PSEUDOSCALAR, None, "m2 s-1", "interface buoyancy variable psi_1 - psi_2"))
+    inputs.append(Field("beta", Kind.CONSTANT_VECTOR, None, "m-1 s-1", "gradient of the Coriolis parameter"))
+    inputs += [Field(f"U_{i}", Kind.CONSTANT_VECTOR, i, "m s-1", f"background velocity, layer {i}") for i in layers]
+    outputs = [Field(f"tau_{i}", Kind.TENSOR, i, "m2 s-2", f"subgrid momentum flux (xx, xy, yy), layer {i}")
+               for i in layers]
+    outputs += [Field(f"Fb_{i}", Kind.PSEUDOVECTOR, i, "m3 s-2", f"subgrid buoyancy flux (x, y), layer {i}")
+                for i in layers]
+    return Schema(tuple(inputs), tuple(outputs), description=f"{nlayers}-layer QG subgrid fluxes")
+
+
+# ---------------------------------------------------------------------------------------------
+# escnn bridge
+# ---------------------------------------------------------------------------------------------
+
+_SWAP = np.array([[0.0, 1.0], [1.0, 0.0]])
+
+
+def escnn_gspace(group: Group | str):
+    """The escnn gspace for ``group`` (C_N: rot2dOnR2, D_N: flipRot2dOnR2, D_1: flip2dOnR2)."""
+    from escnn import gspaces
+
+    group = Group.parse(group)
+    if not group.reflections:
+        return gspaces.rot2dOnR2(group.N)
+    if group.N == 1:
+        # escnn's flipRot2dOnR2(1) picks a different mirror axis; this one matches ours (see module doc).
+        return gspaces.flip2dOnR2(axis=np.pi / 2)
+    return gspaces.flipRot2dOnR2(group.N)
+
+
+def escnn_element(g: Element, gspace) -> Any:
+    """The escnn group element that acts on escnn tensors as ``g`` acts on ours."""
+    G = gspace.fibergroup
+    k = (-g.k) % g.N  # the x <-> y swap between the frames reverses orientation
+    if g.N == 1 and G.order() == 2:  # D_1: escnn's flip-only group is a C_2
+        return G.element(g.flip)
+    if g.flip and G.order() == g.N:
+        raise ValueError(f"element {g} is a reflection but the gspace {gspace} has none")
+    if G.order() == 2 * g.N:
+        return G.element((g.flip, k))
+    return G.element(k)
+
+
+def _escnn_representation(kind: Kind, group: Group, gspace):
+    """Representation of a field kind on its components, in escnn's frame."""
+    from escnn.group.representation import build_from_discrete_group_representation
+
+    G = gspace.fibergroup
+    if kind is Kind.SCALAR or (kind is Kind.PSEUDOSCALAR and not group.reflections):
+        return G.trivial_representation
+    name = f"roteq_{kind.value}_{group.name}"
+    if name in G.representations:
+        return G.representations[name]
+    if group.order == 1:  # escnn cannot decompose over the trivial group; every field is trivial copies
+        from escnn.group import directsum
+
+        return directsum([G.trivial_representation] * symmetry.n_components(kind), name=name)
+    # A constant vector is fed to the network broadcast over the grid, where it is a vector field.
+    component_kind = Kind.VECTOR if kind is Kind.CONSTANT_VECTOR else kind
+    # The channels keep our component order, so the matrix of escnn's element phi(g) is our matrix
+    # for g; escnn decomposes it into irreps (a tensor into trace + deviatoric parts).
+    mats = {escnn_element(g, gspace): symmetry.component_matrix(g, component_kind) for g in group.elements()}
+    return build_from_discrete_group_representation(mats, name, G, [])
+
+
+def escnn_field_type(schema: Schema, which: str, group: Group | str):
+    """escnn FieldType for the schema's inputs or outputs (channels in schema order), on ``escnn_gspace(group)``."""
+    from escnn import nn
+
+    group = Group.parse(group)
+    gspace = escnn_gspace(group)
+    return nn.FieldType(gspace, [_escnn_representation(f.kind, group, gspace) for f in schema.fields(which)])
