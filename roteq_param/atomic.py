@@ -1,0 +1,47 @@
+"""Atomic file writes: a killed job leaves either the old file or the new one, never half of one.
+
+Each writer puts the data in a unique temporary file in the target's folder (same
+file system, so the final ``os.replace`` is atomic) and renames it into place.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+__all__ = ["temporary_path", "atomic_write_bytes", "atomic_to_netcdf"]
+
+
+def temporary_path(path: str | os.PathLike) -> Path:
+    """A unique sibling of ``path`` for staging a write (``<name>.tmp.<pid>.<random>``)."""
+    path = Path(path)
+    return path.with_name(f"{path.name}.tmp.{os.getpid()}.{uuid.uuid4().hex[:8]}")
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (fsync'ed before the rename)."""
+    path = Path(path)
+    tmp = temporary_path(path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_to_netcdf(ds: Any, path: str | os.PathLike) -> None:
+    """Write an xarray Dataset to netCDF4 at ``path`` atomically."""
+    path = Path(path)
+    tmp = temporary_path(path)
+    try:
+        ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -1,0 +1,285 @@
+"""Spectral calculus in flux form on a doubly periodic square domain.
+
+Solver-agnostic: used by the data pipeline (numpy, float64), by the pyqg hook
+and by the training loss (torch, float32/float64, autograd through
+``torch.fft``). Every function accepts a numpy array or a torch tensor laid out
+``[..., y, x]`` (any leading batch dimensions) and returns the same type,
+dtype and device.
+
+Conventions (DESIGN.md §2-§3)
+-----------------------------
+* The domain is the square ``[0, L) x [0, L)`` with ``L`` in metres; grid
+  point ``(j, i)`` sits at ``y_j = (j + 1/2) L/n``, ``x_i = (i + 1/2) L/n``.
+* Derivatives are spectral: ``d/dx <-> i k``, ``d/dy <-> i l`` with
+  ``k, l = 2 pi m / L``. The Nyquist wavenumber of an even-sized grid has no
+  well-defined odd derivative of a real field, so odd derivatives zero it
+  (the Nyquist row and column of the result are 0). Fields built by
+  :mod:`roteq_param.coarsen` carry no Nyquist content, so nothing is lost.
+* Components: vectors ``[..., 2, y, x]`` are (x, y); symmetric tensors
+  ``[..., 3, y, x]`` are (xx, xy, yy), as in :mod:`roteq_param.symmetry`.
+* Two-layer fields have a level axis ``[..., 2(lev), ...]`` before the
+  component axis; level 0 is the upper layer.
+* ``curl(a) = d a_y/dx - d a_x/dy`` and ``div(tau)_i = d tau_ix/dx + d tau_iy/dy``.
+* Subgrid tendencies use pyqg's uv-hook sign convention: a momentum flux
+  ``tau`` gives ``du/dt = -div(tau)``; a buoyancy flux ``F`` gives
+  ``db/dt = -div(F)`` with ``b = eta = psi_1 - psi_2`` (m^2 s^-1, at the
+  interface).
+
+Because every tendency here is a derivative, its domain integral (the k = l = 0
+mode) is zero up to round-off.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "wavenumbers",
+    "ddx",
+    "ddy",
+    "laplacian",
+    "gradient",
+    "divergence",
+    "curl",
+    "tensor_divergence",
+    "momentum_tendency",
+    "buoyancy_tendency",
+    "pv_forcing_from_fluxes",
+    "stretching_coefficients",
+    "inversion_matrix",
+    "invert_pv",
+    "velocity_from_streamfunction",
+    "pv_from_streamfunction",
+]
+
+
+def _is_torch(x: Any) -> bool:
+    return type(x).__module__.startswith("torch")
+
+
+def _check_square(x: Any) -> int:
+    ny, nx = x.shape[-2], x.shape[-1]
+    if ny != nx:
+        raise ValueError(f"fields must live on a square grid [..., n, n]; got [..., {ny}, {nx}]")
+    if nx % 2:
+        raise ValueError(f"grid size must be even; got n={nx}")
+    return nx
+
+
+def wavenumbers(n: int, L: float) -> tuple[np.ndarray, np.ndarray]:
+    """Wavenumbers (rad m^-1) of the rfft2 layout of an ``n x n`` grid of side ``L`` (m).
+
+    Returns ``(k, l)`` broadcastable to shape ``(n, n//2 + 1)``: ``k`` along x
+    (last axis, non-negative), ``l`` along y (numpy ``fftfreq`` order).
+    """
+    dk = 2.0 * math.pi / L
+    k = dk * np.arange(n // 2 + 1, dtype=np.float64)[None, :]
+    l = dk * np.fft.fftfreq(n, d=1.0 / n)[:, None]
+    return k, l
+
+
+def _spectral(x: Any):
+    """Return (backend fft module, rfft2 of x, n)."""
+    n = _check_square(x)
+    if _is_torch(x):
+        import torch
+
+        return torch.fft, torch.fft.rfft2(x), n
+    return np.fft, np.fft.rfft2(np.asarray(x)), n
+
+
+def _multiplier(x: Any, m: np.ndarray) -> Any:
+    """Cast a numpy multiplier to the backend, dtype and device of x's spectrum."""
+    if _is_torch(x):
+        import torch
+
+        cdtype = torch.complex128 if x.dtype == torch.float64 else torch.complex64
+        return torch.as_tensor(m, dtype=cdtype, device=x.device)
+    return m
+
+
+def _odd_multipliers(n: int, L: float) -> tuple[np.ndarray, np.ndarray]:
+    """i k and i l with the Nyquist column / row zeroed (odd derivatives of real fields)."""
+    k, l = wavenumbers(n, L)
+    ik = 1j * np.broadcast_to(k, (n, n // 2 + 1)).copy()
+    il = 1j * np.broadcast_to(l, (n, n // 2 + 1)).copy()
+    ik[:, n // 2] = 0.0
+    ik[n // 2, :] = 0.0
+    il[:, n // 2] = 0.0
+    il[n // 2, :] = 0.0
+    return ik, il
+
+
+def _apply(f: Any, L: float, which: str) -> Any:
+    fft, fh, n = _spectral(f)
+    ik, il = _odd_multipliers(n, L)
+    if which == "x":
+        m = ik
+    elif which == "y":
+        m = il
+    else:  # laplacian: even derivative, Nyquist kept
+        k, l = wavenumbers(n, L)
+        m = -(k**2 + l**2) + 0j
+    return fft.irfft2(fh * _multiplier(f, m), s=(n, n))
+
+
+def ddx(f: Any, L: float) -> Any:
+    """d f / dx of a field ``[..., y, x]``; result in [f] m^-1."""
+    return _apply(f, L, "x")
+
+
+def ddy(f: Any, L: float) -> Any:
+    """d f / dy of a field ``[..., y, x]``; result in [f] m^-1."""
+    return _apply(f, L, "y")
+
+
+def laplacian(f: Any, L: float) -> Any:
+    """Laplacian of a field ``[..., y, x]``; result in [f] m^-2."""
+    return _apply(f, L, "lap")
+
+
+def _stack(parts: list, axis: int) -> Any:
+    if _is_torch(parts[0]):
+        import torch
+
+        return torch.stack(parts, dim=axis)
+    return np.stack(parts, axis=axis)
+
+
+def gradient(f: Any, L: float) -> Any:
+    """Gradient ``[..., 2(x, y), y, x]`` of a scalar ``[..., y, x]``; units [f] m^-1."""
+    return _stack([ddx(f, L), ddy(f, L)], axis=-3)
+
+
+def _check_components(a: Any, d: int, what: str) -> None:
+    if a.ndim < 3 or a.shape[-3] != d:
+        raise ValueError(f"{what} must have shape [..., {d}, y, x]; got {tuple(a.shape)}")
+
+
+def divergence(a: Any, L: float) -> Any:
+    """Divergence ``d a_x/dx + d a_y/dy`` of a vector ``[..., 2, y, x]``; units [a] m^-1."""
+    _check_components(a, 2, "a vector field")
+    return ddx(a[..., 0, :, :], L) + ddy(a[..., 1, :, :], L)
+
+
+def curl(a: Any, L: float) -> Any:
+    """Curl ``d a_y/dx - d a_x/dy`` of a vector ``[..., 2, y, x]``; units [a] m^-1."""
+    _check_components(a, 2, "a vector field")
+    return ddx(a[..., 1, :, :], L) - ddy(a[..., 0, :, :], L)
+
+
+def tensor_divergence(tau: Any, L: float) -> Any:
+    """Divergence of a symmetric tensor ``[..., 3(xx, xy, yy), y, x]``.
+
+    Returns the vector ``(d tau_xx/dx + d tau_xy/dy, d tau_xy/dx + d tau_yy/dy)``
+    laid out ``[..., 2, y, x]``, in [tau] m^-1 (m s^-2 for a momentum flux in m^2 s^-2).
+    """
+    _check_components(tau, 3, "a symmetric tensor field (xx, xy, yy)")
+    txx, txy, tyy = tau[..., 0, :, :], tau[..., 1, :, :], tau[..., 2, :, :]
+    return _stack([ddx(txx, L) + ddy(txy, L), ddx(txy, L) + ddy(tyy, L)], axis=-3)
+
+
+def momentum_tendency(tau: Any, L: float) -> Any:
+    """Momentum tendency ``du/dt = -div(tau)`` (m s^-2) of a momentum flux tau (m^2 s^-2).
+
+    ``tau`` is ``[..., 3(xx, xy, yy), y, x]``; the result is ``[..., 2(x, y), y, x]``.
+    """
+    return -tensor_divergence(tau, L)
+
+
+def buoyancy_tendency(Fb: Any, L: float) -> Any:
+    """Tendency ``db/dt = -div(F_b)`` (m^2 s^-2) of b = psi_1 - psi_2 from a buoyancy flux (m^3 s^-2).
+
+    ``Fb`` is ``[..., 2(x, y), y, x]``; the result is ``[..., y, x]``.
+    """
+    return -divergence(Fb, L)
+
+
+def stretching_coefficients(rd: float, delta: float) -> tuple[float, float]:
+    """pyqg's two-layer stretching coefficients (m^-2).
+
+    ``F1 = rd^-2 / (1 + delta)``, ``F2 = delta F1`` with deformation radius
+    ``rd`` (m) and layer thickness ratio ``delta = H1/H2``.
+    """
+    F1 = rd**-2 / (1.0 + delta)
+    return F1, delta * F1
+
+
+def pv_forcing_from_fluxes(tau: Any, Fb: Any, F1: float, F2: float, L: float) -> Any:
+    """Two-layer PV forcing (s^-2) implied by momentum and buoyancy fluxes (DESIGN §3).
+
+    ``S_1 = -curl(div tau_1) + F1 div F_1`` and
+    ``S_2 = -curl(div tau_2) - F2 div F_2``, so that S is what is added to
+    dq/dt (pyqg's q-parameterization convention); it is the PV counterpart of
+    ``du/dt = -div(tau)`` and ``db/dt = -div(F)``.
+
+    Parameters
+    ----------
+    tau:
+        Momentum flux ``[..., 2(lev), 3(xx, xy, yy), y, x]`` in m^2 s^-2.
+    Fb:
+        Buoyancy flux ``[..., 2(lev), 2(x, y), y, x]`` in m^3 s^-2, the flux of
+        b = psi_1 - psi_2 by each layer's velocity.
+    F1, F2:
+        pyqg's stretching coefficients in m^-2 (:func:`stretching_coefficients`).
+    L:
+        Domain side in m.
+
+    Returns
+    -------
+    ``[..., 2(lev), y, x]`` in s^-2.
+    """
+    if tau.ndim < 4 or tau.shape[-4] != 2 or tau.shape[-3] != 3:
+        raise ValueError(f"tau must have shape [..., 2(lev), 3(xx, xy, yy), y, x]; got {tuple(tau.shape)}")
+    if Fb.ndim < 4 or Fb.shape[-4] != 2 or Fb.shape[-3] != 2:
+        raise ValueError(f"Fb must have shape [..., 2(lev), 2(x, y), y, x]; got {tuple(Fb.shape)}")
+    vort = -curl(tensor_divergence(tau, L), L)  # [..., 2, y, x]
+    divF = divergence(Fb, L)  # [..., 2, y, x]
+    # Upper layer: q1 contains -F1*eta, so an eta flux enters with +F1; lower: q2 contains +F2*eta.
+    return _stack([vort[..., 0, :, :] + F1 * divF[..., 0, :, :], vort[..., 1, :, :] - F2 * divF[..., 1, :, :]], -3)
+
+
+def inversion_matrix(n: int, L: float, F1: float, F2: float) -> np.ndarray:
+    """pyqg's PV inversion psi_hat = a @ q_hat, shape (2, 2, n, n//2+1); the mean mode maps to 0."""
+    k, l = wavenumbers(n, L)
+    wv2 = np.broadcast_to(k**2 + l**2, (n, n // 2 + 1))
+    det = wv2 * (wv2 + F1 + F2)
+    det_inv = np.zeros_like(det)
+    nz = det != 0
+    det_inv[nz] = 1.0 / det[nz]
+    return np.array([[-(wv2 + F2) * det_inv, -F1 * det_inv], [-F2 * det_inv, -(wv2 + F1) * det_inv]])
+
+
+def invert_pv(q: Any, F1: float, F2: float, L: float) -> Any:
+    """Streamfunction psi (m^2 s^-1) from two-layer PV q (s^-1), as pyqg inverts it.
+
+    Solves ``q1 = lap psi1 + F1 (psi2 - psi1)``, ``q2 = lap psi2 + F2 (psi1 - psi2)``
+    mode by mode; the domain mean of psi is set to 0 (the k = l = 0 mode of q
+    is not inverted). ``q`` is ``[..., 2(lev), y, x]``.
+    """
+    fft, qh, n = _spectral(q)
+    a = _multiplier(q, inversion_matrix(n, L, F1, F2) + 0j)
+    ph = _stack([a[0, 0] * qh[..., 0, :, :] + a[0, 1] * qh[..., 1, :, :],
+                 a[1, 0] * qh[..., 0, :, :] + a[1, 1] * qh[..., 1, :, :]], -3)
+    return fft.irfft2(ph, s=(n, n))
+
+
+def velocity_from_streamfunction(psi: Any, L: float) -> Any:
+    """Velocity ``(u, v) = (-d psi/dy, d psi/dx)`` in m s^-1 from psi in m^2 s^-1.
+
+    ``psi`` is ``[..., y, x]``; the result is ``[..., 2(x, y), y, x]``.
+    """
+    return _stack([-ddy(psi, L), ddx(psi, L)], axis=-3)
+
+
+def pv_from_streamfunction(psi: Any, F1: float, F2: float, L: float) -> Any:
+    """Two-layer PV (s^-1) from psi ``[..., 2(lev), y, x]`` (m^2 s^-1), pyqg's definition.
+
+    ``q1 = lap psi1 + F1 (psi2 - psi1)``, ``q2 = lap psi2 + F2 (psi1 - psi2)``.
+    """
+    lap = laplacian(psi, L)
+    eta = psi[..., 0, :, :] - psi[..., 1, :, :]
+    return _stack([lap[..., 0, :, :] - F1 * eta, lap[..., 1, :, :] + F2 * eta], -3)

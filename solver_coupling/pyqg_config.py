@@ -1,0 +1,208 @@
+"""Named pyqg two-layer configurations (DESIGN.md §4).
+
+A configuration is a complete set of ``pyqg.QGModel`` keyword arguments for the
+high-resolution run plus the coarse grid size. Every pyqg parameter can be
+overridden by name; an unknown name is a :class:`ValueError` that names it and
+lists the valid ones. ``ntd`` (FFTW/OpenMP threads) is always 1: threads made a
+step slower at every size on this machine; runs are parallelised instead.
+
+Units: beta m^-1 s^-1, rd / L / W / H1 m, U1 / U2 m s^-1, rek s^-1, dt / tmax s.
+A model year is 360 days (:data:`YEAR`).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["YEAR", "CONFIGS", "PyqgConfig", "get_config", "parse_assignment", "valid_parameters"]
+
+YEAR = 360 * 86400.0
+"""Seconds in a model year (360 days)."""
+
+# Parameters the data pipeline fixes itself, with the reason shown to a user who tries to set them.
+_RESERVED = {
+    "ntd": "it is fixed at 1: OpenMP threads make every step slower here (DESIGN §4); runs are parallelised instead",
+    "nz": "QGModel is a two-layer model",
+    "tmax": "the run length is set by --years",
+    "q_parameterization": "high-resolution reference runs are unparameterized",
+    "uv_parameterization": "high-resolution reference runs are unparameterized",
+    "parameterization": "high-resolution reference runs are unparameterized",
+}
+
+# pyqg QGModel defaults, except dt = 3600 s (DESIGN §4) and a silent logger.
+_EDDY = {
+    "beta": 1.5e-11,
+    "rd": 15000.0,
+    "delta": 0.25,
+    "H1": 500.0,
+    "U1": 0.025,
+    "U2": 0.0,
+    "rek": 5.787e-7,
+    "L": 1e6,
+    "dt": 3600.0,
+    "nx": 256,
+    "filterfac": 23.6,
+    "log_level": 0,
+}
+
+CONFIGS: dict[str, dict[str, Any]] = {
+    "eddy": dict(_EDDY),
+    # The "jet" regime of Ross et al. (2023): weaker drag, thinner upper layer, smaller beta.
+    "jet": {**_EDDY, "rek": 7e-8, "delta": 0.1, "beta": 1e-11},
+}
+"""High-resolution parameters of each named configuration (coarse nx is 64 for all)."""
+
+DEFAULT_COARSE_NX = 64
+
+
+def _pyqg_signature() -> dict[str, Any]:
+    """All QGModel keyword parameters with their defaults (QGModel's own and Model's)."""
+    import pyqg
+
+    params: dict[str, Any] = {}
+    for cls in (pyqg.Model, pyqg.QGModel):
+        for p in inspect.signature(cls.__init__).parameters.values():
+            if p.kind is p.KEYWORD_ONLY or (p.kind is p.POSITIONAL_OR_KEYWORD and p.name != "self"):
+                params[p.name] = p.default
+    return params
+
+
+def valid_parameters() -> list[str]:
+    """Names that ``--set NAME=VALUE`` accepts (pyqg QGModel parameters minus reserved ones)."""
+    return sorted(n for n in _pyqg_signature() if n not in _RESERVED)
+
+
+def _check_name(name: str) -> None:
+    if name in _RESERVED:
+        raise ValueError(f"pyqg parameter {name!r} cannot be set: {_RESERVED[name]}")
+    valid = valid_parameters()
+    if name not in valid:
+        raise ValueError(f"unknown pyqg parameter {name!r}; valid parameters: {', '.join(valid)}")
+
+
+def parse_assignment(text: str) -> tuple[str, Any]:
+    """Parse ``NAME=VALUE`` (as given to ``--set``) into a checked (name, value) pair.
+
+    VALUE is read as JSON (``1.5e-11``, ``256``, ``true``, ``null``), falling back to a plain string.
+    """
+    if "=" not in text:
+        raise ValueError(f"expected NAME=VALUE, got {text!r}")
+    name, raw = (s.strip() for s in text.split("=", 1))
+    _check_name(name)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return name, value
+
+
+@dataclass(frozen=True)
+class PyqgConfig:
+    """A high-resolution pyqg configuration and the coarse grid it is reduced to.
+
+    ``params`` holds every QGModel keyword this configuration sets (the rest take
+    pyqg's defaults); ``nx`` in it is the high-resolution size.
+    """
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+    coarse_nx: int = DEFAULT_COARSE_NX
+
+    def __post_init__(self) -> None:
+        for n in self.params:
+            _check_name(n)
+        p = self.params
+        nx = p["nx"]
+        if not isinstance(nx, int) or nx < 4 or nx % 2:
+            raise ValueError(f"nx must be an even integer >= 4; got {nx!r}")
+        if p.get("ny") not in (None, nx) or p.get("W") not in (None, p["L"]):
+            raise ValueError("the domain must be square: leave ny and W unset or equal to nx and L")
+        for key in ("beta", "rd", "delta", "H1", "U1", "U2", "rek", "L", "dt", "filterfac"):
+            value = p[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+                raise ValueError(f"pyqg parameter {key!r} must be a finite number; got {value!r}")
+        for key in ("rd", "delta", "H1", "L", "dt"):
+            if p[key] <= 0:
+                raise ValueError(f"pyqg parameter {key!r} must be positive; got {p[key]!r}")
+        if not isinstance(self.coarse_nx, int) or self.coarse_nx < 4 or self.coarse_nx % 2:
+            raise ValueError(f"the coarse nx must be an even integer >= 4; got {self.coarse_nx!r}")
+        if nx % self.coarse_nx:
+            raise ValueError(f"the high-resolution nx={nx} is not divisible by the coarse nx={self.coarse_nx}")
+
+    # ---------------------------------------------------------------- derived quantities
+    @property
+    def nx(self) -> int:
+        return int(self.params["nx"])
+
+    @property
+    def L(self) -> float:
+        """Domain side in m."""
+        return float(self.params["L"])
+
+    @property
+    def dt(self) -> float:
+        """Time step in s."""
+        return float(self.params["dt"])
+
+    @property
+    def ratio(self) -> int:
+        return self.nx // self.coarse_nx
+
+    @property
+    def F1(self) -> float:
+        """pyqg's upper-layer stretching coefficient rd^-2 / (1 + delta), m^-2."""
+        return self.params["rd"] ** -2 / (1.0 + self.params["delta"])
+
+    @property
+    def F2(self) -> float:
+        """pyqg's lower-layer stretching coefficient delta F1, m^-2."""
+        return self.params["delta"] * self.F1
+
+    @property
+    def beta_vec(self) -> np.ndarray:
+        """Constant vector (0, beta): the planetary vorticity gradient points along y, m^-1 s^-1."""
+        return np.array([0.0, float(self.params["beta"])])
+
+    @property
+    def U_vec(self) -> np.ndarray:
+        """Background velocity per layer, [[U1, 0], [U2, 0]] (lev, comp x/y), m s^-1."""
+        return np.array([[float(self.params["U1"]), 0.0], [float(self.params["U2"]), 0.0]])
+
+    # ---------------------------------------------------------------- construction
+    def with_overrides(self, overrides: dict[str, Any] | None = None, coarse_nx: int | None = None) -> "PyqgConfig":
+        """A copy with some parameters replaced (each name checked)."""
+        params = dict(self.params)
+        for name, value in (overrides or {}).items():
+            _check_name(name)
+            params[name] = value
+        return PyqgConfig(self.name, params, self.coarse_nx if coarse_nx is None else coarse_nx)
+
+    def model_kwargs(self, nx: int | None = None, **extra: Any) -> dict[str, Any]:
+        """QGModel keyword arguments, at the high resolution or at ``nx`` (e.g. the coarse grid)."""
+        kwargs = {**self.params, **extra, "ntd": 1}
+        if nx is not None:
+            kwargs["nx"] = nx
+            kwargs.pop("ny", None)
+        return kwargs
+
+    def make_model(self, nx: int | None = None, **extra: Any):
+        """A ``pyqg.QGModel`` for this configuration (high-res, or at ``nx``), ntd = 1."""
+        import pyqg
+
+        return pyqg.QGModel(**self.model_kwargs(nx, **extra))
+
+    def to_json(self) -> str:
+        """Full configuration as JSON (name, every set pyqg parameter, coarse nx)."""
+        return json.dumps({"name": self.name, "params": self.params, "coarse_nx": self.coarse_nx}, sort_keys=True)
+
+
+def get_config(name: str = "eddy", overrides: dict[str, Any] | None = None, coarse_nx: int | None = None) -> PyqgConfig:
+    """The named configuration with ``overrides`` (pyqg parameter name -> value) applied."""
+    if name not in CONFIGS:
+        raise ValueError(f"unknown configuration {name!r}; expected one of: {', '.join(CONFIGS)}")
+    return PyqgConfig(name, dict(CONFIGS[name])).with_overrides(overrides, coarse_nx)

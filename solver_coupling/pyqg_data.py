@@ -1,0 +1,648 @@
+"""Training data from pyqg: high-resolution ensembles coarse-grained into (u, v, b) and subgrid fluxes.
+
+``generate`` runs an ensemble of high-resolution ``pyqg.QGModel`` runs (in
+process, on a Dask LocalCluster, or on any Dask scheduler), coarse-grains a
+snapshot every ``snapshot_hours`` after the spin-up with
+:func:`roteq_param.coarsen.coarse_grain`, and writes one netCDF4 dataset.
+``coarsen_files`` does the same for existing pyqg output (``m.to_dataset()``
+written to netCDF).
+
+Dataset layout (float32 on disk; computed in float64)
+-----------------------------------------------------
+dims ``run, time, lev (1, 2), comp ("x", "y"), tcomp ("xx", "xy", "yy"), y, x``
+
+====================  ================================  ===========  ==========================================
+variable              dims                              units        meaning
+====================  ================================  ===========  ==========================================
+u, v                  run, time, lev, y, x              m s-1        coarse velocity anomaly
+b                     run, time, y, x                   m2 s-1       coarse eta = psi_1 - psi_2 (interface)
+q                     run, time, lev, y, x              s-1          coarse PV anomaly (diagnostics)
+beta_vec              run, comp                         m-1 s-1      constant vector (0, beta)
+U_vec                 run, lev, comp                    m s-1        background velocity (U_i, 0) per layer
+tau                   run, time, lev, tcomp, y, x       m2 s-2       bar(u u) - bar(u) bar(u)
+Fb                    run, time, lev, comp, y, x        m3 s-2       bar(u eta) - bar(u) bar(eta)
+S_direct              run, time, lev, y, x              s-2          -div(bar(u q) - bar(u) bar(q))
+S_flux                run, time, lev, y, x              s-2          forcing implied by tau and Fb
+====================  ================================  ===========  ==========================================
+
+``x``, ``y`` are coarse cell centres in m, ``time`` is model time in s.
+
+Crash safety and reproducibility
+--------------------------------
+Each run is written to ``<out>.parts/run_NNNNN.nc`` through a temporary file
+and ``os.replace``; the final dataset is assembled the same way, and the parts
+directory is removed only after that succeeds. A killed ``generate`` re-run
+with the same arguments reuses every completed run (each part records a
+fingerprint of everything that determines it). Run ``r`` starts from PV drawn
+from ``numpy.random.default_rng([seed, r])``, and every run plans its FFTs
+from the same FFTW wisdom (saved in the parts directory), so a seed gives
+bitwise-identical data serially, on any number of workers, and after a resume
+(on one machine type).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import math
+import os
+import pickle
+import shutil
+import sys
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import numpy as np
+
+from roteq_param import coarsen
+from solver_coupling.pyqg_config import CONFIGS, YEAR, PyqgConfig, get_config, parse_assignment
+
+__all__ = [
+    "UsageError",
+    "Request",
+    "initial_pv",
+    "simulate_run",
+    "run_member",
+    "generate",
+    "coarsen_files",
+    "add_generate_parser",
+    "add_coarsen_parser",
+]
+
+
+class UsageError(ValueError):
+    """Bad input from the user (reported by the CLI with exit code 2)."""
+
+
+_SIGN = (
+    "S is added to dq/dt (pyqg q-parameterization sign); du/dt = -div(tau), db/dt = -div(Fb); "
+    "S1 = -curl(div tau1) + F1 div Fb1, S2 = -curl(div tau2) - F2 div Fb2"
+)
+_B_DEF = "b = eta = psi_1 - psi_2 (m2 s-1) at the interface; proportional to buoyancy f0 eta / dz"
+
+_VAR_ATTRS = {
+    "u": ("m s-1", "coarse-grained zonal velocity anomaly u = -d psi/dy"),
+    "v": ("m s-1", "coarse-grained meridional velocity anomaly v = d psi/dx"),
+    "b": ("m2 s-1", "coarse-grained interface buoyancy variable eta = psi_1 - psi_2"),
+    "q": ("s-1", "coarse-grained potential vorticity anomaly"),
+    "beta_vec": ("m-1 s-1", "planetary vorticity gradient as a constant vector (0, beta)"),
+    "U_vec": ("m s-1", "background velocity of each layer as a constant vector (U_i, 0)"),
+    "tau": ("m2 s-2", "subgrid momentum flux bar(u u) - bar(u) bar(u) per layer"),
+    "Fb": ("m3 s-2", "subgrid buoyancy flux bar(u eta) - bar(u) bar(eta) per layer"),
+    "S_direct": ("s-2", "subgrid PV forcing -div(bar(u q) - bar(u) bar(q)), filtered directly"),
+    "S_flux": ("s-2", "subgrid PV forcing implied by tau and Fb in flux form"),
+}
+_DIMS = {
+    "u": ("time", "lev", "y", "x"),
+    "v": ("time", "lev", "y", "x"),
+    "b": ("time", "y", "x"),
+    "q": ("time", "lev", "y", "x"),
+    "tau": ("time", "lev", "tcomp", "y", "x"),
+    "Fb": ("time", "lev", "comp", "y", "x"),
+    "S_direct": ("time", "lev", "y", "x"),
+    "S_flux": ("time", "lev", "y", "x"),
+}
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("roteq-param")
+    except Exception:  # not installed (running from a checkout)
+        return "unknown"
+
+
+def _steps(seconds: float, dt: float, what: str) -> int:
+    n = seconds / dt
+    if abs(n - round(n)) > 1e-6 * max(1.0, abs(n)):
+        raise UsageError(f"{what} ({seconds:g} s) is not a whole number of time steps (dt = {dt:g} s)")
+    return int(round(n))
+
+
+@dataclass(frozen=True)
+class Request:
+    """Everything that determines a generated dataset.
+
+    ``years`` is the total model time of each run and ``spinup_years`` the part
+    discarded before the first snapshot (years of 360 days); snapshots are taken
+    at the end of the spin-up and every ``snapshot_hours`` after it.
+    """
+
+    config: PyqgConfig
+    operator: str = "spectral"
+    runs: int = 1
+    years: float = 10.0
+    spinup_years: float = 5.0
+    snapshot_hours: float = 1000.0
+    seed: int = 0
+    operator_params: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.runs < 1:
+            raise UsageError(f"--runs must be >= 1; got {self.runs}")
+        if self.seed < 0:
+            raise UsageError(f"--seed must be >= 0; got {self.seed}")
+        if not 0 <= self.spinup_years <= self.years:
+            raise UsageError(f"need 0 <= spin-up ({self.spinup_years} y) <= run length ({self.years} y)")
+        if self.snapshot_hours <= 0:
+            raise UsageError(f"--snapshot-hours must be positive; got {self.snapshot_hours}")
+        self.steps()  # validates that every interval is a whole number of steps
+        self.make_operator()
+
+    def steps(self) -> tuple[int, int, int]:
+        """(total, spin-up, snapshot-interval) in time steps."""
+        dt = self.config.dt
+        total = _steps(self.years * YEAR, dt, "the run length")
+        spinup = _steps(self.spinup_years * YEAR, dt, "the spin-up")
+        snap = _steps(self.snapshot_hours * 3600.0, dt, "the snapshot interval")
+        if snap < 1:
+            raise UsageError("the snapshot interval must be at least one time step")
+        return total, spinup, snap
+
+    def snapshot_steps(self) -> list[int]:
+        total, spinup, snap = self.steps()
+        return list(range(spinup, total + 1, snap))
+
+    def make_operator(self) -> coarsen.Operator:
+        try:
+            return coarsen.make_operator(
+                self.operator, self.config.nx, self.config.coarse_nx, self.config.L, **self.operator_params
+            )
+        except (ValueError, TypeError) as err:
+            raise UsageError(str(err)) from None
+
+    def fingerprint(self, run: int) -> str:
+        """JSON identifying the content of run ``run`` (independent of the ensemble size)."""
+        return json.dumps(
+            {
+                "config": json.loads(self.config.to_json()),
+                "operator": self.operator,
+                "operator_params": self.make_operator().params(),
+                "years": self.years,
+                "spinup_years": self.spinup_years,
+                "snapshot_hours": self.snapshot_hours,
+                "seed": self.seed,
+                "run": run,
+            },
+            sort_keys=True,
+        )
+
+    def attrs(self) -> dict[str, Any]:
+        op = self.make_operator()
+        return {
+            "config": self.config.to_json(),
+            "config_name": self.config.name,
+            "operator": op.name,
+            "operator_params": json.dumps(op.params(), sort_keys=True),
+            "ratio": op.ratio,
+            "seed": self.seed,
+            "runs": self.runs,
+            "years": self.years,
+            "spinup_years": self.spinup_years,
+            "spinup_s": self.spinup_years * YEAR,
+            "snapshot_hours": self.snapshot_hours,
+            "snapshot_interval_s": self.snapshot_hours * 3600.0,
+            "year_days": 360,
+        }
+
+
+def initial_pv(config: PyqgConfig, seed: int, run: int) -> np.ndarray:
+    """Deterministic small-amplitude initial PV (2, n, n) in s^-1 for run ``run`` of ``seed``.
+
+    Same form as pyqg's default: ``q1 = 1e-7 U(0,1)[y, x] + 1e-6 U(0,1)[x]``, ``q2 = 0``,
+    drawn from ``numpy.random.default_rng([seed, run])``.
+    """
+    n = config.nx
+    rng = np.random.default_rng([seed, run])
+    q = np.zeros((2, n, n))
+    q[0] = 1e-7 * rng.random((n, n)) + 1e-6 * rng.random((1, n))
+    return q
+
+
+def _coords(config: PyqgConfig, times: np.ndarray) -> dict[str, Any]:
+    nc, L = config.coarse_nx, config.L
+    centres = (np.arange(nc) + 0.5) * (L / nc)
+    return {
+        "time": ("time", np.asarray(times, dtype=np.float64), {"units": "s", "long_name": "model time"}),
+        "lev": ("lev", np.array([1, 2]), {"long_name": "layer (1 = upper)"}),
+        "comp": ("comp", np.array(["x", "y"]), {"long_name": "vector component"}),
+        "tcomp": ("tcomp", np.array(["xx", "xy", "yy"]), {"long_name": "symmetric tensor component"}),
+        "y": ("y", centres, {"units": "m", "long_name": "coarse cell centre, y"}),
+        "x": ("x", centres, {"units": "m", "long_name": "coarse cell centre, x"}),
+    }
+
+
+def _run_dataset(config: PyqgConfig, run: int, times: Iterable[float], snaps: list[dict[str, np.ndarray]], attrs: dict):
+    """One run's snapshots as an xarray Dataset with a leading run dimension (float32 data)."""
+    import xarray as xr
+
+    data = {}
+    for name, dims in _DIMS.items():
+        arr = np.stack([s[name] for s in snaps]).astype(np.float32)[None]
+        units, long_name = _VAR_ATTRS[name]
+        data[name] = (("run",) + dims, arr, {"units": units, "long_name": long_name})
+    for name, value, dims in (("beta_vec", config.beta_vec, ("comp",)), ("U_vec", config.U_vec, ("lev", "comp"))):
+        units, long_name = _VAR_ATTRS[name]
+        data[name] = (("run",) + dims, value.astype(np.float32)[None], {"units": units, "long_name": long_name})
+    coords = _coords(config, np.array(list(times)))
+    coords["run"] = ("run", np.array([run]), {"long_name": "ensemble member"})
+    ds = xr.Dataset(data, coords=coords)
+    ds.attrs.update(
+        {
+            "Conventions": "CF-1.8",
+            "title": "roteq-param coarse-grained pyqg training data",
+            "b_definition": _B_DEF,
+            "sign_convention": _SIGN,
+            "F1": config.F1,
+            "F2": config.F2,
+            "L": config.L,
+            "roteq_param_version": _version(),
+            "pyqg_version": _pyqg_version(),
+            **attrs,
+        }
+    )
+    return ds
+
+
+def _pyqg_version() -> str:
+    import pyqg
+
+    return str(getattr(pyqg, "__version__", "unknown"))
+
+
+def _use_wisdom(wisdom: tuple | None) -> None:
+    """Make FFTW plan from exactly this wisdom, so every process picks the same algorithms."""
+    if wisdom is None:
+        return
+    import pyfftw
+
+    pyfftw.forget_wisdom()
+    pyfftw.import_wisdom(wisdom)
+
+
+def simulate_run(request: Request, run: int, wisdom: tuple | None = None, progress: bool | None = None):
+    """Run member ``run`` at high resolution and return its coarse snapshots (xarray Dataset, run dim 1).
+
+    ``progress=None`` shows a tqdm bar over model time (days) when stderr is a terminal.
+    """
+    from tqdm.auto import tqdm
+
+    _use_wisdom(wisdom)
+    config = request.config
+    op = request.make_operator()
+    total, spinup, snap = request.steps()
+    wanted = set(request.snapshot_steps())
+    dt = config.dt
+    # run_with_snapshots yields every `chunk` steps: all snapshot steps are multiples of it.
+    chunk = math.gcd(spinup, snap)
+    # tmax half a step short of the end, and tsnapint a hair under chunk*dt, make pyqg's float time
+    # tests land on the intended step counts whatever dt is (it compares t < tmax and ceil(tsnapint/dt)).
+    m = config.make_model(tmax=(total - 0.5) * dt)
+    m.q = initial_pv(config, request.seed, run)
+
+    snaps, times = [], []
+
+    def record() -> None:
+        if not np.all(np.isfinite(m.q)):
+            raise FloatingPointError(f"run {run} produced non-finite PV at t = {m.t:g} s (step {m.tc})")
+        snaps.append(coarsen.coarse_grain(m.q, config.F1, config.F2, config.L, op))
+        times.append(m.tc * dt)
+
+    if 0 in wanted:
+        record()
+    bar = tqdm(total=round(total * dt / 86400.0, 6), unit="day", desc=f"run {run}", leave=False,
+               disable=None if progress is None else not progress)
+    if total > 0:
+        for _ in m.run_with_snapshots(tsnapstart=0.0, tsnapint=chunk * dt * (1.0 - 1e-12)):
+            bar.update(round(chunk * dt / 86400.0, 6))
+            if m.tc in wanted:
+                record()
+            if m.tc >= total:
+                break
+    bar.close()
+    if len(snaps) != len(wanted):
+        raise RuntimeError(f"run {run}: expected {len(wanted)} snapshots, got {len(snaps)} (pyqg time stepping)")
+    return _run_dataset(config, run, times, snaps, {**request.attrs(), "fingerprint": request.fingerprint(run)})
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def _part_path(parts_dir: str, run: int) -> str:
+    return os.path.join(parts_dir, f"run_{run:05d}.nc")
+
+
+def _atomic_to_netcdf(ds, path: str) -> None:
+    """Write ``ds`` to a unique temporary file next to ``path`` and rename it into place."""
+    tmp = f"{path}.tmp.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+    try:
+        ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _remove_stale_temporaries(path_prefix: str) -> None:
+    for tmp in glob.glob(glob.escape(path_prefix) + "*.tmp.*"):
+        os.remove(tmp)
+
+
+def _part_is_reusable(path: str, fingerprint: str, overwrite: bool) -> bool:
+    """True if ``path`` already holds the run described by ``fingerprint``.
+
+    A part from other settings is deleted with ``overwrite`` and is an error without it.
+    """
+    import xarray as xr
+
+    if not os.path.exists(path):
+        return False
+    with xr.open_dataset(path) as ds:
+        found = ds.attrs.get("fingerprint")
+    if found == fingerprint:
+        return True
+    if not overwrite:
+        raise UsageError(
+            f"{path} holds a run from different settings; use --overwrite to regenerate it, or another --out"
+        )
+    os.remove(path)
+    return False
+
+
+def _load_or_make_wisdom(parts_dir: str, config: PyqgConfig) -> tuple:
+    """FFTW wisdom for this grid, measured once and kept beside the parts so resumed runs reuse it."""
+    import pyfftw
+
+    path = os.path.join(parts_dir, "fftw_wisdom.pkl")
+    if os.path.exists(path):
+        with open(path, "rb") as fh:
+            return pickle.load(fh)
+    pyfftw.forget_wisdom()
+    config.make_model()  # planning the model's transforms accumulates the wisdom
+    wisdom = pyfftw.export_wisdom()
+    tmp = f"{path}.tmp.{os.getpid()}"
+    with open(tmp, "wb") as fh:
+        pickle.dump(wisdom, fh)
+    os.replace(tmp, path)
+    return wisdom
+
+
+def run_member(request: Request, run: int, parts_dir: str, wisdom: tuple | None = None,
+               progress: bool | None = None, overwrite: bool = False) -> str:
+    """Simulate run ``run`` in this process and write its part file atomically (reused if complete)."""
+    path = _part_path(parts_dir, run)
+    if not _part_is_reusable(path, request.fingerprint(run), overwrite):
+        _atomic_to_netcdf(simulate_run(request, run, wisdom, progress), path)
+    return path
+
+
+def _check_output(out: str, overwrite: bool) -> None:
+    if os.path.isdir(out):
+        raise UsageError(f"output {out} is a directory")
+    if os.path.exists(out) and not overwrite:
+        raise UsageError(f"output {out} exists; pass --overwrite to replace it")
+
+
+def _assemble(paths: list[str], out: str, attrs: dict[str, Any]) -> None:
+    """Concatenate per-run files along ``run`` into ``out`` (atomically), with ``attrs``."""
+    import xarray as xr
+
+    datasets = [xr.open_dataset(p) for p in paths]
+    try:
+        ds = xr.concat(datasets, dim="run", data_vars="all", coords="minimal", compat="override",
+                       combine_attrs="drop_conflicts")
+        ds.attrs.pop("fingerprint", None)
+        ds.attrs.update(attrs)
+        _atomic_to_netcdf(ds, out)
+    finally:
+        for d in datasets:
+            d.close()
+
+
+def generate(request: Request, out: str, *, overwrite: bool = False, workers: int | None = None,
+             scheduler: str | None = None, serial: bool = False, progress: bool | None = None) -> str:
+    """Run the ensemble of ``request`` and write the coarse dataset to ``out`` (netCDF4).
+
+    Runs go to a Dask LocalCluster (processes, one thread each, ``workers``
+    processes, default: the number of cores) unless ``serial`` (in process) or
+    ``scheduler`` (address of an existing Dask scheduler; its workers need this
+    package installed). Completed runs in ``<out>.parts`` are reused.
+    """
+    from tqdm.auto import tqdm
+
+    _check_output(out, overwrite)
+    if workers is not None and workers < 1:
+        raise UsageError(f"--workers must be >= 1; got {workers}")
+    parts_dir = out + ".parts"
+    os.makedirs(parts_dir, exist_ok=True)
+    _remove_stale_temporaries(os.path.join(parts_dir, ""))
+    _remove_stale_temporaries(out)
+
+    paths = [_part_path(parts_dir, r) for r in range(request.runs)]
+    pending = [r for r, p in enumerate(paths) if not _part_is_reusable(p, request.fingerprint(r), overwrite)]
+    wisdom = _load_or_make_wisdom(parts_dir, request.config)
+
+    overall = tqdm(total=request.runs, initial=request.runs - len(pending), unit="run", desc="ensemble",
+                   disable=None if progress is None else not progress)
+    if serial or not pending:
+        for r in pending:
+            run_member(request, r, parts_dir, wisdom, progress)
+            overall.update(1)
+    else:
+        _run_on_dask(request, pending, parts_dir, wisdom, workers, scheduler, overall, progress)
+    overall.close()
+
+    _assemble(paths, out, request.attrs())
+    shutil.rmtree(parts_dir)
+    return out
+
+
+def _run_on_dask(request: Request, pending: list[int], parts_dir: str, wisdom: tuple, workers: int | None,
+                 scheduler: str | None, overall, progress: bool | None) -> None:
+    """Simulate the pending runs on Dask; the parts are written here, so workers need no shared disk."""
+    import logging
+
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    cluster = None
+    if scheduler:
+        client = Client(scheduler)
+    else:
+        cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
+                               dashboard_address=None, silence_logs=logging.ERROR)
+        client = Client(cluster)
+    try:
+        futures = {client.submit(simulate_run, request, r, wisdom, progress, pure=False): r for r in pending}
+        for fut in as_completed(futures):
+            _atomic_to_netcdf(fut.result(), _part_path(parts_dir, futures[fut]))
+            overall.update(1)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+# ----------------------------------------------------------------------------- existing pyqg output
+
+_REQUIRED_ATTRS = ("pyqg:L", "pyqg:nx", "pyqg:rd", "pyqg:delta", "pyqg:beta", "pyqg:dt", "pyqg:rek", "pyqg:filterfac")
+
+
+def _config_from_pyqg_dataset(ds, path: str, coarse_nx: int) -> PyqgConfig:
+    missing = [a for a in _REQUIRED_ATTRS if a not in ds.attrs]
+    missing += [v for v in ("q", "Ubg") if v not in ds.variables]
+    if missing:
+        raise UsageError(f"{path} is not pyqg QGModel output: missing {', '.join(missing)}")
+    if ds["q"].dims[-3:] != ("lev", "y", "x") or ds.sizes["lev"] != 2:
+        raise UsageError(f"{path}: q must have dims (..., lev=2, y, x); got {dict(ds['q'].sizes)}")
+    a = ds.attrs
+    ubg = np.asarray(ds["Ubg"].values, dtype=np.float64)
+    overrides = {
+        "L": float(a["pyqg:L"]), "nx": int(a["pyqg:nx"]), "rd": float(a["pyqg:rd"]),
+        "delta": float(a["pyqg:delta"]), "beta": float(a["pyqg:beta"]), "dt": float(a["pyqg:dt"]),
+        "rek": float(a["pyqg:rek"]), "filterfac": float(a["pyqg:filterfac"]),
+        "U1": float(ubg[0]), "U2": float(ubg[1]),
+    }
+    try:
+        # H1 is not stored by pyqg's to_dataset; it does not enter q, the fluxes or S.
+        return get_config("eddy", overrides, coarse_nx=coarse_nx)
+    except ValueError as err:
+        raise UsageError(f"{path}: {err}") from None
+
+
+def coarsen_files(inputs: list[str], out: str, *, coarse_nx: int = 64, operator: str = "spectral",
+                  overwrite: bool = False, operator_params: dict[str, Any] | None = None) -> str:
+    """Coarse-grain pyqg ``to_dataset()`` netCDF files (one run each) into one dataset at ``out``.
+
+    All inputs must share the configuration, grid and time coordinate; each
+    becomes one ``run``. Inputs with NaNs or missing variables are rejected
+    before anything is written.
+    """
+    import xarray as xr
+
+    if not inputs:
+        raise UsageError("no input files")
+    _check_output(out, overwrite)
+    configs, times, qs = [], None, []
+    for path in inputs:
+        if not os.path.exists(path):
+            raise UsageError(f"input {path} does not exist")
+        with xr.open_dataset(path) as ds:
+            config = _config_from_pyqg_dataset(ds, path, coarse_nx)
+            q = ds["q"]
+            if "time" not in q.dims:
+                q = q.expand_dims("time")
+            t = np.asarray(q["time"].values if "time" in q.coords else np.arange(q.sizes["time"]), dtype=np.float64)
+            values = np.asarray(q.transpose("time", "lev", "y", "x").values, dtype=np.float64)
+        if not np.all(np.isfinite(values)):
+            raise UsageError(f"{path}: q contains NaN or infinite values")
+        if configs and config != configs[0]:
+            raise UsageError(f"{path} has a different configuration from {inputs[0]}: {config.to_json()}")
+        if times is not None and not np.array_equal(t, times):
+            raise UsageError(f"{path} has different times from {inputs[0]}")
+        configs.append(config)
+        times = t
+        qs.append(values)
+
+    config = configs[0]
+    try:
+        op = coarsen.make_operator(operator, config.nx, coarse_nx, config.L, **(operator_params or {}))
+    except (ValueError, TypeError) as err:
+        raise UsageError(str(err)) from None
+    attrs = {
+        "config": config.to_json(), "config_name": "pyqg-output", "operator": op.name,
+        "operator_params": json.dumps(op.params(), sort_keys=True), "ratio": op.ratio,
+        "source_files": json.dumps([os.path.basename(p) for p in inputs]),
+    }
+    runs = []
+    for r, q in enumerate(qs):
+        snaps = [coarsen.coarse_grain(qt, config.F1, config.F2, config.L, op) for qt in q]
+        runs.append(_run_dataset(config, r, times, snaps, attrs))
+    ds = xr.concat(runs, dim="run", data_vars="all", coords="minimal", compat="override",
+                   combine_attrs="override")
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    _remove_stale_temporaries(out)
+    _atomic_to_netcdf(ds, out)
+    return out
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def _fail(command: str, err: Exception) -> None:
+    print(f"roteq {command}: error: {err}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    try:
+        overrides = dict(parse_assignment(s) for s in args.set or [])
+        config = get_config(args.config, overrides, coarse_nx=args.coarse_nx)
+        request = Request(config, operator=args.operator, runs=args.runs, years=args.years,
+                          spinup_years=args.spinup_years, snapshot_hours=args.snapshot_hours, seed=args.seed)
+        generate(request, args.out, overwrite=args.overwrite, workers=args.workers, scheduler=args.scheduler,
+                 serial=args.serial)
+    except ValueError as err:  # UsageError and configuration errors
+        _fail("generate", err)
+    print(args.out)
+    return 0
+
+
+def _cmd_coarsen(args: argparse.Namespace) -> int:
+    try:
+        coarsen_files(args.inputs, args.out, coarse_nx=args.coarse_nx, operator=args.operator,
+                      overwrite=args.overwrite)
+    except ValueError as err:
+        _fail("coarsen", err)
+    print(args.out)
+    return 0
+
+
+def add_generate_parser(subparsers) -> argparse.ArgumentParser:
+    """Add ``generate`` to an argparse subparsers object; ``func`` takes the parsed namespace."""
+    p = subparsers.add_parser(
+        "generate",
+        help="run high-res pyqg ensembles and write coarse training data",
+        description="Run an ensemble of high-resolution pyqg runs, coarse-grain snapshots after the spin-up "
+        "into (u, v, b, q) and subgrid fluxes (tau, Fb, S), and write one netCDF4 dataset. "
+        "A killed run resumes from <out>.parts when re-run with the same arguments.",
+    )
+    p.add_argument("--config", default="eddy", choices=sorted(CONFIGS), help="named configuration (default: eddy)")
+    p.add_argument("--set", action="append", metavar="NAME=VALUE",
+                   help="override any pyqg QGModel parameter (repeatable), e.g. --set beta=1e-11 --set nx=128")
+    p.add_argument("--runs", type=int, default=1, help="ensemble members (default: 1)")
+    p.add_argument("--years", type=float, default=10.0, help="length of each run in 360-day years (default: 10)")
+    p.add_argument("--spinup-years", type=float, default=5.0, help="spin-up before the first snapshot (default: 5)")
+    p.add_argument("--snapshot-hours", type=float, default=1000.0, help="hours between snapshots (default: 1000)")
+    p.add_argument("--coarse-nx", type=int, default=64, help="coarse grid size (default: 64)")
+    p.add_argument("--operator", default="spectral", choices=sorted(coarsen.OPERATORS),
+                   help="coarse-graining operator (default: spectral)")
+    p.add_argument("--seed", type=int, default=0, help="ensemble seed; run r uses (seed, r) (default: 0)")
+    p.add_argument("--out", required=True, help="output netCDF file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--workers", type=int, default=None, help="LocalCluster worker processes (default: cores)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="use an existing Dask scheduler")
+    p.add_argument("--serial", action="store_true", help="run in this process, no Dask")
+    p.set_defaults(func=_cmd_generate)
+    return p
+
+
+def add_coarsen_parser(subparsers) -> argparse.ArgumentParser:
+    """Add ``coarsen`` to an argparse subparsers object; ``func`` takes the parsed namespace."""
+    p = subparsers.add_parser(
+        "coarsen",
+        help="coarse-grain existing pyqg output into training data",
+        description="Coarse-grain pyqg QGModel output (m.to_dataset() written to netCDF, one run per file) "
+        "into the same dataset layout as `generate`.",
+    )
+    p.add_argument("inputs", nargs="+", help="pyqg netCDF files (same configuration and times)")
+    p.add_argument("--coarse-nx", type=int, default=64, help="coarse grid size (default: 64)")
+    p.add_argument("--operator", default="spectral", choices=sorted(coarsen.OPERATORS),
+                   help="coarse-graining operator (default: spectral)")
+    p.add_argument("--out", required=True, help="output netCDF file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(func=_cmd_coarsen)
+    return p

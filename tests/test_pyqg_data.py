@@ -1,0 +1,198 @@
+"""pyqg configurations and training-data generation: determinism (serial == Dask), resume, bad input."""
+
+import argparse
+import os
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from roteq_param import coarsen
+from solver_coupling import pyqg_data as pdata
+from solver_coupling.pyqg_config import YEAR, get_config, parse_assignment
+
+# Tiny ensemble: 32^2 -> 16^2, 216 steps of 1 h, snapshots at steps 108, 144, 180, 216.
+TINY = dict(runs=2, years=216 * 3600 / YEAR, spinup_years=108 * 3600 / YEAR, snapshot_hours=36, seed=7)
+
+
+def _request(**kw):
+    return pdata.Request(get_config("eddy", {"nx": 32}, coarse_nx=16), **{**TINY, **kw})
+
+
+def _assert_identical(a_path, b_path):
+    with xr.open_dataset(a_path) as a, xr.open_dataset(b_path) as b:
+        assert set(a.data_vars) == set(b.data_vars)
+        for v in a.data_vars:
+            np.testing.assert_array_equal(a[v].values, b[v].values, err_msg=v)
+        assert a.attrs == b.attrs
+
+
+@pytest.fixture(scope="module")
+def serial_file(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("serial") / "data.nc")
+    return pdata.generate(_request(), out, serial=True, progress=False)
+
+
+# ------------------------------------------------------------------ configuration
+
+
+def test_eddy_defaults_are_pyqg_defaults():
+    import pyqg
+
+    cfg = get_config()
+    m = cfg.make_model(nx=16)
+    ref = pyqg.QGModel(nx=16, log_level=0)
+    for name in ("beta", "rd", "delta", "U1", "U2", "rek", "L", "filterfac"):
+        assert getattr(m, name) == getattr(ref, name), name
+    assert (cfg.nx, cfg.coarse_nx, cfg.dt, m.ntd) == (256, 64, 3600.0, 1)
+    np.testing.assert_array_equal(cfg.beta_vec, [0.0, 1.5e-11])
+    np.testing.assert_array_equal(cfg.U_vec, [[0.025, 0.0], [0.0, 0.0]])
+    assert (cfg.F1, cfg.F2) == (m.F1, m.F2)
+
+
+def test_overrides_and_errors():
+    cfg = get_config("eddy", dict([parse_assignment("beta=1e-11"), parse_assignment("useAB2=true")]))
+    assert cfg.params["beta"] == 1e-11 and cfg.params["useAB2"] is True
+    with pytest.raises(ValueError, match=r"unknown pyqg parameter 'betta'; valid parameters: .*beta"):
+        get_config("eddy", {"betta": 1.0})
+    with pytest.raises(ValueError, match="ntd.*fixed at 1"):
+        parse_assignment("ntd=2")
+    with pytest.raises(ValueError, match="not divisible"):
+        get_config("eddy", coarse_nx=48)
+    with pytest.raises(ValueError, match="unknown configuration"):
+        get_config("nope")
+
+
+# ------------------------------------------------------------------ generation
+
+
+def test_dataset_layout_and_content(serial_file):
+    with xr.open_dataset(serial_file) as ds:
+        assert dict(ds.sizes) == {"run": 2, "time": 4, "lev": 2, "y": 16, "x": 16, "comp": 2, "tcomp": 3}
+        assert ds["tau"].dims == ("run", "time", "lev", "tcomp", "y", "x")
+        assert ds["Fb"].dims == ("run", "time", "lev", "comp", "y", "x")
+        assert ds["b"].dims == ("run", "time", "y", "x")
+        assert list(ds["tcomp"].values) == ["xx", "xy", "yy"] and list(ds["comp"].values) == ["x", "y"]
+        np.testing.assert_array_equal(ds["time"].values, 3600.0 * np.array([108, 144, 180, 216]))
+        for v in ds.variables:
+            if v not in ("lev", "comp", "tcomp", "run"):
+                assert "units" in ds[v].attrs and "long_name" in ds[v].attrs, v
+        for v in ds.data_vars:
+            assert ds[v].dtype == np.float32 and np.all(np.isfinite(ds[v].values)), v
+        assert ds.attrs["operator"] == "spectral" and ds.attrs["ratio"] == 2 and ds.attrs["seed"] == 7
+        np.testing.assert_array_equal(ds["beta_vec"].values, np.float32([[0, 1.5e-11]] * 2))
+        # The two members differ (different seeds) and the stored forcings agree with each other.
+        assert not np.array_equal(ds["q"][0].values, ds["q"][1].values)
+        res = coarsen.commutation_residual({k: ds[k].values.astype(float) for k in ("S_direct", "S_flux")})
+        assert np.all(res < 1e-6)  # float32 storage of two forms that agree to ~1e-15 in float64
+
+
+def test_serial_and_dask_are_bitwise_identical(serial_file, tmp_path):
+    out = pdata.generate(_request(), str(tmp_path / "dask.nc"), workers=2, progress=False)
+    _assert_identical(serial_file, out)
+    assert sorted(os.listdir(tmp_path)) == ["dask.nc"]  # parts and temporaries are cleaned up
+
+
+def test_killed_generate_resumes(serial_file, tmp_path):
+    """State after a kill: run 0 complete, run 1 a stale temporary, no final file."""
+    request = _request()
+    out = str(tmp_path / "resumed.nc")
+    parts = out + ".parts"
+    os.makedirs(parts)
+    wisdom = pdata._load_or_make_wisdom(parts, request.config)
+    pdata.run_member(request, 0, parts, wisdom, progress=False)
+    with open(os.path.join(parts, "run_00001.nc.tmp.999.deadbeef"), "wb") as fh:
+        fh.write(b"truncated")
+    pdata.generate(request, out, serial=True, progress=False)
+    _assert_identical(serial_file, out)
+    assert sorted(os.listdir(tmp_path)) == ["resumed.nc"]
+
+
+def test_completed_parts_are_reused_not_recomputed(serial_file, tmp_path):
+    request = _request()
+    out = str(tmp_path / "reuse.nc")
+    parts = out + ".parts"
+    os.makedirs(parts)
+    marked = pdata.simulate_run(request, 0, progress=False)
+    marked["u"] = marked["u"] + np.float32(1.0)  # a recognisable (fake) completed run 0
+    marked.to_netcdf(os.path.join(parts, "run_00000.nc"))
+    pdata.generate(request, out, serial=True, progress=False)
+    with xr.open_dataset(out) as ds, xr.open_dataset(serial_file) as ref:
+        np.testing.assert_array_equal(ds["u"][1].values, ref["u"][1].values)
+        np.testing.assert_allclose(ds["u"][0].values, ref["u"][0].values + 1, atol=1e-6)
+
+
+# ------------------------------------------------------------------ existing pyqg output
+
+
+def _pyqg_file(path, nan=False, drop=None):
+    import pyqg
+
+    m = pyqg.QGModel(nx=32, dt=3600.0, log_level=0, tmax=3600.0 * 50)
+    m.run()
+    ds = m.to_dataset()
+    ds = ds.drop_vars([v for v in ds.variables if np.iscomplexobj(ds[v])])  # netCDF has no complex type
+    if nan:
+        ds["q"][0, 0, 0, 0] = np.nan
+    if drop:
+        ds = ds.drop_vars(drop)
+    ds.to_netcdf(path)
+    return m
+
+
+def test_coarsen_existing_pyqg_output(tmp_path):
+    src = str(tmp_path / "hr.nc")
+    m = _pyqg_file(src)
+    out = pdata.coarsen_files([src, src], str(tmp_path / "coarse.nc"), coarse_nx=16, operator="gaussian")
+    op = coarsen.make_operator("gaussian", 32, 16, m.L)
+    expect = coarsen.coarse_grain(m.q, m.F1, m.F2, m.L, op)
+    with xr.open_dataset(out) as ds:
+        assert ds.sizes["run"] == 2 and ds.sizes["time"] == 1
+        for k in ("u", "b", "tau", "Fb", "S_direct"):
+            np.testing.assert_array_equal(ds[k].values[1, 0], expect[k].astype(np.float32), err_msg=k)
+        np.testing.assert_array_equal(ds["U_vec"].values[0], np.float32(m.Ubg[:, None] * [1, 0]))
+
+
+# ------------------------------------------------------------------ CLI errors
+
+
+def _parse(argv):
+    parser = argparse.ArgumentParser(prog="roteq")
+    sub = parser.add_subparsers()
+    pdata.add_generate_parser(sub)
+    pdata.add_coarsen_parser(sub)
+    return parser.parse_args(argv)
+
+
+def _fails(argv, message, capsys):
+    args = _parse(argv)
+    with pytest.raises(SystemExit) as exc:
+        args.func(args)
+    assert exc.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_errors_exit_2_and_write_nothing(tmp_path, capsys):
+    out = str(tmp_path / "o.nc")
+    small = ["--set", "nx=32", "--coarse-nx", "16", "--years", "0.025", "--spinup-years", "0", "--serial"]
+    _fails(["generate", "--out", out, "--set", "betta=1"], "unknown pyqg parameter 'betta'", capsys)
+    _fails(["generate", "--out", out, "--set", "nx=32", "--coarse-nx", "12"], "not divisible", capsys)
+    _fails(["generate", "--out", out, "--set", "nx=32", "--coarse-nx", "16", "--snapshot-hours", "1.5"],
+           "whole number of time steps", capsys)
+    assert os.listdir(tmp_path) == []
+
+    bad_nan, bad_var = str(tmp_path / "nan.nc"), str(tmp_path / "noq.nc")
+    _pyqg_file(bad_nan, nan=True)
+    _pyqg_file(bad_var, drop=["q"])
+    _fails(["coarsen", bad_nan, "--coarse-nx", "16", "--out", out], "NaN", capsys)
+    _fails(["coarsen", bad_var, "--coarse-nx", "16", "--out", out], "missing q", capsys)
+    assert sorted(os.listdir(tmp_path)) == ["nan.nc", "noq.nc"]
+
+    open(out, "w").close()
+    _fails(["generate", "--out", out] + small, "exists; pass --overwrite", capsys)
+    _fails(["coarsen", bad_nan, "--coarse-nx", "16", "--out", out], "exists; pass --overwrite", capsys)
+    assert os.path.getsize(out) == 0
+    args = _parse(["generate", "--out", out, "--overwrite", "--snapshot-hours", "108"] + small)
+    assert args.func(args) == 0
+    with xr.open_dataset(out) as ds:
+        assert ds.sizes["time"] == 3  # t = 0, 108 and 216 h (0.025 y)
