@@ -36,7 +36,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pyqg
@@ -155,6 +155,20 @@ def _save_checkpoint(path: Path, members, st: _State) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def _advance_clock(m, tc: int) -> None:
+    """Bring a fresh model's clock (t, tc, AB level) to step ``tc``.
+
+    pyqg's kernel exposes its clock read-only, so the clock is advanced the way
+    the run advanced it: by ``tc`` calls of the time stepper (t accumulates the
+    same float sums). The state is overwritten by the caller afterwards.
+    """
+    m.dqhdt[:] = 0.0
+    m.dqhdt_p[:] = 0.0
+    m.dqhdt_pp[:] = 0.0
+    for _ in range(tc - m.tc):
+        m._forward_timestep()
+
+
 def _load_checkpoint(path: Path, members, st: _State) -> None:
     try:
         ck = np.load(path, allow_pickle=False)
@@ -166,12 +180,13 @@ def _load_checkpoint(path: Path, members, st: _State) -> None:
         st.failure_time[:] = ck["failure_time"]
         st.failure_reason[:] = ck["failure_reason"].astype(object)
         for i, m in enumerate(members):
-            m.qh[:] = ck[f"m{i}_qh"]
-            m.q[:] = m.ifft(m.qh)
+            _advance_clock(m, int(ck[f"m{i}_clock"][1]))
+            m.qh = ck[f"m{i}_qh"]
             m.dqhdt_p[:] = ck[f"m{i}_dqhdt_p"]
             m.dqhdt_pp[:] = ck[f"m{i}_dqhdt_pp"]
-            t, tc, ab = ck[f"m{i}_clock"]
-            m.t, m.tc, m.ablevel = float(t), int(tc), int(ab)
+            if (m.t, m.tc, m.ablevel) != tuple(ck[f"m{i}_clock"]):
+                raise ValueError(f"member {i}: restored clock {(m.t, m.tc, m.ablevel)} differs from the "
+                                 f"checkpoint's {tuple(ck[f'm{i}_clock'])}")
             for name, d in m.diagnostics.items():
                 value = ck[f"m{i}_diag_{name}_value"]
                 d["value"] = value if value.ndim else d.get("value", 0)
@@ -223,8 +238,12 @@ def _dataset(req: RolloutRequest, members, st: _State, model_sha: str) -> xr.Dat
 
 
 def rollout(req: RolloutRequest, out: str | os.PathLike, *, resume: bool = False, overwrite: bool = False,
-            progress: bool = True) -> xr.Dataset:
-    """Run the ensemble and write ``out/rollout.nc``; returns the dataset."""
+            progress: bool = True, on_step: Callable[[int, list], None] | None = None) -> xr.Dataset:
+    """Run the ensemble and write ``out/rollout.nc``; returns the dataset.
+
+    ``on_step(step, members)``, if given, is called after every step, before the
+    stability monitor: a place for extra forcing, logging or fault injection.
+    """
     out = Path(out)
     nc, ckpt = out / "rollout.nc", out / "checkpoint.npz"
     if not resume and not overwrite and (nc.exists() or ckpt.exists()):
@@ -253,6 +272,8 @@ def rollout(req: RolloutRequest, out: str | os.PathLike, *, resume: bool = False
                 for i in np.flatnonzero(active):
                     members[i]._step_forward()
             st.step += 1
+            if on_step is not None:
+                on_step(st.step, members)
             if st.step % check_every == 0 or st.step % st.ke_every == 0 or st.step % st.snap_every == 0:
                 _monitor(req, members, st)
             if st.step % ckpt_every == 0 or st.step == st.total:

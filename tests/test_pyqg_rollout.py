@@ -1,0 +1,130 @@
+"""roteq rollout: stability monitor, checkpoints and resume after a real kill, plugin online."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from roteq_param import models
+from solver_coupling.pyqg_config import YEAR, get_config
+from solver_coupling.pyqg_plugin import solver_config_of
+from solver_coupling.pyqg_rollout import RolloutRequest, rollout
+
+NX = 16
+
+
+def _config(**over):
+    return get_config("eddy", {"nx": NX, **over}, coarse_nx=NX)
+
+
+def _request(**kw):
+    base = dict(config=_config(), members=2, years=0.05, snapshot_days=2.0, checkpoint_years=0.01,
+                diag_start_years=0.02)
+    base.update(kw)
+    return RolloutRequest(**base)
+
+
+def test_unparameterized_rollout_writes_cf_dataset(tmp_path):
+    ds = rollout(_request(), tmp_path / "r", progress=False)
+    assert ds["q"].dims == ("run", "time", "lev", "y", "x") and ds["q"].attrs["units"] == "s-1"
+    assert np.isfinite(ds["q"].values).all() and not ds["failed"].any()
+    assert ds["time"].values[-1] == pytest.approx(0.05 * YEAR, rel=0.05)
+    assert "KEspec" in ds and ds["KEspec"].dims[0] == "run"
+    on_disk = xr.open_dataset(tmp_path / "r" / "rollout.nc")
+    np.testing.assert_array_equal(on_disk["q"].values, ds["q"].values)
+    # members start from different seeded states and stay different
+    assert not np.allclose(ds["q"][0, -1], ds["q"][1, -1])
+    with pytest.raises(FileExistsError, match="--resume.*--overwrite"):
+        rollout(_request(), tmp_path / "r", progress=False)
+
+
+def test_nan_injected_mid_run_is_caught_with_data_intact(tmp_path):
+    req = _request(years=0.04, check_hours=6.0)
+    inject_at = 200
+
+    def inject(step, members):
+        if step == inject_at:
+            members[1].qh[0, 2, 2] = np.nan
+            members[1].q[0, 3, 3] = np.nan
+
+    ds = rollout(req, tmp_path / "nan", progress=False, on_step=inject)
+    assert list(ds["failed"].values) == [0, 1]
+    assert "non-finite" in str(ds["failure_reason"].values[1])
+    fail_t = float(ds["failure_time"].values[1])
+    assert inject_at * 3600.0 <= fail_t <= (inject_at + 6) * 3600.0
+    before = ds["time"].values < inject_at * 3600.0
+    assert np.isfinite(ds["q"].values[1][before]).all() and before.sum() >= 3
+    assert np.isnan(ds["q"].values[1][~before]).all()
+    assert np.isfinite(ds["q"].values[0]).all()  # the healthy member ran to the end
+    on_disk = xr.open_dataset(tmp_path / "nan" / "rollout.nc")
+    assert int(on_disk["failed"][1]) == 1
+
+
+def test_runaway_energy_is_caught(tmp_path):
+    ds = rollout(_request(energy_limit=1e-12), tmp_path / "ke", progress=False)
+    assert ds["failed"].all()
+    assert "exceeds the limit" in str(ds["failure_reason"].values[0])
+
+
+def _save_small_model(directory, solver):
+    torch.manual_seed(0)
+    net = models.build_model(arch="escnn", group="C4", channels=(8,), kernel_sizes=(3,))
+    scales_in = {"vel_1": 1e-2, "vel_2": 1e-2, "b": 1e2, "beta": 1.5e-11, "U_1": 2.5e-2, "U_2": 1e-3}
+    net.set_normalization(scales_in, {f.name: 1e-7 for f in net.schema.outputs})
+    return models.save_model(net, directory, training={"solver": solver},
+                             inference_cost={"ms_per_call_64x64_1thread": 0.0})
+
+
+def _solver_dict():
+    m = _config().make_model(log_level=0)
+    return solver_config_of(m)
+
+
+def test_killed_rollout_resumes_to_the_same_result(tmp_path):
+    model = _save_small_model(tmp_path / "model", _solver_dict())
+    args = [sys.executable, "-m", "roteq_param.cli", "rollout", "--model", str(model), "--set", f"nx={NX}",
+            "--nx", str(NX), "--members", "2", "--years", "0.06", "--snapshot-days", "2",
+            "--checkpoint-years", "0.01", "--diag-start-years", "0.02"]
+    full = subprocess.run(args + ["--out", str(tmp_path / "full")], capture_output=True, text=True, timeout=300)
+    assert full.returncode == 0, full.stderr
+    # the same run, killed once it has written a checkpoint
+    proc = subprocess.Popen(args + ["--out", str(tmp_path / "killed")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    ckpt = tmp_path / "killed" / "checkpoint.npz"
+    deadline = time.time() + 120
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert ckpt.exists()
+    partial = xr.open_dataset(tmp_path / "killed" / "rollout.nc")
+    assert partial.attrs["steps_done"] < 0.06 * YEAR / 3600.0  # it really stopped early
+    partial.close()
+    leftovers = [p for p in os.listdir(tmp_path / "killed") if ".tmp." in p]
+    resumed = subprocess.run(args + ["--out", str(tmp_path / "killed"), "--resume"], capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    a = xr.open_dataset(tmp_path / "full" / "rollout.nc")
+    b = xr.open_dataset(tmp_path / "killed" / "rollout.nc")
+    np.testing.assert_array_equal(a["q"].values, b["q"].values)
+    np.testing.assert_array_equal(a["KEspec"].values, b["KEspec"].values)
+    assert len(leftovers) <= 1  # at most the one write the kill interrupted
+
+
+def test_rollout_command_errors(tmp_path):
+    run = lambda *a: subprocess.run([sys.executable, "-m", "roteq_param.cli", "rollout", *a],  # noqa: E731
+                                    capture_output=True, text=True, timeout=120)
+    r = run("--model", "none", "--set", "colour=red", "--out", str(tmp_path / "x"))
+    assert r.returncode == 2 and "colour" in r.stderr
+    r = run("--model", str(tmp_path / "missing"), "--set", f"nx={NX}", "--nx", str(NX), "--out", str(tmp_path / "y"))
+    assert r.returncode == 2 and "no model" in r.stderr
+    model = _save_small_model(tmp_path / "m64", {**_solver_dict(), "nx": 64, "ny": 64})
+    r = run("--model", str(model), "--set", f"nx={NX}", "--nx", str(NX), "--years", "0.01", "--out", str(tmp_path / "z"))
+    assert r.returncode == 2 and "nx: the model was trained for nx=64" in r.stderr
