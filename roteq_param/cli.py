@@ -96,11 +96,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo_parser(sub)
     _add_envcheck_parser(sub)
     from solver_coupling.pyqg_data import add_coarsen_parser, add_generate_parser
+    from solver_coupling.pyqg_bench import add_bench_parser
+    from solver_coupling.pyqg_evaluate import add_evaluate_parser
     from solver_coupling.pyqg_rollout import add_rollout_parser
 
     add_generate_parser(sub)
     add_coarsen_parser(sub)
     add_rollout_parser(sub)
+    add_evaluate_parser(sub)
+    add_bench_parser(sub)
     return parser
 
 

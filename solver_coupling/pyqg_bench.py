@@ -1,0 +1,146 @@
+"""``roteq bench``: cost of the parameterization as ratios measured in one process.
+
+Absolute times on a shared machine are noisy; ratios of interleaved measurements
+taken in the same process are not (much). Reported:
+
+* parameterized 64^2 step / bare 64^2 step (target <= 2), for several call intervals;
+* high-res 256^2 step / parameterized 64^2 step (target >= 5);
+* ensemble throughput in member-years per wall-hour against the ensemble size M,
+  on the CPU and, when torch sees a CUDA GPU, on the GPU (M up to 256).
+
+Every figure is the median over ``repeats`` interleaved blocks of ``steps`` steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from statistics import median
+from typing import Any, Callable
+
+import numpy as np
+import pyqg
+import torch
+
+from solver_coupling.pyqg_config import YEAR, get_config
+from solver_coupling.pyqg_plugin import Ensemble, RotEqParameterization
+
+__all__ = ["bench", "add_bench_parser"]
+
+
+def _spun_up(nx: int, param=None, steps: int = 200) -> pyqg.QGModel:
+    cfg = get_config("eddy", {"nx": nx}, coarse_nx=nx)
+    m = cfg.make_model(log_level=0, tmax=1e12, tavestart=1e12, parameterization=param)
+    for _ in range(steps):
+        m._step_forward()
+    return m
+
+
+def _time_steps(step: Callable[[], None], n: int) -> float:
+    start = time.perf_counter()
+    for _ in range(n):
+        step()
+    return (time.perf_counter() - start) / n
+
+
+def _interleaved(cases: dict[str, Callable[[], None]], steps: int, repeats: int) -> dict[str, float]:
+    """Median seconds per step of each case, measured in alternating blocks."""
+    samples: dict[str, list[float]] = {k: [] for k in cases}
+    for _ in range(repeats):
+        for name, step in cases.items():
+            samples[name].append(_time_steps(step, steps))
+    return {k: median(v) for k, v in samples.items()}
+
+
+def bench(model: str, *, steps: int = 200, repeats: int = 7, members: tuple[int, ...] = (1, 4, 16, 64),
+          threads: int = 1, gpu_members: tuple[int, ...] = (1, 16, 64, 256)) -> dict[str, Any]:
+    """Run the benchmark and return the figures (seconds and ratios)."""
+    torch.set_num_threads(threads)
+    bare = _spun_up(64)
+    params = {k: RotEqParameterization(model, call_interval=k) for k in (1, 2, 4)}
+    param_models = {k: _spun_up(64, p) for k, p in params.items()}
+    high = _spun_up(256, steps=20)
+    cases = {"bare_64": bare._step_forward, "highres_256": high._step_forward}
+    cases.update({f"param_64_k{k}": m._step_forward for k, m in param_models.items()})
+    t = _interleaved(cases, steps, repeats)
+    result: dict[str, Any] = {
+        "threads": threads,
+        "seconds_per_step": t,
+        "ratio_param_over_bare": {f"k{k}": t[f"param_64_k{k}"] / t["bare_64"] for k in params},
+        "ratio_highres_over_param_k1": t["highres_256"] / t["param_64_k1"],
+        "ratio_highres_over_bare": t["highres_256"] / t["bare_64"],
+    }
+    result["ensemble_cpu"] = _ensemble_throughput(model, "cpu", members, steps, repeats)
+    if torch.cuda.is_available():
+        result["ensemble_cuda"] = _ensemble_throughput(model, "cuda", gpu_members, steps, repeats)
+    else:
+        result["ensemble_cuda"] = "no CUDA GPU visible to torch on this machine"
+    return result
+
+
+def _ensemble_throughput(model: str, device: str, sizes: tuple[int, ...], steps: int, repeats: int) -> dict:
+    out = {}
+    dt = get_config("eddy").dt
+    for M in sizes:
+        ens = Ensemble.build(RotEqParameterization(model, device=device), M,
+                             **get_config("eddy", {"nx": 64}, coarse_nx=64).model_kwargs(
+                                 log_level=0, tmax=1e12, tavestart=1e12))
+        rng = np.random.default_rng(M)
+        for m in ens.members:
+            m.q = 1e-6 * rng.standard_normal(m.q.shape)
+        for _ in range(5):
+            ens.step()
+        per_step = median(_time_steps(ens.step, max(5, steps // M)) for _ in range(max(3, repeats // 2)))
+        out[str(M)] = {"seconds_per_ensemble_step": per_step,
+                       "member_years_per_wall_hour": M * 3600.0 / per_step * dt / YEAR}
+    return out
+
+
+def _print(result: dict[str, Any]) -> None:
+    t = result["seconds_per_step"]
+    print(f"torch threads: {result['threads']}")
+    print(f"bare 64^2 step          {1e3 * t['bare_64']:8.3f} ms")
+    for k, r in result["ratio_param_over_bare"].items():
+        print(f"param 64^2 step ({k:>3})  {1e3 * t['param_64_' + k]:8.3f} ms   ratio to bare {r:5.2f}  (target <= 2)")
+    print(f"high-res 256^2 step     {1e3 * t['highres_256']:8.3f} ms   ratio to param k1 "
+          f"{result['ratio_highres_over_param_k1']:5.2f}  (target >= 5)")
+    for dev in ("cpu", "cuda"):
+        ens = result[f"ensemble_{dev}"]
+        if isinstance(ens, str):
+            print(f"ensemble on {dev}: {ens}")
+            continue
+        print(f"ensemble throughput on {dev} (member-years per wall-hour):")
+        for M, row in ens.items():
+            print(f"  M = {int(M):4d}: {row['member_years_per_wall_hour']:8.1f}   "
+                  f"({1e3 * row['seconds_per_ensemble_step']:.2f} ms per ensemble step)")
+
+
+def add_bench_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("bench", help="measure the plugin's cost as ratios to bare pyqg steps",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="eddy-c4", help="trained model name or directory (default: eddy-c4)")
+    p.add_argument("--steps", type=int, default=200, help="steps per timing block (default: 200)")
+    p.add_argument("--repeats", type=int, default=7, help="interleaved timing blocks (default: 7)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default: 1, like pyqg's ntd=1)")
+    p.add_argument("--members", type=int, nargs="+", default=[1, 4, 16, 64], help="CPU ensemble sizes")
+    p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    p.set_defaults(func=_cmd_bench)
+    return p
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    try:
+        result = bench(args.model, steps=args.steps, repeats=args.repeats, members=tuple(args.members),
+                       threads=args.threads)
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        print(f"roteq bench: error: {e}", file=sys.stderr)
+        return 2
+    _print(result)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0

@@ -1,0 +1,261 @@
+"""``roteq evaluate``: online skill and stability of parameterized pyqg rollouts (DESIGN.md §5).
+
+Inputs are netCDF datasets with ``q`` (run, time, lev, y, x) in s-1 on the coarse
+grid, a ``time`` coordinate in s and a ``config`` attribute (JSON of QGModel
+arguments, or the form ``roteq generate`` writes):
+
+* ``--truth``: coarse-grained high-resolution runs (the reference);
+* ``--baseline``: unparameterized coarse rollouts (similarity 0 by definition);
+* ``--run NAME=FILE[,FILE...]``: parameterized coarse rollouts (repeatable);
+* ``--truth-b``: independent high-resolution runs, scored like a candidate: the
+  sampling-noise ceiling, printed beside every score.
+
+Every set is reduced by :func:`solver_coupling.pyqg_diagnostics.summarise`
+over its last ``--last-years`` years; distances to the truth are Wasserstein-1
+for the per-layer value distributions of q, u, v, KE and relative enstrophy and
+the RMSE of the isotropic spectra (KE, potential enstrophy, KE flux, APE flux,
+APE generation, bottom drag) for ``0 < k_r < (2/3) k_Nyquist``; the similarity
+is ``1 - D(run, truth) / D(baseline, truth)``. Runs that are not finite or whose
+domain-mean KE exceeds ``--energy-factor`` times the truth's maximum are unstable:
+they are reported with their blow-up time and left out of the statistics.
+
+Writes ``evaluate.json`` (distances, similarities, mean and min, stability) and
+``spectra.png``, ``energy_budget.png``, ``distributions.png``,
+``energy_timeseries.png``, ``snapshots.png`` into ``--out``, and prints the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import xarray as xr
+from matplotlib.figure import Figure
+
+from roteq_param import diagnostics as dg
+from solver_coupling.pyqg_config import parse_assignment
+from solver_coupling.pyqg_data import UsageError
+from solver_coupling.pyqg_diagnostics import model_kwargs_from_attrs, summarise
+
+__all__ = ["EvaluateConfig", "evaluate", "load_runs", "add_evaluate_parser"]
+
+TRUTH, BASELINE, CEILING = "truth", "baseline", "truth-b"
+
+# Parameters that must agree between every set for the comparison to mean anything.
+_PHYSICS = ("nx", "ny", "L", "W", "rd", "delta", "H1", "U1", "U2", "beta", "rek")
+_Q_DIMS = ("run", "time", "lev", "y", "x")
+
+
+@dataclass
+class EvaluateConfig:
+    """Settings of :func:`evaluate`.
+
+    last_years : scoring window, the last years (360 d) of every run; None: all snapshots
+    overrides : QGModel parameters set on top of the datasets' ``config`` (or pyqg defaults)
+    n_quantiles : quantile-summary size of each pooled distribution (None: exact, all values)
+    energy_factor : a run is unstable once its domain-mean KE exceeds this times the truth's maximum
+    k_fraction : spectra are scored for 0 < k_r < k_fraction * pi nx / L (coarse Nyquist)
+    """
+
+    last_years: float | None = 5.0
+    overrides: dict[str, Any] = field(default_factory=dict)
+    n_quantiles: int | None = 10_000
+    energy_factor: float = 10.0
+    k_fraction: float = 2.0 / 3.0
+
+
+def _as_list(sets: xr.Dataset | Sequence[xr.Dataset]) -> list[xr.Dataset]:
+    return [sets] if isinstance(sets, xr.Dataset) else list(sets)
+
+
+def _check_q(ds: xr.Dataset, label: str) -> None:
+    if "q" not in ds:
+        raise UsageError(f"{label}: no variable 'q' (PV anomaly in s-1); variables: {', '.join(map(str, ds.data_vars))}")
+    if set(ds["q"].dims) != set(_Q_DIMS):
+        raise UsageError(f"{label}: q has dims {ds['q'].dims}, expected {_Q_DIMS}")
+    if ds.sizes["lev"] != 2:
+        raise UsageError(f"{label}: q has {ds.sizes['lev']} layers; the two-layer QGModel needs 2")
+    if "time" not in ds.coords:
+        raise UsageError(f"{label}: no 'time' coordinate (model time in s)")
+    if ds.sizes["time"] < 1 or ds.sizes["run"] < 1:
+        raise UsageError(f"{label}: q has no snapshots")
+
+
+def load_runs(paths: Sequence[str], label: str) -> list[xr.Dataset]:
+    """Open (and load) the netCDF files of one set and check their ``q``."""
+    out = []
+    for path in paths:
+        if not os.path.exists(path):
+            raise UsageError(f"{label}: no such file {path!r}")
+        try:
+            with xr.open_dataset(path) as ds:
+                ds = ds.load()
+        except (OSError, ValueError) as err:
+            raise UsageError(f"{label}: cannot read {path!r} as netCDF: {err}") from None
+        _check_q(ds, f"{label} ({path})")
+        ds.attrs["source"] = path
+        out.append(ds)
+    return out
+
+
+def _resolve(sets: Mapping[str, list[xr.Dataset]], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Model arguments of the truth, after checking every set has the same grid and physics."""
+    reference = None
+    for label, datasets in sets.items():
+        for ds in datasets:
+            where = f"{label} ({ds.attrs.get('source', 'in memory')})"
+            _check_q(ds, where)
+            try:
+                kwargs = model_kwargs_from_attrs(ds, overrides)
+            except ValueError as err:
+                raise UsageError(f"{where}: {err}") from None
+            kwargs.setdefault("W", kwargs.get("L", 1e6))
+            if reference is None:
+                reference, ref_where = kwargs, where
+                continue
+            for key in _PHYSICS:
+                a, b = reference.get(key), kwargs.get(key)
+                if a is not None and b is not None and not np.isclose(float(a), float(b), rtol=1e-9, atol=0):
+                    raise UsageError(f"{where} has {key} = {b}, but {ref_where} has {key} = {a}: "
+                                     "grids and physics must match to compare runs")
+                if (a is None) != (b is None):
+                    raise UsageError(f"{key} is set in the config of only one of {ref_where} and {where}")
+    return reference
+
+
+def evaluate(truth: xr.Dataset | Sequence[xr.Dataset], baseline: xr.Dataset | Sequence[xr.Dataset],
+             candidates: Mapping[str, xr.Dataset | Sequence[xr.Dataset]], config: EvaluateConfig | None = None,
+             truth_b: xr.Dataset | Sequence[xr.Dataset] | None = None) -> tuple[dg.SimilarityTable, dict[str, Figure]]:
+    """Score parameterized runs against the truth relative to the unparameterized baseline.
+
+    Each argument is a dataset (or a list of datasets of one set, sharing a time
+    axis) with ``q`` (run, time, lev, y, x) in s-1. Returns the
+    :class:`~roteq_param.diagnostics.SimilarityTable` (with stability of every set)
+    and figures by file stem. Raises :class:`UsageError` for unusable input.
+    """
+    config = config or EvaluateConfig()
+    for name in candidates:
+        if name in (TRUTH, BASELINE, CEILING):
+            raise UsageError(f"run name {name!r} is reserved; choose another")
+    sets = {TRUTH: _as_list(truth), BASELINE: _as_list(baseline)}
+    sets.update({name: _as_list(ds) for name, ds in candidates.items()})
+    if truth_b is not None:
+        sets[CEILING] = _as_list(truth_b)
+    kwargs = _resolve(sets, config.overrides)
+    for ds in sets[TRUTH]:
+        if not np.isfinite(ds["q"].values).all():
+            raise UsageError(f"truth ({ds.attrs.get('source', 'in memory')}): q has NaN or inf values; "
+                             "the reference must be finite")
+
+    def run(label: str, bound: float) -> Any:
+        try:
+            return summarise(sets[label], label, kwargs, last_years=config.last_years, energy_bound=bound,
+                             n_quantiles=config.n_quantiles)
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+
+    summaries = {TRUTH: run(TRUTH, math.inf)}
+    bound = config.energy_factor * float(np.max(summaries[TRUTH].energy))
+    for label in sets:
+        if label != TRUTH:
+            summaries[label] = run(label, bound)
+    if summaries[BASELINE].diagnostics is None:
+        raise UsageError("baseline: no run is stable, so there is no reference distance to score against")
+
+    L = float(kwargs.get("L", 1e6))
+    k_max = config.k_fraction * math.pi * kwargs["nx"] / L
+    reference = summaries[TRUTH].diagnostics
+    labels = reference.labels()
+    distances = {}
+    for label, s in summaries.items():
+        if label == TRUTH:
+            continue
+        distances[label] = (s.diagnostics.distances(reference, k_max) if s.diagnostics is not None
+                            else {d: math.nan for d in labels})
+    table = dg.SimilarityTable(distances, baseline=BASELINE, ceiling=CEILING if truth_b is not None else None,
+                               stability={label: s.stability for label, s in summaries.items()})
+
+    shown = {label: s.diagnostics for label, s in summaries.items() if s.diagnostics is not None}
+    figures = {
+        "spectra": dg.plot_spectra(shown, k_max),
+        "energy_budget": dg.plot_energy_budget(shown, k_max),
+        "distributions": dg.plot_distributions(shown),
+        "energy_timeseries": dg.plot_energy_timeseries({k: (s.time, s.energy) for k, s in summaries.items()}, bound),
+        "snapshots": dg.plot_snapshots(shown),
+    }
+    return table, figures
+
+
+# --------------------------------------------------------------------------- command line
+def _parse_runs(items: Sequence[str] | None) -> dict[str, list[str]]:
+    runs: dict[str, list[str]] = {}
+    for item in items or []:
+        name, sep, files = item.partition("=")
+        if not sep or not name.strip() or not files.strip():
+            raise UsageError(f"--run expects NAME=FILE[,FILE...]; got {item!r}")
+        runs.setdefault(name.strip(), []).extend(f for f in files.split(",") if f)
+    return runs
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    try:
+        if args.last_years is not None and args.last_years <= 0:
+            raise UsageError(f"--last-years must be positive; got {args.last_years}")
+        if args.quantiles < 0:
+            raise UsageError(f"--quantiles must be >= 0 (0: exact); got {args.quantiles}")
+        if args.energy_factor <= 1:
+            raise UsageError(f"--energy-factor must exceed 1; got {args.energy_factor}")
+        overrides = dict(parse_assignment(s) for s in args.set or [])
+        config = EvaluateConfig(last_years=args.last_years, overrides=overrides,
+                                n_quantiles=args.quantiles or None, energy_factor=args.energy_factor)
+        truth = load_runs(args.truth, TRUTH)
+        baseline = load_runs(args.baseline, BASELINE)
+        candidates = {name: load_runs(files, name) for name, files in _parse_runs(args.run).items()}
+        truth_b = load_runs(args.truth_b, CEILING) if args.truth_b else None
+        table, figures = evaluate(truth, baseline, candidates, config, truth_b)
+    except ValueError as err:  # UsageError, bad --set names
+        print(f"roteq evaluate: error: {err}", file=sys.stderr)
+        raise SystemExit(2)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "evaluate.json"), "w") as f:
+        f.write(table.to_json())
+    for stem, fig in figures.items():
+        fig.savefig(os.path.join(args.out, f"{stem}.png"), dpi=110)
+    print(table.format())
+    print(f"wrote {os.path.join(args.out, 'evaluate.json')} and {len(figures)} PNG figures")
+    return 0
+
+
+def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
+    """Add ``evaluate`` to an argparse subparsers object; ``func`` takes the parsed namespace."""
+    p = subparsers.add_parser(
+        "evaluate",
+        help="score parameterized rollouts against coarse-grained truth (similarity, stability)",
+        description="Similarity 1 - D(run, truth)/D(baseline, truth) per diagnostic (Wasserstein-1 of value "
+        "distributions, RMSE of isotropic energy-budget spectra below 2/3 of the coarse Nyquist wavenumber), "
+        "its mean and minimum, the noise ceiling of independent truth runs, and rollout stability.",
+    )
+    p.add_argument("--truth", nargs="+", required=True, metavar="FILE",
+                   help="coarse-grained high-res netCDF files with q (run, time, lev, y, x) in s-1")
+    p.add_argument("--baseline", nargs="+", required=True, metavar="FILE",
+                   help="unparameterized coarse rollouts (same layout)")
+    p.add_argument("--run", action="append", metavar="NAME=FILE[,FILE...]",
+                   help="parameterized rollouts to score (repeatable)")
+    p.add_argument("--truth-b", nargs="+", metavar="FILE",
+                   help="independent high-res runs: scored as a candidate, their score is the noise ceiling")
+    p.add_argument("--last-years", type=float, default=5.0,
+                   help="score the last Y years (360 d) of every run (default: 5)")
+    p.add_argument("--set", action="append", metavar="NAME=VALUE",
+                   help="QGModel parameter on top of the files' config attribute or pyqg defaults (repeatable)")
+    p.add_argument("--quantiles", type=int, default=10_000,
+                   help="quantiles kept per pooled distribution; 0 keeps every value (exact W1) (default: 10000)")
+    p.add_argument("--energy-factor", type=float, default=10.0,
+                   help="unstable once domain-mean KE exceeds this times the truth's maximum (default: 10)")
+    p.add_argument("--out", required=True, help="output directory for evaluate.json and the PNG figures")
+    p.set_defaults(func=_cmd_evaluate)
+    return p
