@@ -48,6 +48,7 @@ __all__ = [
     "momentum_tendency",
     "buoyancy_tendency",
     "pv_forcing_from_fluxes",
+    "PVForcingOperator",
     "stretching_coefficients",
     "inversion_matrix",
     "invert_pv",
@@ -208,13 +209,60 @@ def stretching_coefficients(rd: float, delta: float) -> tuple[float, float]:
     return F1, delta * F1
 
 
+class PVForcingOperator:
+    """The two-layer PV forcing of :func:`pv_forcing_from_fluxes` as one fused spectral operator.
+
+    With the five flux components of layer ``i`` stacked as
+    ``(tau_xx, tau_xy, tau_yy, F_x, F_y)``, the forcing is
+    ``S_i^ = sum_c M[i, c] * flux_i,c^`` with precomputed multipliers
+
+    * ``-curl(div tau) -> (il ik) tau_xx^ + ((il)^2 - (ik)^2) tau_xy^ - (ik il) tau_yy^``,
+    * ``+F1 div F_1 -> F1 (ik F_x^ + il F_y^)`` and ``-F2 div F_2`` likewise,
+
+    (``ik``, ``il`` with the Nyquist row and column zeroed, as for every odd
+    derivative here). One forward and one inverse FFT per call instead of a
+    chain of derivatives: this is what the timestep hook and the training loss
+    run at every step. Works on numpy arrays and torch tensors (multipliers are
+    cached per device and precision).
+    """
+
+    def __init__(self, n: int, L: float, F1: float, F2: float):
+        if n % 2:
+            raise ValueError(f"grid size must be even; got n={n}")
+        self.n, self.L, self.F1, self.F2 = int(n), float(L), float(F1), float(F2)
+        ik, il = _odd_multipliers(self.n, self.L)
+        tau_part = [il * ik, il * il - ik * ik, -ik * il]
+        self.multipliers = np.stack([np.stack(tau_part + [sign * ik, sign * il])
+                                     for sign in (self.F1, -self.F2)])  # (2 lev, 5 comp, n, n//2+1)
+        self._cache: dict = {}
+
+    def _m(self, x: Any) -> Any:
+        if not _is_torch(x):
+            return self.multipliers
+        key = (x.device, x.dtype)
+        if key not in self._cache:
+            self._cache[key] = _multiplier(x, self.multipliers)
+        return self._cache[key]
+
+    def __call__(self, fluxes: Any) -> Any:
+        """``fluxes [..., 2(lev), 5(txx, txy, tyy, Fx, Fy), n, n]`` (SI) -> S ``[..., 2(lev), n, n]`` in s^-2."""
+        if fluxes.ndim < 4 or tuple(fluxes.shape[-4:]) != (2, 5, self.n, self.n):
+            raise ValueError(f"fluxes must have shape [..., 2(lev), 5(txx, txy, tyy, Fx, Fy), {self.n}, {self.n}]; "
+                             f"got {tuple(fluxes.shape)}")
+        fft, fh, n = _spectral(fluxes)
+        sh = (fh * self._m(fluxes)).sum(-3)
+        return fft.irfft2(sh, s=(n, n))
+
+
 def pv_forcing_from_fluxes(tau: Any, Fb: Any, F1: float, F2: float, L: float) -> Any:
     """Two-layer PV forcing (s^-2) implied by momentum and buoyancy fluxes (DESIGN §3).
 
     ``S_1 = -curl(div tau_1) + F1 div F_1`` and
     ``S_2 = -curl(div tau_2) - F2 div F_2``, so that S is what is added to
     dq/dt (pyqg's q-parameterization convention); it is the PV counterpart of
-    ``du/dt = -div(tau)`` and ``db/dt = -div(F)``.
+    ``du/dt = -div(tau)`` and ``db/dt = -div(F)``. (Upper layer: q1 contains
+    -F1*eta, so an eta flux enters with +F1; lower: q2 contains +F2*eta.)
+    Evaluated by :class:`PVForcingOperator`.
 
     Parameters
     ----------
@@ -236,10 +284,14 @@ def pv_forcing_from_fluxes(tau: Any, Fb: Any, F1: float, F2: float, L: float) ->
         raise ValueError(f"tau must have shape [..., 2(lev), 3(xx, xy, yy), y, x]; got {tuple(tau.shape)}")
     if Fb.ndim < 4 or Fb.shape[-4] != 2 or Fb.shape[-3] != 2:
         raise ValueError(f"Fb must have shape [..., 2(lev), 2(x, y), y, x]; got {tuple(Fb.shape)}")
-    vort = -curl(tensor_divergence(tau, L), L)  # [..., 2, y, x]
-    divF = divergence(Fb, L)  # [..., 2, y, x]
-    # Upper layer: q1 contains -F1*eta, so an eta flux enters with +F1; lower: q2 contains +F2*eta.
-    return _stack([vort[..., 0, :, :] + F1 * divF[..., 0, :, :], vort[..., 1, :, :] - F2 * divF[..., 1, :, :]], -3)
+    n = _check_square(tau)
+    if _is_torch(tau):
+        import torch
+
+        fluxes = torch.cat([tau, Fb.to(tau.dtype)], dim=-3)
+    else:
+        fluxes = np.concatenate([np.asarray(tau), np.asarray(Fb)], axis=-3)
+    return PVForcingOperator(n, L, F1, F2)(fluxes)
 
 
 def inversion_matrix(n: int, L: float, F1: float, F2: float) -> np.ndarray:

@@ -93,21 +93,29 @@ def state_from_model(m: pyqg.QGModel) -> dict[str, np.ndarray]:
     b = m.ifft((ph[0] - ph[1])[None])[0]  # pyqg's FFT wants (nz, ny, nk) arrays
     state = {f"vel_{i + 1}": np.stack([u[i], v[i]]) for i in range(m.nz)}
     state["b"] = b
-    state["beta"] = np.array([0.0, float(m.beta)])  # beta points along y in pyqg
+    beta, U = _constants(m)
+    state["beta"] = beta
     for i in range(m.nz):
-        state[f"U_{i + 1}"] = np.array([float(m.Ubg[i]), 0.0])  # background flow along x
+        state[f"U_{i + 1}"] = U[i]
     return state
 
 
 class FluxForcing:
-    """Named coarse state -> PV forcing S [s^-2], through an exported flux network.
+    """Coarse state -> PV forcing S [s^-2], through an exported flux network.
 
-    Solver-independent apart from the stretching coefficients F1, F2 [m^-2] and
-    the domain side L [m]. Inputs may carry leading batch dimensions (ensembles);
-    the output is ``[..., nz, ny, nx]`` float64 numpy.
+    Two entry points share one core (network, then the fused flux-to-forcing
+    operator :class:`roteq_param.fluxform.PVForcingOperator`):
+
+    * ``forcing(state)`` takes the schema's named arrays (validated: errors name
+      the field), with any leading batch dimensions;
+    * ``forcing.from_spectral(ph, k, l, beta, U)`` takes pyqg's spectral
+      streamfunction directly and builds the network input with one inverse FFT:
+      the hot path of the timestep hook and of ensembles.
+
+    Both return ``[..., nz, ny, nx]`` float64 numpy.
     """
 
-    def __init__(self, model: models.FluxNet, *, F1: float, F2: float, L: float,
+    def __init__(self, model: models.FluxNet, *, F1: float, F2: float, L: float, n: int,
                  device: str = "cpu", dtype: torch.dtype = torch.float32):
         self.schema = model.schema
         self.device = torch.device(device)
@@ -116,28 +124,94 @@ class FluxForcing:
         if dtype not in (torch.float32, torch.float64):
             raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
         self.dtype = dtype
+        self.cdtype = torch.complex64 if dtype == torch.float32 else torch.complex128
         self.net = model.export().to(device=self.device, dtype=dtype).eval()
-        self.F1, self.F2, self.L = float(F1), float(F2), float(L)
-        self._layers = sorted({f.layer for f in self.schema.outputs})
+        self.n = int(n)
+        self.operator = fluxform.PVForcingOperator(self.n, L, F1, F2)
+        layers = sorted({f.layer for f in self.schema.outputs})
+        if len(layers) != 2:
+            raise ValueError(f"the two-layer PV forcing needs fluxes for 2 layers, the schema has {layers}")
+        out = self.schema.channel_slices("outputs")
+        # gather the network's output channels as [lev, (txx, txy, tyy, Fx, Fy)]
+        index = [list(range(out[f"tau_{i}"].start, out[f"tau_{i}"].stop)) +
+                 list(range(out[f"Fb_{i}"].start, out[f"Fb_{i}"].stop)) for i in layers]
+        self._out_index = torch.tensor(index, device=self.device).reshape(-1)
+        self._in_slices = self.schema.channel_slices("inputs")
+        self._spectral_cache: dict = {}
+
+    # -- core -------------------------------------------------------------------------------------
+    def _forcing(self, x: torch.Tensor) -> np.ndarray:
+        batch = x.shape[:-3]
+        with torch.no_grad():
+            y = self.net(x.reshape(-1, *x.shape[-3:]))
+            fluxes = y.index_select(1, self._out_index).reshape(*batch, 2, 5, self.n, self.n)
+            S = self.operator(fluxes)
+        return S.to(torch.float64).cpu().numpy()
 
     def fluxes(self, state: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """(tau [..., nz, 3, y, x], Fb [..., nz, 2, y, x]) as torch tensors on the device."""
-        self.schema.validate(state, "inputs")
-        x = self.schema.stack({k: torch.as_tensor(np.asarray(v), dtype=self.dtype).to(self.device)
-                               for k, v in state.items() if k in {f.name for f in self.schema.inputs}}, "inputs")
+        x = self._stack(state)
         batch = x.shape[:-3]
         with torch.no_grad():
             y = self.net(x.reshape(-1, *x.shape[-3:]))
         out = self.schema.unstack(y.reshape(*batch, *y.shape[-3:]), "outputs")
-        tau = torch.stack([out[f"tau_{i}"] for i in self._layers], dim=-4)
-        Fb = torch.stack([out[f"Fb_{i}"] for i in self._layers], dim=-4)
+        tau = torch.stack([out["tau_1"], out["tau_2"]], dim=-4)
+        Fb = torch.stack([out["Fb_1"], out["Fb_2"]], dim=-4)
         return tau, Fb
 
+    def _stack(self, state: Mapping[str, Any]) -> torch.Tensor:
+        self.schema.validate(state, "inputs", grid_shape=(self.n, self.n), allow_extra=True)
+        names = {f.name for f in self.schema.inputs}
+        return self.schema.stack({k: torch.as_tensor(np.asarray(v), dtype=self.dtype).to(self.device)
+                                  for k, v in state.items() if k in names}, "inputs")
+
+    # -- entry points ----------------------------------------------------------------------------
     def __call__(self, state: Mapping[str, Any]) -> np.ndarray:
-        tau, Fb = self.fluxes(state)
-        with torch.no_grad():
-            S = fluxform.pv_forcing_from_fluxes(tau, Fb, self.F1, self.F2, self.L)
-        return S.to(torch.float64).cpu().numpy()
+        return self._forcing(self._stack(state))
+
+    def from_spectral(self, ph: np.ndarray, k: np.ndarray, l: np.ndarray, beta: np.ndarray,
+                      U: np.ndarray) -> np.ndarray:
+        """Forcing from pyqg's spectral streamfunction.
+
+        ``ph`` is ``[..., 2, n, n//2+1]`` (pyqg's rfft layout, unnormalised forward
+        transform), ``k``/``l`` pyqg's wavenumber arrays [1/m], ``beta`` the vector
+        (0, beta) [1/(m s)] and ``U`` the background velocities ``[2, 2]`` [m/s].
+        """
+        key = (self.device, self.cdtype)
+        if key not in self._spectral_cache:
+            self._spectral_cache[key] = (torch.as_tensor(1j * np.asarray(k), dtype=self.cdtype, device=self.device),
+                                         torch.as_tensor(1j * np.asarray(l), dtype=self.cdtype, device=self.device))
+        ik, il = self._spectral_cache[key]
+        P = torch.as_tensor(np.asarray(ph), device=self.device).to(self.cdtype)
+        p1, p2 = P[..., 0, :, :], P[..., 1, :, :]
+        spec = torch.stack([-il * p1, ik * p1, -il * p2, ik * p2, p1 - p2], dim=-3)
+        grid = torch.fft.irfft2(spec, s=(self.n, self.n))  # u1, v1, u2, v2, b
+        if not bool(torch.isfinite(grid).all()):
+            self._stack(_named(grid.double().cpu().numpy(), beta, U))  # raises, naming the field
+        batch = grid.shape[:-3]
+        x = torch.empty(*batch, self.schema.n_channels("inputs"), self.n, self.n, dtype=self.dtype,
+                        device=self.device)
+        s = self._in_slices
+        x[..., s["vel_1"], :, :] = grid[..., 0:2, :, :]
+        x[..., s["vel_2"], :, :] = grid[..., 2:4, :, :]
+        x[..., s["b"], :, :] = grid[..., 4:5, :, :]
+        consts = {"beta": beta, "U_1": U[0], "U_2": U[1]}
+        for name, value in consts.items():
+            x[..., s[name], :, :] = torch.as_tensor(np.asarray(value), dtype=self.dtype,
+                                                    device=self.device)[..., None, None]
+        return self._forcing(x)
+
+
+def _named(grid: np.ndarray, beta: np.ndarray, U: np.ndarray) -> dict[str, np.ndarray]:
+    batch = grid.shape[:-3]
+    return {"vel_1": grid[..., 0:2, :, :], "vel_2": grid[..., 2:4, :, :], "b": grid[..., 4, :, :],
+            "beta": np.broadcast_to(beta, (*batch, 2)), "U_1": np.broadcast_to(U[0], (*batch, 2)),
+            "U_2": np.broadcast_to(U[1], (*batch, 2))}
+
+
+def _constants(m: pyqg.QGModel) -> tuple[np.ndarray, np.ndarray]:
+    """beta = (0, beta) [1/(m s)] (pyqg's beta points along y) and U_i = (U_i, 0) [m/s]."""
+    return np.array([0.0, float(m.beta)]), np.array([[float(m.Ubg[i]), 0.0] for i in range(m.nz)])
 
 
 @dataclass
@@ -245,7 +319,7 @@ class RotEqParameterization(pyqg.QParameterization):
         if self._bound_to != id(m):
             self.check_solver(m)
             F1, F2 = fluxform.stretching_coefficients(float(m.rd), float(m.delta))
-            self._forcing = FluxForcing(self._loaded.model, F1=F1, F2=F2, L=float(m.L),
+            self._forcing = FluxForcing(self._loaded.model, F1=F1, F2=F2, L=float(m.L), n=int(m.nx),
                                         device=self.device, dtype=self.dtype)
             self._bound_to = id(m)
             self._cached = None
@@ -256,7 +330,7 @@ class RotEqParameterization(pyqg.QParameterization):
         forcing = self.bind(m)
         if self._cached is None or self._calls % self.call_interval == 0:
             try:
-                self._cached = forcing(state_from_model(m))
+                self._cached = forcing.from_spectral(m.ph, m.k, m.l, *_constants(m))
             except SchemaError as e:
                 raise FloatingPointError(f"pyqg state at t = {m.t:g} s is not valid network input: {e}") from e
         self._calls += 1
@@ -323,13 +397,16 @@ class Ensemble:
         if not idx:
             return
         if self._steps % self.param.call_interval == 0:
-            states = []
             for i in idx:
-                m = self.members[i]
-                m._invert()  # the same inversion _step_forward starts with: ph is current
-                states.append(state_from_model(m))
-            batch = {k: np.stack([s[k] for s in states]) for k in states[0]}
-            S = self.forcing(batch)
+                self.members[i]._invert()  # the same inversion _step_forward starts with: ph is current
+            m0 = self.members[idx[0]]
+            ph = np.stack([self.members[i].ph for i in idx])
+            # A member that went non-finite must not poison the batch: it keeps a NaN forcing and
+            # is left for the caller's stability monitor to stop.
+            finite = np.isfinite(ph).all(axis=(1, 2, 3))
+            S = np.full((len(idx), *m0.q.shape), np.nan)
+            if finite.any():
+                S[finite] = self.forcing.from_spectral(ph[finite], m0.k, m0.l, *_constants(m0))
             for n, i in enumerate(idx):
                 self._slots[i].dq = S[n]
         for i in idx:

@@ -62,7 +62,7 @@ def test_online_forcing_is_exactly_equivariant_in_float32(model_state, net, k):
     g = symmetry.Element(4, k)
     m = model_state
     F1, F2 = fluxform.stretching_coefficients(m.rd, m.delta)
-    forcing = FluxForcing(net, F1=F1, F2=F2, L=m.L, dtype=torch.float32)
+    forcing = FluxForcing(net, F1=F1, F2=F2, L=m.L, n=NX, dtype=torch.float32)
     dq = forcing(state_from_model(m))
 
     # a second pyqg model holding the rotated state: rotate q (a pseudoscalar) and let pyqg invert it
@@ -87,7 +87,7 @@ def test_reflections_are_exact_online_for_a_D4_net(model_state):
     m = model_state
     net = _scaled_net(group="D4", state=state_from_model(m))
     F1, F2 = fluxform.stretching_coefficients(m.rd, m.delta)
-    forcing = FluxForcing(net, F1=F1, F2=F2, L=m.L)
+    forcing = FluxForcing(net, F1=F1, F2=F2, L=m.L, n=NX)
     state = state_from_model(m)
     dq = forcing(state)
     for g in Group(4, True).elements():
@@ -95,10 +95,23 @@ def test_reflections_are_exact_online_for_a_D4_net(model_state):
         assert err / np.abs(dq).max() <= 1e-5, (str(g), err)
 
 
+def test_spectral_fast_path_equals_named_state_path(model_state, net):
+    m = model_state
+    F1, F2 = fluxform.stretching_coefficients(m.rd, m.delta)
+    for dtype, tol in ((torch.float32, 1e-5), (torch.float64, 1e-12)):
+        forcing = FluxForcing(net, F1=F1, F2=F2, L=m.L, n=NX, dtype=dtype)
+        named = forcing(state_from_model(m))
+        fast = forcing.from_spectral(m.ph, m.k, m.l, np.array([0.0, m.beta]), np.array([[m.U1, 0.0], [m.U2, 0.0]]))
+        assert np.abs(fast - named).max() <= tol * np.abs(named).max()
+    # the hook uses the fast path
+    np.testing.assert_allclose(RotEqParameterization(net, dtype=torch.float64)(m), named, rtol=0,
+                               atol=1e-12 * np.abs(named).max())
+
+
 def test_tendencies_are_in_flux_form(model_state, net):
     m = model_state
     F1, F2 = fluxform.stretching_coefficients(m.rd, m.delta)
-    forcing = FluxForcing(net, F1=F1, F2=F2, L=m.L, dtype=torch.float64)
+    forcing = FluxForcing(net, F1=F1, F2=F2, L=m.L, n=NX, dtype=torch.float64)
     tau, Fb = forcing.fluxes(state_from_model(m))
     du = fluxform.momentum_tendency(tau, m.L)  # [nz, 2, y, x] in m/s^2
     db = fluxform.buoyancy_tendency(Fb, m.L)  # [nz, y, x] in m^2/s^2
@@ -204,3 +217,13 @@ def test_nan_state_is_a_clear_error(net):
     m.ph[0, 3, 3] = np.nan
     with pytest.raises(FloatingPointError, match="not valid network input.*'vel_1' contains NaN"):
         P(m)
+
+
+def test_a_nan_member_does_not_poison_the_ensemble(net):
+    ens = Ensemble.build(RotEqParameterization(net), 2, nx=NX, dt=3600.0, ntd=1, log_level=0)
+    for e in ens.members:
+        e.q = 1e-6 * np.random.default_rng(1).normal(size=e.q.shape)
+    ens.step()
+    ens.members[1].qh[0, 1, 1] = np.nan
+    ens.step()
+    assert np.isfinite(ens.members[0].q).all() and not np.isfinite(ens.members[1].q).all()
