@@ -42,7 +42,7 @@ from solver_coupling.staggered import (
     cgrid_to_centres_kernel,
 )
 
-__all__ = ["CGridAdapter", "CGridTendencies", "GradientModel", "FluxModel"]
+__all__ = ["CGridAdapter", "CGridTendencies", "GradientModel", "NetworkClosure", "FluxModel"]
 
 FluxModel = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -252,6 +252,38 @@ class GradientModel:
         tau = a * np.stack([ux * ux + uy * uy, ux * vx + uy * vy, vx * vx + vy * vy], axis=1)
         fb = a * np.stack([ux * bx + uy * by, vx * bx + vy * by], axis=1)
         return tau.astype(u_c.dtype, copy=False), fb.astype(u_c.dtype, copy=False)
+
+
+class NetworkClosure:
+    """A trained roteq-param flux network as a C-grid ``flux_model``.
+
+    The same network and schema as the pyqg hook: collocated ``u_c, v_c``
+    ``(2, ny, nx)`` [m/s] and ``b_c`` ``(ny, nx)`` [m^2/s] plus the constant
+    vectors the network was trained with (``beta`` = (beta_x, beta_y) [1/(m s)],
+    ``U`` = background velocity per layer ``(2, 2)`` [m/s]) in, ``tau``
+    ``(2, 3, ny, nx)`` [m^2/s^2] and ``Fb`` ``(2, 2, ny, nx)`` [m^3/s^2] out.
+    Inference in float32; inputs are validated (NaNs and shapes name the field).
+    """
+
+    def __init__(self, model, beta, U):
+        from roteq_param.models import Predictor
+
+        self.predictor = Predictor(model)
+        self.beta = np.asarray(beta, dtype=float)
+        self.U = np.asarray(U, dtype=float)
+        if self.beta.shape != (2,) or self.U.shape != (2, 2):
+            raise ValueError(f"beta must have shape (2,) and U shape (2, 2); got {self.beta.shape} and {self.U.shape}")
+
+    def __call__(self, u_c: np.ndarray, v_c: np.ndarray, b_c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if b_c.ndim == 3:
+            if b_c.shape[0] != 1:
+                raise ValueError(f"the QG network takes one interface field b; got b with shape {b_c.shape}")
+            b_c = b_c[0]
+        state = {"vel_1": np.stack([u_c[0], v_c[0]]), "vel_2": np.stack([u_c[1], v_c[1]]), "b": b_c,
+                 "beta": self.beta, "U_1": self.U[0], "U_2": self.U[1]}
+        out = self.predictor(state)
+        return (np.stack([out["tau_1"], out["tau_2"]]).astype(np.float64),
+                np.stack([out["Fb_1"], out["Fb_2"]]).astype(np.float64))
 
 
 def _spacing(value: float, name: str) -> float:

@@ -50,13 +50,13 @@ import os
 import pickle
 import shutil
 import sys
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import numpy as np
 
 from roteq_param import coarsen
+from roteq_param.atomic import atomic_to_netcdf
 from solver_coupling.pyqg_config import CONFIGS, YEAR, PyqgConfig, get_config, parse_assignment
 
 __all__ = [
@@ -335,18 +335,6 @@ def _part_path(parts_dir: str, run: int) -> str:
     return os.path.join(parts_dir, f"run_{run:05d}.nc")
 
 
-def _atomic_to_netcdf(ds, path: str) -> None:
-    """Write ``ds`` to a unique temporary file next to ``path`` and rename it into place."""
-    tmp = f"{path}.tmp.{os.getpid()}.{uuid.uuid4().hex[:8]}"
-    try:
-        ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def _remove_stale_temporaries(path_prefix: str) -> None:
     for tmp in glob.glob(glob.escape(path_prefix) + "*.tmp.*"):
         os.remove(tmp)
@@ -396,7 +384,7 @@ def run_member(request: Request, run: int, parts_dir: str, wisdom: tuple | None 
     """Simulate run ``run`` in this process and write its part file atomically (reused if complete)."""
     path = _part_path(parts_dir, run)
     if not _part_is_reusable(path, request.fingerprint(run), overwrite):
-        _atomic_to_netcdf(simulate_run(request, run, wisdom, progress), path)
+        atomic_to_netcdf(simulate_run(request, run, wisdom, progress), path)
     return path
 
 
@@ -417,7 +405,7 @@ def _assemble(paths: list[str], out: str, attrs: dict[str, Any]) -> None:
                        combine_attrs="drop_conflicts")
         ds.attrs.pop("fingerprint", None)
         ds.attrs.update(attrs)
-        _atomic_to_netcdf(ds, out)
+        atomic_to_netcdf(ds, out)
     finally:
         for d in datasets:
             d.close()
@@ -478,7 +466,7 @@ def _run_on_dask(request: Request, pending: list[int], parts_dir: str, wisdom: t
     try:
         futures = {client.submit(simulate_run, request, r, wisdom, progress, pure=False): r for r in pending}
         for fut in as_completed(futures):
-            _atomic_to_netcdf(fut.result(), _part_path(parts_dir, futures[fut]))
+            atomic_to_netcdf(fut.result(), _part_path(parts_dir, futures[fut]))
             overall.update(1)
     finally:
         client.close()
@@ -565,7 +553,7 @@ def coarsen_files(inputs: list[str], out: str, *, coarse_nx: int = 64, operator:
                    combine_attrs="override")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     _remove_stale_temporaries(out)
-    _atomic_to_netcdf(ds, out)
+    atomic_to_netcdf(ds, out)
     return out
 
 

@@ -27,6 +27,7 @@ Writes ``evaluate.json`` (distances, similarities, mean and min, stability) and
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -42,7 +43,7 @@ from solver_coupling.pyqg_config import parse_assignment
 from solver_coupling.pyqg_data import UsageError
 from solver_coupling.pyqg_diagnostics import model_kwargs_from_attrs, summarise
 
-__all__ = ["EvaluateConfig", "evaluate", "load_runs", "add_evaluate_parser"]
+__all__ = ["EvaluateConfig", "Reference", "evaluate", "load_runs", "add_evaluate_parser"]
 
 TRUTH, BASELINE, CEILING = "truth", "baseline", "truth-b"
 
@@ -86,26 +87,88 @@ def _check_q(ds: xr.Dataset, label: str) -> None:
         raise UsageError(f"{label}: q has no snapshots")
 
 
+def _parse_selection(spec: str, label: str) -> tuple[str, list[int] | None]:
+    """``FILE`` or ``FILE@RUNS`` with RUNS like ``7-9`` or ``0,2,5`` (run indices, ranges inclusive)."""
+    path, sep, runs = spec.rpartition("@") if "@" in spec else (spec, "", "")
+    if not sep:
+        return spec, None
+    picked: list[int] = []
+    try:
+        for part in runs.split(","):
+            lo, dash, hi = part.partition("-")
+            picked += list(range(int(lo), int(hi) + 1)) if dash else [int(lo)]
+    except ValueError:
+        raise UsageError(f"{label}: cannot read the run selection in {spec!r}; use FILE@7-9 or FILE@0,2,5") from None
+    return path, picked
+
+
 def load_runs(paths: Sequence[str], label: str) -> list[xr.Dataset]:
-    """Open (and load) the netCDF files of one set and check their ``q``."""
+    """Open (and load) the netCDF files of one set and check their ``q``.
+
+    A path may select runs: ``FILE@7-9`` or ``FILE@0,2,5`` (indices along ``run``).
+    """
     out = []
-    for path in paths:
+    for spec in paths:
+        path, runs = _parse_selection(spec, label)
         if not os.path.exists(path):
             raise UsageError(f"{label}: no such file {path!r}")
         try:
             with xr.open_dataset(path) as ds:
-                ds = ds.load()
+                if runs is not None:
+                    bad = [r for r in runs if not 0 <= r < ds.sizes.get("run", 0)]
+                    if bad:
+                        raise UsageError(f"{label}: {path!r} has runs 0-{ds.sizes.get('run', 0) - 1}; "
+                                         f"cannot select {bad}")
+                    ds = ds.isel(run=runs)
+                keep = [v for v in ("q",) if v in ds]  # only q is scored: skip loading the rest
+                ds = ds[keep].load() if keep else ds.load()
         except (OSError, ValueError) as err:
+            if isinstance(err, UsageError):
+                raise
             raise UsageError(f"{label}: cannot read {path!r} as netCDF: {err}") from None
-        _check_q(ds, f"{label} ({path})")
-        ds.attrs["source"] = path
+        _check_q(ds, f"{label} ({spec})")
+        ds.attrs["source"] = spec
         out.append(ds)
     return out
 
 
-def _resolve(sets: Mapping[str, list[xr.Dataset]], overrides: Mapping[str, Any]) -> dict[str, Any]:
+@dataclass
+class Reference:
+    """A truth set reduced once and stored: what the demo scores against without the high-res runs.
+
+    diagnostics : the truth's :class:`~roteq_param.diagnostics.Diagnostics`
+    energy_max : the truth's largest domain-mean KE (m2 s-2), for the stability bound
+    model_kwargs : the coarse QGModel arguments of the truth
+    """
+
+    diagnostics: dg.Diagnostics
+    energy_max: float
+    model_kwargs: dict[str, Any]
+
+    def save(self, path: str) -> None:
+        from roteq_param.atomic import atomic_to_netcdf
+
+        ds = self.diagnostics.ds.copy()
+        ds.attrs.update({"energy_max": self.energy_max, "model_kwargs": json.dumps(self.model_kwargs, sort_keys=True),
+                         "title": "roteq-param truth reference for roteq evaluate --reference"})
+        atomic_to_netcdf(ds, path)
+
+    @classmethod
+    def load(cls, path: str) -> "Reference":
+        if not os.path.exists(path):
+            raise UsageError(f"reference: no such file {path!r}")
+        try:
+            with xr.open_dataset(path) as ds:
+                ds = ds.load()
+            return cls(dg.Diagnostics(ds), float(ds.attrs["energy_max"]), json.loads(ds.attrs["model_kwargs"]))
+        except (OSError, ValueError, KeyError) as err:
+            raise UsageError(f"reference: {path!r} is not a reference written by --save-reference: {err}") from None
+
+
+def _resolve(sets: Mapping[str, list[xr.Dataset]], overrides: Mapping[str, Any],
+             reference: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Model arguments of the truth, after checking every set has the same grid and physics."""
-    reference = None
+    ref_where = "the stored reference"
     for label, datasets in sets.items():
         for ds in datasets:
             where = f"{label} ({ds.attrs.get('source', 'in memory')})"
@@ -128,26 +191,31 @@ def _resolve(sets: Mapping[str, list[xr.Dataset]], overrides: Mapping[str, Any])
     return reference
 
 
-def evaluate(truth: xr.Dataset | Sequence[xr.Dataset], baseline: xr.Dataset | Sequence[xr.Dataset],
+def evaluate(truth: xr.Dataset | Sequence[xr.Dataset] | Reference, baseline: xr.Dataset | Sequence[xr.Dataset],
              candidates: Mapping[str, xr.Dataset | Sequence[xr.Dataset]], config: EvaluateConfig | None = None,
-             truth_b: xr.Dataset | Sequence[xr.Dataset] | None = None) -> tuple[dg.SimilarityTable, dict[str, Figure]]:
+             truth_b: xr.Dataset | Sequence[xr.Dataset] | None = None,
+             ) -> tuple[dg.SimilarityTable, dict[str, Figure], Reference]:
     """Score parameterized runs against the truth relative to the unparameterized baseline.
 
     Each argument is a dataset (or a list of datasets of one set, sharing a time
-    axis) with ``q`` (run, time, lev, y, x) in s-1. Returns the
-    :class:`~roteq_param.diagnostics.SimilarityTable` (with stability of every set)
-    and figures by file stem. Raises :class:`UsageError` for unusable input.
+    axis) with ``q`` (run, time, lev, y, x) in s-1; the truth may instead be a
+    stored :class:`Reference`. Returns the
+    :class:`~roteq_param.diagnostics.SimilarityTable` (with stability of every set),
+    figures by file stem and the truth's :class:`Reference`. Raises
+    :class:`UsageError` for unusable input.
     """
     config = config or EvaluateConfig()
     for name in candidates:
         if name in (TRUTH, BASELINE, CEILING):
             raise UsageError(f"run name {name!r} is reserved; choose another")
-    sets = {TRUTH: _as_list(truth), BASELINE: _as_list(baseline)}
+    stored = truth if isinstance(truth, Reference) else None
+    sets = {} if stored is not None else {TRUTH: _as_list(truth)}
+    sets[BASELINE] = _as_list(baseline)
     sets.update({name: _as_list(ds) for name, ds in candidates.items()})
     if truth_b is not None:
         sets[CEILING] = _as_list(truth_b)
-    kwargs = _resolve(sets, config.overrides)
-    for ds in sets[TRUTH]:
+    kwargs = _resolve(sets, config.overrides, stored.model_kwargs if stored is not None else None)
+    for ds in sets.get(TRUTH, []):
         if not np.isfinite(ds["q"].values).all():
             raise UsageError(f"truth ({ds.attrs.get('source', 'in memory')}): q has NaN or inf values; "
                              "the reference must be finite")
@@ -159,8 +227,12 @@ def evaluate(truth: xr.Dataset | Sequence[xr.Dataset], baseline: xr.Dataset | Se
         except ValueError as err:
             raise UsageError(str(err)) from None
 
-    summaries = {TRUTH: run(TRUTH, math.inf)}
-    bound = config.energy_factor * float(np.max(summaries[TRUTH].energy))
+    if stored is None:
+        summaries = {TRUTH: run(TRUTH, math.inf)}
+        stored = Reference(summaries[TRUTH].diagnostics, float(np.max(summaries[TRUTH].energy)), dict(kwargs))
+    else:
+        summaries = {}
+    bound = config.energy_factor * stored.energy_max
     for label in sets:
         if label != TRUTH:
             summaries[label] = run(label, bound)
@@ -169,7 +241,7 @@ def evaluate(truth: xr.Dataset | Sequence[xr.Dataset], baseline: xr.Dataset | Se
 
     L = float(kwargs.get("L", 1e6))
     k_max = config.k_fraction * math.pi * kwargs["nx"] / L
-    reference = summaries[TRUTH].diagnostics
+    reference = stored.diagnostics
     labels = reference.labels()
     distances = {}
     for label, s in summaries.items():
@@ -180,7 +252,8 @@ def evaluate(truth: xr.Dataset | Sequence[xr.Dataset], baseline: xr.Dataset | Se
     table = dg.SimilarityTable(distances, baseline=BASELINE, ceiling=CEILING if truth_b is not None else None,
                                stability={label: s.stability for label, s in summaries.items()})
 
-    shown = {label: s.diagnostics for label, s in summaries.items() if s.diagnostics is not None}
+    shown = {TRUTH: reference}
+    shown.update({label: s.diagnostics for label, s in summaries.items() if s.diagnostics is not None})
     figures = {
         "spectra": dg.plot_spectra(shown, k_max),
         "energy_budget": dg.plot_energy_budget(shown, k_max),
@@ -188,7 +261,7 @@ def evaluate(truth: xr.Dataset | Sequence[xr.Dataset], baseline: xr.Dataset | Se
         "energy_timeseries": dg.plot_energy_timeseries({k: (s.time, s.energy) for k, s in summaries.items()}, bound),
         "snapshots": dg.plot_snapshots(shown),
     }
-    return table, figures
+    return table, figures, stored
 
 
 # --------------------------------------------------------------------------- command line
@@ -213,17 +286,22 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         overrides = dict(parse_assignment(s) for s in args.set or [])
         config = EvaluateConfig(last_years=args.last_years, overrides=overrides,
                                 n_quantiles=args.quantiles or None, energy_factor=args.energy_factor)
-        truth = load_runs(args.truth, TRUTH)
+        if (args.truth is None) == (args.reference is None):
+            raise UsageError("give the truth either as --truth FILE... or as a stored --reference FILE")
+        truth = load_runs(args.truth, TRUTH) if args.truth else Reference.load(args.reference)
         baseline = load_runs(args.baseline, BASELINE)
         candidates = {name: load_runs(files, name) for name, files in _parse_runs(args.run).items()}
         truth_b = load_runs(args.truth_b, CEILING) if args.truth_b else None
-        table, figures = evaluate(truth, baseline, candidates, config, truth_b)
+        table, figures, reference = evaluate(truth, baseline, candidates, config, truth_b)
     except ValueError as err:  # UsageError, bad --set names
         print(f"roteq evaluate: error: {err}", file=sys.stderr)
         raise SystemExit(2)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "evaluate.json"), "w") as f:
         f.write(table.to_json())
+    if args.save_reference:
+        reference.save(args.save_reference)
+        print(f"wrote the truth reference {args.save_reference}")
     for stem, fig in figures.items():
         fig.savefig(os.path.join(args.out, f"{stem}.png"), dpi=110)
     print(table.format())
@@ -240,8 +318,12 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
         "distributions, RMSE of isotropic energy-budget spectra below 2/3 of the coarse Nyquist wavenumber), "
         "its mean and minimum, the noise ceiling of independent truth runs, and rollout stability.",
     )
-    p.add_argument("--truth", nargs="+", required=True, metavar="FILE",
-                   help="coarse-grained high-res netCDF files with q (run, time, lev, y, x) in s-1")
+    p.add_argument("--truth", nargs="+", metavar="FILE[@RUNS]",
+                   help="coarse-grained high-res netCDF files with q (run, time, lev, y, x) in s-1; "
+                        "FILE@7-9 or FILE@0,2 selects runs")
+    p.add_argument("--reference", metavar="FILE", help="a stored truth reference instead of --truth")
+    p.add_argument("--save-reference", metavar="FILE",
+                   help="store the truth's reduced statistics for later --reference use")
     p.add_argument("--baseline", nargs="+", required=True, metavar="FILE",
                    help="unparameterized coarse rollouts (same layout)")
     p.add_argument("--run", action="append", metavar="NAME=FILE[,FILE...]",

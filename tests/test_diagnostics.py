@@ -312,6 +312,32 @@ def test_evaluate_cli_end_to_end(tmp_path, data, capsys):
         assert (out / f"{stem}.png").stat().st_size > 1000
 
 
+def test_stored_reference_and_run_selection_give_the_same_scores(tmp_path, data, capsys):
+    truth, base, cand = (str(tmp_path / f"{n}.nc") for n in ("truth", "base", "cand"))
+    data["truth"].to_netcdf(truth)
+    data["baseline"].to_netcdf(base)
+    data["truth_b"].to_netcdf(cand)
+    ref = str(tmp_path / "ref.nc")
+    common = ["--baseline", base, "--run", f"c={cand}", "--last-years", "0.2"]
+    assert _cli(["--truth", truth, *common, "--out", str(tmp_path / "a"), "--save-reference", ref]) == 0
+    assert _cli(["--reference", ref, *common, "--out", str(tmp_path / "b")]) == 0
+    a = json.loads((tmp_path / "a" / "evaluate.json").read_text())["runs"]["c"]["similarity"]
+    b = json.loads((tmp_path / "b" / "evaluate.json").read_text())["runs"]["c"]["similarity"]
+    assert a == b
+    # FILE@RUNS selects members: all runs listed explicitly is the same as the whole file
+    n = data["truth"].sizes["run"]
+    assert _cli(["--truth", f"{truth}@0-{n - 1}", *common, "--out", str(tmp_path / "c")]) == 0
+    assert json.loads((tmp_path / "c" / "evaluate.json").read_text())["runs"]["c"]["similarity"] == a
+    capsys.readouterr()
+    for bad, message in ((f"{truth}@{n}", f"cannot select [{n}]"), (f"{truth}@x", "run selection")):
+        with pytest.raises(SystemExit):
+            _cli(["--truth", bad, *common, "--out", str(tmp_path / "d")])
+        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        _cli(["--truth", truth, "--reference", ref, *common, "--out", str(tmp_path / "e")])
+    assert "either as --truth" in capsys.readouterr().err
+
+
 def test_evaluate_cli_bad_input(tmp_path, data, capsys):
     truth, base = str(tmp_path / "truth.nc"), str(tmp_path / "base.nc")
     data["truth"].to_netcdf(truth)
