@@ -23,9 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
+    from roteq_param.train import add_train_parser
+    from solver_coupling.pyqg_bench import add_bench_parser
     from solver_coupling.pyqg_data import add_coarsen_parser, add_generate_parser
     from solver_coupling.pyqg_demo import add_demo_parser
-    from solver_coupling.pyqg_bench import add_bench_parser
     from solver_coupling.pyqg_evaluate import add_evaluate_parser
     from solver_coupling.pyqg_rollout import add_rollout_parser
 
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_envcheck_parser(sub)
     add_generate_parser(sub)
     add_coarsen_parser(sub)
+    add_train_parser(sub)
     add_rollout_parser(sub)
     add_evaluate_parser(sub)
     add_bench_parser(sub)

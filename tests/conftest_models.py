@@ -1,0 +1,51 @@
+"""Shared helpers for tests/test_models.py and tests/test_train.py (imported, not a conftest plugin).
+
+``tiny_dataset(path)`` writes a real dataset in the `roteq generate` format: three 2-layer
+pyqg "eddy" runs at 32^2 (400 h, spin-up 200 h, a snapshot every 50 h: 5 snapshots each),
+coarse-grained to 16^2 with the spectral operator by ``solver_coupling.pyqg_data``. It takes
+about a second.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from roteq_param.fields import Schema
+
+HOUR_IN_YEARS = 3600.0 / (360 * 86400.0)
+
+
+def tiny_dataset(path: str, runs: int = 3, seed: int = 1) -> str:
+    from solver_coupling.pyqg_config import get_config
+    from solver_coupling.pyqg_data import Request, generate
+
+    cfg = get_config("eddy").with_overrides({"nx": 32}, coarse_nx=16)
+    req = Request(cfg, runs=runs, years=400 * HOUR_IN_YEARS, spinup_years=200 * HOUR_IN_YEARS,
+                  snapshot_hours=50, seed=seed)
+    return generate(req, str(path), overwrite=True, serial=True, progress=False)
+
+
+def random_inputs(schema: Schema, batch: int = 2, n: int = 16, seed: int = 0) -> torch.Tensor:
+    """Stacked random inputs ``[batch, C, n, n]``: non-periodic-looking gridded fields (a ramp plus
+    noise, so zero padding would show at the borders) and constant vectors broadcast by the schema."""
+    g = torch.Generator().manual_seed(seed)
+    ramp = torch.linspace(-1.0, 2.0, n)[None, :] + torch.linspace(0.5, -1.5, n)[:, None]
+    arrays = {}
+    for f in schema.inputs:
+        if not f.gridded:
+            arrays[f.name] = torch.randn(batch, 2, generator=g)
+        else:
+            shape = (batch,) + ((f.n_components,) if f.n_components > 1 else ()) + (n, n)
+            arrays[f.name] = torch.randn(shape, generator=g) + ramp
+    return schema.stack(arrays, "inputs")
+
+
+def named_inputs(schema: Schema, n: int = 16, seed: int = 0, dtype=np.float64) -> dict[str, np.ndarray]:
+    """Unbatched named numpy inputs for the predictor."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    for f in schema.inputs:
+        shape = (2,) if not f.gridded else ((f.n_components,) if f.n_components > 1 else ()) + (n, n)
+        out[f.name] = rng.standard_normal(shape).astype(dtype)
+    return out

@@ -1,0 +1,184 @@
+"""Tests of roteq_param.models: equivariance, export, save/load, predictor (all real, no mocks)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from conftest_models import named_inputs, random_inputs
+from roteq_param.fields import SchemaError, qg_schema
+from roteq_param.models import (ExportedFluxNet, FluxNet, ModelConfig, ModelFileError, Predictor, build_model,
+                                load_card, load_model, save_model)
+from roteq_param.symmetry import Group
+
+SCHEMA = qg_schema(2)
+
+
+def equivariance_error(f, x: torch.Tensor, group: str) -> float:
+    """max |f(g x) - g f(x)| / max |f(x)| over the exact elements of ``group``."""
+    with torch.no_grad():
+        y = f(x)
+        err = 0.0
+        for g in Group.parse(group).exact_elements():
+            lhs = f(SCHEMA.transform_stacked(g, x, "inputs"))
+            rhs = SCHEMA.transform_stacked(g, y, "outputs")
+            err = max(err, float((lhs - rhs).abs().max() / y.abs().max()))
+    return err
+
+
+def _with_random_scales(model: FluxNet, seed: int = 3) -> FluxNet:
+    rng = np.random.default_rng(seed)
+    model.set_normalization({f.name: float(rng.uniform(0.2, 5.0)) for f in SCHEMA.inputs},
+                            {f.name: float(rng.uniform(0.2, 5.0)) for f in SCHEMA.outputs})
+    return model
+
+
+@pytest.fixture(scope="module", params=["C4", "C8", "D4"])
+def escnn_model(request) -> FluxNet:
+    torch.manual_seed(0)
+    # non-trivial per-field normalisation: it must commute with the group too
+    return _with_random_scales(build_model(group=request.param)).eval()
+
+
+def test_escnn_and_exported_are_equivariant(escnn_model):
+    x = random_inputs(SCHEMA, batch=2, n=16)
+    group = escnn_model.config.group
+    assert equivariance_error(escnn_model, x, group) <= 1e-5
+    assert equivariance_error(escnn_model.export(), x, group) <= 1e-5
+
+
+def test_exported_matches_escnn_including_borders(escnn_model):
+    x = random_inputs(SCHEMA, batch=2, n=16, seed=5)
+    exported = escnn_model.export()
+    assert isinstance(exported, ExportedFluxNet)
+    assert not any("escnn" in type(m).__module__ for m in exported.modules())
+    with torch.no_grad():
+        ref, out = escnn_model(x), exported(x)
+    scale = ref.abs().max()
+    assert float((out - ref).abs().max() / scale) <= 1e-5
+    border = torch.zeros_like(ref, dtype=torch.bool)
+    border[..., 0, :] = border[..., -1, :] = border[..., :, 0] = border[..., :, -1] = True
+    assert float(((out - ref).abs() * border).max() / scale) <= 1e-5
+    # the check has teeth: zero padding (escnn's own export) differs at the borders
+    zero_padded = escnn_model.net.export()
+    with torch.no_grad():
+        z = zero_padded(x / escnn_model.in_scale[:, None, None]) * escnn_model.out_scale[:, None, None]
+    assert float(((z - ref).abs() * border).max() / scale) > 1e-3
+
+
+def test_elu_activation_is_equivariant():
+    torch.manual_seed(0)
+    model = _with_random_scales(build_model(channels=(8, 8), kernel_sizes=(3, 1), activation="elu")).eval()
+    x = random_inputs(SCHEMA, batch=1, n=16)
+    exported = model.export()
+    assert equivariance_error(model, x, "C4") <= 1e-5
+    assert equivariance_error(exported, x, "C4") <= 1e-5
+    with torch.no_grad():
+        ref = model(x)
+        assert float((exported(x) - ref).abs().max() / ref.abs().max()) <= 1e-5
+
+
+def test_baseline_cnn_is_not_equivariant_and_exports_exactly():
+    torch.manual_seed(0)
+    cnn = _with_random_scales(build_model(arch="cnn", channels=(16, 16))).eval()
+    x = random_inputs(SCHEMA, batch=2, n=16)
+    assert equivariance_error(cnn, x, "C4") > 1e-2
+    with torch.no_grad():
+        ref = cnn(x)
+        assert float((cnn.export()(x) - ref).abs().max() / ref.abs().max()) <= 1e-5
+    # same exported cost: same channel counts as the default escnn net
+    assert [w.shape for w in cnn.export().weights] == [w.shape for w in build_model().export().weights]
+
+
+def test_config_errors():
+    with pytest.raises(ValueError, match="unknown model config key"):
+        ModelConfig.from_dict({"group": "C4", "widths": [8]})
+    with pytest.raises(ValueError, match="multiples"):
+        ModelConfig(group="C8", channels=(12,), kernel_sizes=(3,))
+    with pytest.raises(ValueError, match="odd"):
+        ModelConfig(kernel_sizes=(2, 1))
+    with pytest.raises(ValueError, match="unknown group"):
+        ModelConfig(group="Q4")
+
+
+def test_save_load_round_trip_and_card(tmp_path):
+    torch.manual_seed(1)
+    model = _with_random_scales(build_model(channels=(8,), kernel_sizes=(3,))).eval()
+    d = save_model(model, tmp_path / "m1", training={"dataset_sha256": "abc"}, metrics={"val": {"S_1": 0.5}},
+                   inference_cost={"ms": 0.1})
+    assert sorted(p.name for p in d.iterdir()) == ["CARD.md", "card.json", "model.pt"]
+    card = load_card(d)
+    assert card["schema"] == SCHEMA.to_dict() and card["group"] == "C4"
+    assert card["training"]["dataset_sha256"] == "abc" and card["n_parameters"] == model.n_parameters()
+    assert "S_1" in (d / "CARD.md").read_text()
+    loaded = load_model(d)
+    assert isinstance(loaded, FluxNet) and not loaded.training
+    x = random_inputs(SCHEMA, batch=1, n=16)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), model(x))
+        assert torch.equal(loaded.export()(x), model.export()(x))
+    assert load_model(d, schema=qg_schema(2)).config == model.config
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="model.pt"):
+        load_model(tmp_path / "nothing")
+    with pytest.raises(FileNotFoundError, match="known models"):
+        load_model("no_such_model_name")
+    torch.manual_seed(1)
+    model = build_model(channels=(4,), kernel_sizes=(3,))
+    d = save_model(model, tmp_path / "m", inference_cost={})
+    with pytest.raises(ModelFileError, match="schema"):
+        load_model(d, schema=qg_schema(1))
+
+    raw = (d / "model.pt").read_bytes()
+    (d / "model.pt").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(ModelFileError, match="truncated or corrupt"):
+        load_model(d)
+    (d / "model.pt").write_bytes(raw)
+
+    card = json.loads((d / "card.json").read_text())
+    card["schema"] = qg_schema(1).to_dict()
+    (d / "card.json").write_text(json.dumps(card))
+    with pytest.raises(ModelFileError, match="different schema"):
+        load_model(d)
+    (d / "card.json").write_text("{not json")
+    with pytest.raises(ModelFileError, match="not valid JSON"):
+        load_model(d)
+
+
+def test_predictor_named_arrays_and_errors(tmp_path):
+    torch.manual_seed(2)
+    model = _with_random_scales(build_model(channels=(8,), kernel_sizes=(3,))).eval()
+    pred = Predictor(model)
+    arrays = named_inputs(SCHEMA, n=12)  # not the traced example's 16^2: the trace is shape-generic
+    out = pred(arrays)
+    assert set(out) == {"tau_1", "tau_2", "Fb_1", "Fb_2"}
+    assert out["tau_1"].shape == (3, 12, 12) and out["Fb_2"].shape == (2, 12, 12)
+    assert out["tau_1"].dtype == np.float64
+    x = SCHEMA.stack({k: torch.as_tensor(v, dtype=torch.float32) for k, v in arrays.items()})[None]
+    with torch.no_grad():
+        ref = SCHEMA.unstack(model(x)[0], "outputs")
+    for k in out:
+        np.testing.assert_allclose(out[k], ref[k].numpy(), rtol=1e-5, atol=1e-5 * float(ref[k].abs().max()))
+    # torch in -> torch out, batch dims kept
+    batched = pred({k: torch.as_tensor(np.stack([v, v])) for k, v in arrays.items()})
+    assert isinstance(batched["Fb_1"], torch.Tensor) and batched["Fb_1"].shape == (2, 2, 12, 12)
+    np.testing.assert_allclose(batched["tau_2"][1].numpy(), out["tau_2"], rtol=1e-5, atol=1e-6)
+
+    # a model loaded by name/path works the same
+    assert Predictor(save_model(model, tmp_path / "p", inference_cost={}))(arrays)["Fb_1"].shape == (2, 12, 12)
+
+    bad = dict(arrays, vel_2=arrays["vel_2"][:, :, :8])
+    with pytest.raises(SchemaError, match="vel_2"):
+        pred(bad)
+    nan = dict(arrays, b=arrays["b"].copy())
+    nan["b"][3, 4] = math.nan
+    with pytest.raises(SchemaError, match="'b'.*NaN"):
+        pred(nan)
+    with pytest.raises(SchemaError, match="U_1"):
+        pred({k: v for k, v in arrays.items() if k != "U_1"})
