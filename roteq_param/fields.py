@@ -62,7 +62,7 @@ class Field:
 
     @property
     def gridded(self) -> bool:
-        return self.kind is not Kind.CONSTANT_VECTOR
+        return not self.kind.is_constant
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "kind": self.kind.value, "layer": self.layer,
@@ -196,7 +196,7 @@ class Schema:
         parts = []
         for f in self.fields(which):
             x = arrays[f.name]
-            if f.kind is Kind.CONSTANT_VECTOR:
+            if f.kind.is_constant:
                 x = x[..., :, None, None]
                 x = x.expand(*batch, 2, ny, nx) if _is_torch(x) else np.broadcast_to(x, (*batch, 2, ny, nx))
             elif f.n_components == 1:
@@ -221,7 +221,7 @@ class Schema:
         for f in self.fields(which):
             s = self.channel_slices(which)[f.name]
             part = tensor[..., s, :, :]
-            if f.kind is Kind.CONSTANT_VECTOR:
+            if f.kind.is_constant:
                 part = part[..., 0, 0]
             elif f.n_components == 1:
                 part = part[..., 0, :, :]
@@ -242,9 +242,9 @@ class Schema:
         parts = []
         for f in self.fields(which):
             part = tensor[..., self.channel_slices(which)[f.name], :, :]
-            if f.kind is Kind.CONSTANT_VECTOR:
+            if f.kind.is_constant:
                 # broadcast constant: rotate the components, keep it constant over the grid
-                kind = Kind.VECTOR
+                kind = Kind.VECTOR if f.kind is Kind.CONSTANT_VECTOR else Kind.PSEUDOVECTOR
             else:
                 kind = f.kind
             if f.n_components == 1:
@@ -260,7 +260,7 @@ class Schema:
 
 def _trailing_shape(f: Field, grid_shape: tuple[int, int] | None) -> tuple[int | None, ...]:
     ny, nx = grid_shape if grid_shape is not None else (None, None)
-    if f.kind is Kind.CONSTANT_VECTOR:
+    if f.kind.is_constant:
         return (2,)
     if f.n_components == 1:
         return (ny, nx)
@@ -268,7 +268,7 @@ def _trailing_shape(f: Field, grid_shape: tuple[int, int] | None) -> tuple[int |
 
 
 def _layout(f: Field) -> str:
-    if f.kind is Kind.CONSTANT_VECTOR:
+    if f.kind.is_constant:
         return "[..., 2]"
     return "[..., y, x]" if f.n_components == 1 else f"[..., {f.n_components}, y, x]"
 
@@ -304,9 +304,9 @@ def qg_schema(nlayers: int = 2) -> Schema:
     of each layer [m/s] as constant vectors (they break the rotational symmetry,
     so the network must see them to be equivariant as a function of all it sees).
 
-    With f0 held fixed, ``b`` is a pseudoscalar and the buoyancy flux a
-    pseudovector under reflections (see :mod:`roteq_param.symmetry`); under
-    rotations they are an ordinary scalar and vector.
+    With f0 held fixed, ``b`` is a pseudoscalar and the buoyancy flux and beta
+    are pseudovectors under reflections (see :mod:`roteq_param.symmetry`); under
+    rotations they are an ordinary scalar and vectors.
 
     Outputs: momentum flux tensor tau = bar(uu) - bar(u) bar(u) per layer
     [m^2/s^2] and buoyancy flux F = bar(u b) - bar(u) bar(b) per layer [m^3/s^2].
@@ -316,7 +316,7 @@ def qg_schema(nlayers: int = 2) -> Schema:
     layers = range(1, nlayers + 1)
     inputs = [Field(f"vel_{i}", Kind.VECTOR, i, "m s-1", f"coarse velocity (u, v), layer {i}") for i in layers]
     inputs.append(Field("b", Kind.PSEUDOSCALAR, None, "m2 s-1", "interface buoyancy variable psi_1 - psi_2"))
-    inputs.append(Field("beta", Kind.CONSTANT_VECTOR, None, "m-1 s-1", "gradient of the Coriolis parameter"))
+    inputs.append(Field("beta", Kind.CONSTANT_PSEUDOVECTOR, None, "m-1 s-1", "gradient of the Coriolis parameter"))
     inputs += [Field(f"U_{i}", Kind.CONSTANT_VECTOR, i, "m s-1", f"background velocity, layer {i}") for i in layers]
     outputs = [Field(f"tau_{i}", Kind.TENSOR, i, "m2 s-2", f"subgrid momentum flux (xx, xy, yy), layer {i}")
                for i in layers]
@@ -372,8 +372,9 @@ def _escnn_representation(kind: Kind, group: Group, gspace):
         from escnn.group import directsum
 
         return directsum([G.trivial_representation] * symmetry.n_components(kind), name=name)
-    # A constant vector is fed to the network broadcast over the grid, where it is a vector field.
-    component_kind = Kind.VECTOR if kind is Kind.CONSTANT_VECTOR else kind
+    # A constant (pseudo)vector is fed to the network broadcast over the grid, where it is a
+    # (pseudo)vector field.
+    component_kind = {Kind.CONSTANT_VECTOR: Kind.VECTOR, Kind.CONSTANT_PSEUDOVECTOR: Kind.PSEUDOVECTOR}.get(kind, kind)
     # The channels keep our component order, so the matrix of escnn's element phi(g) is our matrix
     # for g; escnn decomposes it into irreps (a tensor into trace + deviatoric parts).
     mats = {escnn_element(g, gspace): symmetry.component_matrix(g, component_kind) for g in group.elements()}

@@ -28,14 +28,18 @@ pseudovector      ``[..., 2, y, x]`` (x, y) ``v'(x) = det(R) R v(R^-1 x)``
 tensor            ``[..., 3, y, x]``        ``T' = R T R^T`` with components
                                             (xx, xy, yy) of a symmetric tensor
 constant_vector   ``[..., 2]`` (x, y)       ``c' = R c`` (no spatial part)
+constant_         ``[..., 2]`` (x, y)       ``c' = det(R) R c``
+pseudovector
 ================  ========================  ==================================
 
 Why pseudo-kinds matter for QG: pyqg holds f0 > 0 fixed, and geostrophy
 ``f0 z x u = -grad p`` maps a mirrored flow onto a valid flow only if the
 streamfunction changes sign. So under reflections psi, q, vorticity and the
 buoyancy variable ``b = psi_1 - psi_2`` are pseudoscalars, and the buoyancy
-flux ``u b`` is a pseudovector; velocity, beta and the momentum flux are true
-vector/vector/tensor. Under rotations pseudo and true kinds coincide.
+flux ``u b`` is a pseudovector; so is beta, the gradient of the planetary PV
+``beta y`` that is part of q. Velocity, the background velocity and the
+momentum flux are a true vector, constant vector and tensor. Under rotations
+pseudo and true kinds coincide.
 
 Both numpy arrays and torch tensors are accepted, with any leading batch
 dimensions; the result has the input's type, dtype and device.
@@ -84,6 +88,12 @@ class Kind(str, enum.Enum):
     PSEUDOVECTOR = "pseudovector"
     TENSOR = "tensor"
     CONSTANT_VECTOR = "constant_vector"
+    CONSTANT_PSEUDOVECTOR = "constant_pseudovector"
+
+    @property
+    def is_constant(self) -> bool:
+        """True for kinds with no spatial part (layout ``[..., 2]``)."""
+        return self in (Kind.CONSTANT_VECTOR, Kind.CONSTANT_PSEUDOVECTOR)
 
     @classmethod
     def parse(cls, kind: "Kind | str") -> "Kind":
@@ -103,6 +113,7 @@ _N_COMPONENTS = {
     Kind.PSEUDOVECTOR: 2,
     Kind.TENSOR: 3,
     Kind.CONSTANT_VECTOR: 2,
+    Kind.CONSTANT_PSEUDOVECTOR: 2,
 }
 
 
@@ -260,7 +271,7 @@ def _component_matrix_cached(kind: Kind, N: int, k: int, flip: int) -> np.ndarra
         return np.full((1, 1), float(g.det))
     if kind in (Kind.VECTOR, Kind.CONSTANT_VECTOR):
         return R.copy()
-    if kind is Kind.PSEUDOVECTOR:
+    if kind in (Kind.PSEUDOVECTOR, Kind.CONSTANT_PSEUDOVECTOR):
         return g.det * R
     # Symmetric tensor stored as (xx, xy, yy): column c of M is R E_c R^T for basis tensor E_c.
     basis = [np.array([[1.0, 0.0], [0.0, 0.0]]),
@@ -289,9 +300,9 @@ def _is_torch(x: Any) -> bool:
 def _check_layout(x: Any, kind: Kind) -> None:
     d = n_components(kind)
     shape = tuple(x.shape)
-    if kind is Kind.CONSTANT_VECTOR:
+    if kind.is_constant:
         if len(shape) < 1 or shape[-1] != 2:
-            raise ValueError(f"a constant_vector field must have shape [..., 2] (x, y components); got shape {shape}")
+            raise ValueError(f"a {kind.value} field must have shape [..., 2] (x, y components); got shape {shape}")
         return
     if len(shape) < 2:
         raise ValueError(f"a gridded {kind.value} field must have at least 2 dims [..., y, x]; got shape {shape}")
@@ -386,7 +397,7 @@ def act(g: Element, x: Any, kind: Kind | str, *, interpolate: bool = False) -> A
         raise TypeError(f"expected a symmetry.Element, got {type(g).__name__}")
     _check_layout(x, kind)
     M = component_matrix(g, kind)
-    if kind is Kind.CONSTANT_VECTOR:
+    if kind.is_constant:
         return _mix_components(x, M, -1)
     out = _rotate_grid(x, g, interpolate=interpolate)
     if kind is Kind.SCALAR:

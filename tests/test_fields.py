@@ -16,7 +16,7 @@ def _random_inputs(schema, batch=(2,), n=8, seed=0, lib="numpy"):
     rng = np.random.default_rng(seed)
     out = {}
     for f in schema.inputs:
-        shape = (*batch, 2) if f.kind is Kind.CONSTANT_VECTOR else (
+        shape = (*batch, 2) if f.kind.is_constant else (
             (*batch, f.n_components, n, n) if f.n_components > 1 else (*batch, n, n))
         out[f.name] = rng.normal(size=shape)
     if lib == "torch":
@@ -107,7 +107,7 @@ def test_schema_json_round_trip():
 @pytest.mark.parametrize("mutate,match", [
     (lambda a: a.pop("b"), r"missing inputs field\(s\) \['b'\]"),
     (lambda a: a.__setitem__("vel_1", a["vel_1"][:, :1]), r"'vel_1' \(vector\): expected shape \[\.\.\., 2, y, x\]"),
-    (lambda a: a.__setitem__("beta", np.zeros((2, 3))), r"'beta' \(constant_vector\)"),
+    (lambda a: a.__setitem__("beta", np.zeros((2, 3))), r"'beta' \(constant_pseudovector\)"),
     (lambda a: a["b"].__setitem__((0, 1, 1), np.nan), r"'b' contains NaN"),
     (lambda a: a.__setitem__("vel_2", np.zeros((2, 2, 6, 6))), r"'vel_2' \(vector\): expected shape \[\.\.\., 2, y, x\] with grid \(ny, nx\) = \(8, 8\), got \(2, 2, 6, 6\)"),
     (lambda a: a.__setitem__("U_1", np.zeros((5, 2))), r"'U_1': leading \(batch\) shape \(5,\)"),

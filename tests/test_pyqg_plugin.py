@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from roteq_param import fluxform, models, symmetry
+from roteq_param.fields import qg_schema
 from roteq_param.symmetry import Group, Kind
 from solver_coupling.pyqg_plugin import (Ensemble, FluxForcing, ModelFileChangedError, ModelMismatchError,
                                          OutOfRegimeWarning, RotEqParameterization, solver_config_of,
@@ -48,12 +49,7 @@ def net(model_state):
 
 
 def _rotate_state(g, state):
-    out = {}
-    for k, v in state.items():
-        kind = Kind.CONSTANT_VECTOR if k in ("beta", "U_1", "U_2") else (Kind.VECTOR if k.startswith("vel")
-                                                                           else Kind.PSEUDOSCALAR)
-        out[k] = symmetry.act(g, v, kind)
-    return out
+    return qg_schema(2).transform(g, state)
 
 
 @pytest.mark.parametrize("k", [1, 2, 3])
@@ -72,7 +68,7 @@ def test_online_forcing_is_exactly_equivariant_in_float32(model_state, net, k):
     state2 = state_from_model(m2)
     # pyqg cannot point beta along x: the plugin's constant-vector inputs carry the rotation
     for name in ("beta", "U_1", "U_2"):
-        state2[name] = symmetry.act(g, state_from_model(m)[name], Kind.CONSTANT_VECTOR)
+        state2[name] = symmetry.act(g, state_from_model(m)[name], qg_schema(2).field(name).kind)
     dq2 = forcing(state2)
     expected = symmetry.act(g, dq, Kind.PSEUDOSCALAR)
     err = np.abs(dq2 - expected).max() / np.abs(dq).max()

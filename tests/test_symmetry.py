@@ -25,7 +25,7 @@ def field_and_kind(draw, exact_only=True):
     kind = draw(st.sampled_from(list(Kind)))
     batch = draw(hnp.array_shapes(min_dims=0, max_dims=2, max_side=3))
     n = draw(st.integers(2, 7))
-    if kind is Kind.CONSTANT_VECTOR:
+    if kind.is_constant:
         shape = (*batch, 2)
     else:
         comps = symmetry.n_components(kind)
@@ -117,6 +117,15 @@ def test_scalar_action_is_f_of_R_inverse_x(g, n):
     np.testing.assert_allclose(symmetry.act(g, _analytic(x, y), Kind.SCALAR), _analytic(xs, ys), atol=1e-13)
     np.testing.assert_allclose(symmetry.act(g, _analytic(x, y), Kind.PSEUDOSCALAR), g.det * _analytic(xs, ys),
                                atol=1e-13)
+
+
+def test_constant_pseudovector_flips_under_reflections_only():
+    c = np.array([0.0, 1.5e-11])  # beta points along y
+    for g in Group(4, True).elements():
+        np.testing.assert_array_equal(symmetry.act(g, c, Kind.CONSTANT_PSEUDOVECTOR),
+                                      g.det * symmetry.act(g, c, Kind.CONSTANT_VECTOR))
+    # the mirror (x, y) -> (-x, y) keeps a y-pointing vector but flips the pseudovector
+    assert symmetry.act(Element(4, 0, 1), c, Kind.CONSTANT_PSEUDOVECTOR)[1] == -1.5e-11
 
 
 def test_documented_90_degree_actions():
