@@ -319,6 +319,7 @@ class TrainOptions:
     s_weight: float = 1.0
     s_target: str = "S_flux"
     val_runs: int = 1
+    train_runs: tuple[int, ...] | None = None
     augment: bool = False
     patience: int = 30
     seed: int = 0
@@ -338,6 +339,7 @@ class TrainOptions:
         for k in ("out", "name", "resume", "stop_after", "threads", "progress"):
             d.pop(k)
         d["channels"], d["kernel_sizes"] = list(self.channels), list(self.kernel_sizes)
+        d["train_runs"] = None if self.train_runs is None else list(self.train_runs)
         return d
 
 
@@ -402,8 +404,14 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     data = load_dataset(opts.data, s_target=opts.s_target)
     if not 1 <= opts.val_runs < data.n_runs:
         raise ValueError(f"--val-runs must be between 1 and {data.n_runs - 1} (the dataset has {data.n_runs} runs)")
-    train_runs = list(range(data.n_runs - opts.val_runs))
     val_runs = list(range(data.n_runs - opts.val_runs, data.n_runs))
+    train_runs = list(range(data.n_runs - opts.val_runs))
+    if opts.train_runs is not None:
+        bad = sorted(set(opts.train_runs) - set(train_runs))
+        if bad:
+            raise ValueError(f"--train-runs {bad} are not training runs: the dataset has runs 0-{data.n_runs - 1} "
+                             f"and the last {opts.val_runs} ({val_runs}) are held out for validation")
+        train_runs = sorted(set(opts.train_runs))
     x_tr, y_tr, s_tr = data.samples(train_runs)
 
     if os.environ.get("PYTHONHASHSEED") is None:
@@ -522,7 +530,8 @@ def train(opts: TrainOptions) -> dict[str, Any]:
                 "dataset_attrs": {k: (v if isinstance(v, (int, float, str)) else str(v)) for k, v in data.attrs.items()},
                 "train_runs": train_runs, "val_runs": val_runs, "n_train_samples": n_train,
                 "options": opts.recipe(), "epochs_run": len(rows),
-                "python_hash_seed": os.environ.get("PYTHONHASHSEED"), "s_scale_per_layer_s-2": s_scale.tolist()}
+                "python_hash_seed": os.environ.get("PYTHONHASHSEED"), "s_scale_per_layer_s-2": s_scale.tolist(),
+                "solver": _solver_config(data.attrs)}
     target = opts.name if opts.name else out / "model"
     summary["model_dir"] = str(save_model(model, target, training=training, metrics=metrics, inference_cost=costs))
     summary["metrics"] = metrics
@@ -532,6 +541,32 @@ def train(opts: TrainOptions) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 # CLI
 # ---------------------------------------------------------------------------------------------
+
+def _solver_config(attrs: dict[str, Any]) -> dict[str, Any]:
+    """The coarse solver settings the model is tied to (read by the pyqg plugin's pre-flight check).
+
+    From the ``config`` attribute of a ``roteq generate`` dataset: the coarse grid and the
+    physical parameters (SI units). Empty when the dataset does not record them.
+    """
+    try:
+        raw = json.loads(attrs.get("config", "{}"))
+    except (TypeError, json.JSONDecodeError):
+        return {}
+    params = raw.get("params", raw) if isinstance(raw, dict) else {}
+    n = raw.get("coarse_nx", params.get("nx")) if isinstance(raw, dict) else None
+    if n is None:
+        return {}
+    out: dict[str, Any] = {"nz": 2, "nx": int(n), "ny": int(n)}
+    L = params.get("L")
+    if L is not None:
+        out["L"] = out["W"] = float(L)
+    for key in ("rd", "delta", "beta", "U1", "U2", "H1", "rek"):
+        if key in params:
+            out[key] = float(params[key])
+    if "H1" in params and "delta" in params:
+        out["H2"] = float(params["H1"]) / float(params["delta"])
+    return out
+
 
 def _int_list(text: str) -> tuple[int, ...]:
     try:
@@ -549,6 +584,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         kernel_sizes=args.kernel_sizes, out_kernel_size=args.out_kernel_size, activation=args.activation,
         epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, min_lr_factor=args.min_lr_factor,
         weight_decay=args.weight_decay, s_weight=args.s_weight, s_target=args.s_target, val_runs=args.val_runs,
+        train_runs=args.train_runs,
         augment=args.augment, patience=args.patience, seed=args.seed, resume=args.resume,
         stop_after=args.stop_after, threads=args.threads, progress=False if args.no_progress else None)
     try:
@@ -590,6 +626,8 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--s-target", choices=["S_flux", "S_direct"], default=d.s_target,
                    help="PV forcing target (equal for spectral operators)")
     p.add_argument("--val-runs", type=int, default=d.val_runs, help="number of (last) runs held out for validation")
+    p.add_argument("--train-runs", type=_int_list, default=None,
+                   help="train on these runs only (comma-separated; default: every run not held out)")
     p.add_argument("--augment", action="store_true", help="random exact rotations of each batch (for the CNN)")
     p.add_argument("--patience", type=int, default=d.patience, help="early-stopping patience in epochs")
     p.add_argument("--seed", type=int, default=d.seed)
