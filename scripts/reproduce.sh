@@ -12,10 +12,16 @@ $R generate --runs 7 --years 10 --spinup-years 5 --snapshot-hours 250 --seed 0 -
   --out data/eddy_spectral.nc
 
 # 2. the shipped model (runs 0-3 train, 4-6 held out) and the offline comparisons
-$R train --data data/eddy_spectral.nc --out runs/eddy-c4 --name eddy-c4 --val-runs 3 \
-  --group C4 --channels 32,32 --kernel-sizes 7,1 --lr 3e-3 --epochs 60 --patience 15 --seed 0 --resume
-$R train --data data/eddy_spectral.nc --out runs/eddy-cnn --name runs/eddy-cnn/model --val-runs 3 \
-  --arch cnn --channels 32,32 --kernel-sizes 7,1 --lr 3e-3 --epochs 60 --patience 15 --seed 0 --resume
+TRAIN="--data data/eddy_spectral.nc --val-runs 3 --channels 32,32 --kernel-sizes 7,1 --lr 1e-2 --epochs 50 --patience 15 --seed 0 --no-progress"
+train() {  # train OUT NAME [options]: resumes when OUT already holds a checkpoint
+  local out=$1 name=$2; shift 2
+  $R train $TRAIN --out "$out" --name "$name" $([ -f "$out/checkpoint.pt" ] && echo --resume) "$@"
+}
+train runs/eddy-c4 eddy-c4 --group C4
+train runs/eddy-cnn runs/eddy-cnn/model --arch cnn
+# data efficiency: a quarter of the training runs
+train runs/eddy-c4-quarter runs/eddy-c4-quarter/model --group C4 --train-runs 0
+train runs/eddy-cnn-quarter runs/eddy-cnn-quarter/model --arch cnn --train-runs 0
 
 # 3. online: parameterized and unparameterized 10-year ensembles, 20-year stability runs
 $R rollout --model eddy-c4 --members 3 --years 10 --out runs/online/eddy-c4 --resume

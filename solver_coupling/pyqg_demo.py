@@ -81,6 +81,9 @@ def add_demo_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    import torch
+
+    torch.set_num_threads(1)  # pyqg runs on one core (ntd=1); torch threads only add barrier waits here
     if not 0 < args.score_years <= args.years:
         print("roteq demo: error: --score-years must be positive and at most --years", file=sys.stderr)
         return 2

@@ -340,6 +340,8 @@ def add_rollout_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the initial conditions (default: 0)")
     p.add_argument("--call-interval", type=int, default=1, help="evaluate the network every k steps (default: 1)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default: 1; on a busy machine more threads measured much slower)")
     p.add_argument("--energy-limit", type=float, default=1.0,
                    help="kinetic energy (m2 s-2) above which a member counts as blown up (default: 1)")
     p.add_argument("--checkpoint-years", type=float, default=1.0, help="years between checkpoints (default: 1)")
@@ -353,6 +355,9 @@ def add_rollout_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _cmd_rollout(args: argparse.Namespace) -> int:
+    import torch
+
+    torch.set_num_threads(args.threads)
     try:
         overrides = dict(parse_assignment(a) for a in args.overrides)
         config = get_config(args.config, {**overrides, "nx": args.nx}, coarse_nx=args.nx)

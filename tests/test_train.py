@@ -134,3 +134,12 @@ def test_usage_errors(dataset, tmp_path):
         train(TrainOptions(data=dataset, out=str(tmp_path / "d"), resume=True, epochs=1, **SMALL))
     with pytest.raises(FileNotFoundError, match="roteq generate"):
         load_dataset(tmp_path / "missing.nc")
+
+
+def test_train_runs_must_be_training_runs(dataset, tmp_path):
+    with pytest.raises(ValueError, match=r"--train-runs \[2\] are not training runs"):
+        train(TrainOptions(data=dataset, out=str(tmp_path / "o"), val_runs=1, train_runs=(2,), epochs=1, **SMALL))
+    summary = train(TrainOptions(data=dataset, out=str(tmp_path / "p"), val_runs=1, train_runs=(1,), epochs=1, **SMALL))
+    card = load_card(summary["model_dir"])
+    assert card["training"]["train_runs"] == [1] and card["training"]["val_runs"] == [2]
+    assert card["training"]["solver"]["nx"] == 16 and card["training"]["solver"]["beta"] == 1.5e-11
