@@ -531,7 +531,8 @@ def train(opts: TrainOptions) -> dict[str, Any]:
                 "train_runs": train_runs, "val_runs": val_runs, "n_train_samples": n_train,
                 "options": opts.recipe(), "epochs_run": len(rows),
                 "python_hash_seed": os.environ.get("PYTHONHASHSEED"), "s_scale_per_layer_s-2": s_scale.tolist(),
-                "solver": _solver_config(data.attrs)}
+                "solver": _solver_config(data.attrs),
+                "command": " ".join(["roteq", *sys.argv[1:]]) if Path(sys.argv[0]).name in ("roteq", "cli.py") else ""}
     target = opts.name if opts.name else out / "model"
     summary["model_dir"] = str(save_model(model, target, training=training, metrics=metrics, inference_cost=costs))
     summary["metrics"] = metrics
