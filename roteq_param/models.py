@@ -101,7 +101,6 @@ import io
 import json
 import math
 import os
-import tempfile
 import time
 import warnings
 from dataclasses import asdict, dataclass, fields as dc_fields
@@ -113,6 +112,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .atomic import atomic_write_bytes
 from .fields import Schema, escnn_field_type, qg_schema
 from .symmetry import Group
 
@@ -544,21 +544,6 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def model_dir(name_or_path: str | os.PathLike) -> Path:
     """A model directory: an existing path as given, else ``trained_models/<name>`` of this repository."""
     p = Path(name_or_path)
@@ -639,6 +624,7 @@ def save_model(model: FluxNet, name_or_path: str | os.PathLike, *, training: Map
     scores, ``inference_cost`` e.g. ms per 64^2 call; if not given it is measured here.
     """
     d = model_dir(name_or_path)
+    d.mkdir(parents=True, exist_ok=True)
     if inference_cost is None:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
@@ -663,9 +649,9 @@ def save_model(model: FluxNet, name_or_path: str | os.PathLike, *, training: Map
         "inference_cost": dict(inference_cost),
         "model_sha256": hashlib.sha256(buf.getvalue()).hexdigest(),
     }
-    _atomic_write_bytes(d / "model.pt", buf.getvalue())
-    _atomic_write_bytes(d / "card.json", (json.dumps(card, indent=2, sort_keys=True) + "\n").encode())
-    _atomic_write_bytes(d / "CARD.md", _card_markdown(card).encode())
+    atomic_write_bytes(d / "model.pt", buf.getvalue())
+    atomic_write_bytes(d / "card.json", (json.dumps(card, indent=2, sort_keys=True) + "\n").encode())
+    atomic_write_bytes(d / "CARD.md", _card_markdown(card).encode())
     return d
 
 

@@ -70,7 +70,8 @@ import torch
 
 from . import fluxform, symmetry
 from .fields import Schema, qg_schema
-from .models import (FluxNet, ModelConfig, _atomic_write_bytes, build_model, save_model, sha256_file,
+from .atomic import atomic_write_bytes
+from .models import (FluxNet, ModelConfig, build_model, save_model, sha256_file,
                      time_inference)
 from .symmetry import Element, Group, Kind
 
@@ -377,13 +378,13 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
     w = csv.DictWriter(buf, fieldnames=_CSV_COLUMNS)
     w.writeheader()
     w.writerows(rows)
-    _atomic_write_bytes(path, buf.getvalue().encode())
+    atomic_write_bytes(path, buf.getvalue().encode())
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     buf = io.BytesIO()
     torch.save(state, buf)
-    _atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def train(opts: TrainOptions) -> dict[str, Any]:
