@@ -240,13 +240,11 @@ class Schema:
                           interpolate: bool = False) -> Any:
         """Apply ``g`` to a stacked channel tensor ``[..., C, y, x]``."""
         parts = []
+        slices = self.channel_slices(which)
         for f in self.fields(which):
-            part = tensor[..., self.channel_slices(which)[f.name], :, :]
-            if f.kind.is_constant:
-                # broadcast constant: rotate the components, keep it constant over the grid
-                kind = Kind.VECTOR if f.kind is Kind.CONSTANT_VECTOR else Kind.PSEUDOVECTOR
-            else:
-                kind = f.kind
+            part = tensor[..., slices[f.name], :, :]
+            # a broadcast constant rotates its components and stays constant over the grid
+            kind = f.kind.broadcast
             if f.n_components == 1:
                 parts.append(symmetry.act(g, part[..., 0, :, :], kind, interpolate=interpolate)[..., None, :, :])
             else:
@@ -374,7 +372,7 @@ def _escnn_representation(kind: Kind, group: Group, gspace):
         return directsum([G.trivial_representation] * symmetry.n_components(kind), name=name)
     # A constant (pseudo)vector is fed to the network broadcast over the grid, where it is a
     # (pseudo)vector field.
-    component_kind = {Kind.CONSTANT_VECTOR: Kind.VECTOR, Kind.CONSTANT_PSEUDOVECTOR: Kind.PSEUDOVECTOR}.get(kind, kind)
+    component_kind = kind.broadcast
     # The channels keep our component order, so the matrix of escnn's element phi(g) is our matrix
     # for g; escnn decomposes it into irreps (a tensor into trace + deviatoric parts).
     mats = {escnn_element(g, gspace): symmetry.component_matrix(g, component_kind) for g in group.elements()}

@@ -95,6 +95,11 @@ class Kind(str, enum.Enum):
         """True for kinds with no spatial part (layout ``[..., 2]``)."""
         return self in (Kind.CONSTANT_VECTOR, Kind.CONSTANT_PSEUDOVECTOR)
 
+    @property
+    def broadcast(self) -> "Kind":
+        """The gridded kind a field of this kind becomes when broadcast over the grid."""
+        return {Kind.CONSTANT_VECTOR: Kind.VECTOR, Kind.CONSTANT_PSEUDOVECTOR: Kind.PSEUDOVECTOR}.get(self, self)
+
     @classmethod
     def parse(cls, kind: "Kind | str") -> "Kind":
         if isinstance(kind, Kind):
