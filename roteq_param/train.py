@@ -117,16 +117,20 @@ class QGData:
         return tuple(t[idx].reshape(-1, *t.shape[2:]) for t in (self.x, self.y, self.S))
 
 
+def _config_json(attrs: dict[str, Any]) -> dict[str, Any]:
+    """The dataset's ``config`` JSON attribute, flattened: ``roteq generate`` nests the pyqg
+    parameters under ``params`` next to ``coarse_nx``. Empty if absent or unreadable."""
+    try:
+        raw = json.loads(attrs.get("config", "{}"))
+    except (TypeError, json.JSONDecodeError):
+        return {}
+    return {**raw, **raw.get("params", {})} if isinstance(raw, dict) else {}
+
+
 def _physical_constants(ds) -> tuple[float, float, float]:
     """(F1, F2, L) from the dataset attributes, read defensively."""
     attrs = dict(ds.attrs)
-    cfg: dict[str, Any] = {}
-    if "config" in attrs:
-        try:
-            raw = json.loads(attrs["config"])
-            cfg = {**raw, **raw.get("params", {})} if isinstance(raw, dict) else {}
-        except (TypeError, json.JSONDecodeError):
-            cfg = {}
+    cfg = _config_json(attrs)
     get = lambda k: attrs.get(k, cfg.get(k))  # noqa: E731 - attrs first, then the config JSON
     L = get("L")
     if L is None:
@@ -550,12 +554,8 @@ def _solver_config(attrs: dict[str, Any]) -> dict[str, Any]:
     From the ``config`` attribute of a ``roteq generate`` dataset: the coarse grid and the
     physical parameters (SI units). Empty when the dataset does not record them.
     """
-    try:
-        raw = json.loads(attrs.get("config", "{}"))
-    except (TypeError, json.JSONDecodeError):
-        return {}
-    params = raw.get("params", raw) if isinstance(raw, dict) else {}
-    n = raw.get("coarse_nx", params.get("nx")) if isinstance(raw, dict) else None
+    params = _config_json(attrs)
+    n = params.get("coarse_nx", params.get("nx"))
     if n is None:
         return {}
     out: dict[str, Any] = {"nz": 2, "nx": int(n), "ny": int(n)}
