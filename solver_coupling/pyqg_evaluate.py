@@ -39,6 +39,7 @@ import xarray as xr
 from matplotlib.figure import Figure
 
 from roteq_param import diagnostics as dg
+from roteq_param.atomic import atomic_to_netcdf
 from solver_coupling.pyqg_config import parse_assignment
 from solver_coupling.pyqg_data import UsageError
 from solver_coupling.pyqg_diagnostics import model_kwargs_from_attrs, summarise
@@ -146,8 +147,6 @@ class Reference:
     model_kwargs: dict[str, Any]
 
     def save(self, path: str) -> None:
-        from roteq_param.atomic import atomic_to_netcdf
-
         ds = self.diagnostics.ds.copy()
         ds.attrs.update({"energy_max": self.energy_max, "model_kwargs": json.dumps(self.model_kwargs, sort_keys=True),
                          "title": "roteq-param truth reference for roteq evaluate --reference"})

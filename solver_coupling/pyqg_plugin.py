@@ -47,6 +47,7 @@ __all__ = [
     "ModelFileChangedError",
     "OutOfRegimeWarning",
     "state_from_model",
+    "velocity",
     "solver_config_of",
     "Ensemble",
 ]
@@ -81,16 +82,19 @@ def solver_config_of(m: pyqg.QGModel) -> dict[str, float]:
     }
 
 
+def velocity(m: pyqg.QGModel) -> tuple[np.ndarray, np.ndarray]:
+    """Perturbation velocity (u, v) = (-d psi/dy, d psi/dx), each (nz, ny, nx) in m/s, from ``m.ph``."""
+    return m.ifft(-1j * m.l * m.ph), m.ifft(1j * m.k * m.ph)
+
+
 def state_from_model(m: pyqg.QGModel) -> dict[str, np.ndarray]:
     """Schema inputs from the current pyqg state (float64 numpy arrays).
 
     Derived from ``m.ph`` with pyqg's own wavenumbers and FFT, because some of
     pyqg's spectral buffers (``m.uh``...) are scratch space at hook time.
     """
-    ph = m.ph
-    u = m.ifft(-1j * m.l * ph)
-    v = m.ifft(1j * m.k * ph)
-    b = m.ifft((ph[0] - ph[1])[None])[0]  # pyqg's FFT wants (nz, ny, nk) arrays
+    u, v = velocity(m)
+    b = m.ifft((m.ph[0] - m.ph[1])[None])[0]  # pyqg's FFT wants (nz, ny, nk) arrays
     state = {f"vel_{i + 1}": np.stack([u[i], v[i]]) for i in range(m.nz)}
     state["b"] = b
     beta, U = _constants(m)
@@ -270,6 +274,11 @@ class RotEqParameterization(pyqg.QParameterization):
     @property
     def parameterization_type(self) -> str:
         return "q_parameterization"
+
+    @property
+    def weights_sha256(self) -> str:
+        """sha256 of the weights file as loaded ("" for an in-memory model)."""
+        return self._loaded.weights_sha256
 
     @property
     def training_config(self) -> dict:

@@ -29,12 +29,12 @@ gives the same result as an uninterrupted run.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
 import time
-import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -46,7 +46,7 @@ from tqdm import tqdm
 from roteq_param.atomic import atomic_to_netcdf, atomic_write_bytes
 from solver_coupling.pyqg_config import YEAR, PyqgConfig, get_config, parse_assignment
 from solver_coupling.pyqg_data import initial_pv
-from solver_coupling.pyqg_plugin import Ensemble, RotEqParameterization
+from solver_coupling.pyqg_plugin import Ensemble, RotEqParameterization, velocity
 
 __all__ = ["RolloutRequest", "rollout", "add_rollout_parser"]
 
@@ -110,9 +110,7 @@ def _make_members(req: RolloutRequest):
 
 def _kinetic_energy(m) -> float:
     """Layer-thickness-weighted domain-mean kinetic energy of the perturbation flow, m^2/s^2."""
-    ph = m.ph
-    u = m.ifft(-1j * m.l * ph)
-    v = m.ifft(1j * m.k * ph)
+    u, v = velocity(m)
     w = m.Hi / m.H
     return float(0.5 * np.sum(w * np.mean(u**2 + v**2, axis=(-2, -1))))
 
@@ -148,8 +146,6 @@ def _save_checkpoint(path: Path, members, st: _State) -> None:
         for name, d in m.diagnostics.items():
             arrays[f"m{i}_diag_{name}_value"] = np.asarray(d["value"]) if np.ndim(d.get("value", 0)) else np.array(0.0)
             arrays[f"m{i}_diag_{name}_count"] = np.array(d["count"])
-    import io
-
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     atomic_write_bytes(path, buf.getvalue())
@@ -258,7 +254,7 @@ def rollout(req: RolloutRequest, out: str | os.PathLike, *, resume: bool = False
         _load_checkpoint(ckpt, members, st)
     elif overwrite:
         ckpt.unlink(missing_ok=True)
-    model_sha = param._loaded.weights_sha256 if param is not None else ""
+    model_sha = param.weights_sha256 if param is not None else ""
     check_every = req.steps(req.check_hours * 3600)
     ckpt_every = max(1, req.steps(req.checkpoint_years * YEAR))
     label = f"{req.model or 'unparameterized'} x{req.members}"

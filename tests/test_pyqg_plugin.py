@@ -1,6 +1,5 @@
 """The pyqg timestep-hook plugin: exact online equivariance, flux form, checks and ensembles."""
 
-import json
 import warnings
 
 import numpy as np

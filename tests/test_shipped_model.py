@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from roteq_param import models, symmetry
+from roteq_param import models
 from roteq_param.fields import qg_schema
-from roteq_param.symmetry import Group, Kind
+from roteq_param.symmetry import Group
 from solver_coupling.cgrid import NetworkClosure
 from solver_coupling.pyqg_config import get_config
-from solver_coupling.pyqg_plugin import RotEqParameterization, state_from_model
+from solver_coupling.pyqg_plugin import RotEqParameterization
 from solver_coupling.pyqg_cgrid import CGridQParameterization
 
 NAME = "eddy-c4"
