@@ -258,6 +258,15 @@ def rollout(req: RolloutRequest, out: str | os.PathLike, *, resume: bool = False
     check_every = req.steps(req.check_hours * 3600)
     ckpt_every = max(1, req.steps(req.checkpoint_years * YEAR))
     label = f"{req.model or 'unparameterized'} x{req.members}"
+
+    def save() -> xr.Dataset:
+        """Write the dataset, then the checkpoint (a kill between the two loses nothing on resume)."""
+        ds = _dataset(req, members, st, model_sha)
+        atomic_to_netcdf(ds, nc)
+        _save_checkpoint(ckpt, members, st)
+        return ds
+
+    saved_at = None
     start, start_step = time.perf_counter(), st.step
     with tqdm(total=st.total, initial=st.step, desc=label, unit="step", disable=not progress) as bar:
         while st.step < st.total and not st.failed.all():
@@ -275,8 +284,7 @@ def rollout(req: RolloutRequest, out: str | os.PathLike, *, resume: bool = False
             if st.step % ckpt_every == 0 or st.step == st.total:
                 if param is not None:
                     param.verify_model_file()
-                atomic_to_netcdf(_dataset(req, members, st, model_sha), nc)
-                _save_checkpoint(ckpt, members, st)
+                ds, saved_at = save(), st.step
             bar.update(1)
             if st.step % 240 == 0:
                 hours = (time.perf_counter() - start) / 3600
@@ -284,10 +292,8 @@ def rollout(req: RolloutRequest, out: str | os.PathLike, *, resume: bool = False
                 bar.set_postfix({"model yr/wall h": f"{years / hours:.0f}",
                                  "member-yr/h": f"{years * active.sum() / hours:.0f}",
                                  "failed": int(st.failed.sum())})
-    ds = _dataset(req, members, st, model_sha)
-    atomic_to_netcdf(ds, nc)
-    _save_checkpoint(ckpt, members, st)
-    return ds
+    # the run ended on a checkpoint, or stopped early because every member failed
+    return ds if saved_at == st.step else save()
 
 
 def _monitor(req: RolloutRequest, members, st: _State) -> None:
