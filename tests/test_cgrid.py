@@ -8,6 +8,7 @@ import pytest
 from roteq_param.symmetry import Group, Kind, act
 from solver_coupling import staggered as S
 from solver_coupling.cgrid import CGridAdapter, GradientModel
+from solver_coupling.pyqg_cgrid import cgrid_state
 
 # A band-limited two-layer streamfunction (m^2/s): integer wavenumbers (in units of 2 pi / L) up to 3,
 # so every quadratic flux stays resolved (|k| <= 6) on all grids used below.
@@ -41,16 +42,10 @@ def pyqg_cgrid_state(n):
         warnings.simplefilter("ignore")
         m.q = np.fft.irfft2(qh, s=(n, n))
     m._invert()  # pyqg's own inversion: ph now holds the model's streamfunction
-    ph = m.ph
-    ik, il = 1j * m.k, 1j * m.l
-    uh, vh = -il * ph, ik * ph
-    shift_x = np.exp(-1j * m.k * m.dx / 2)
-    shift_y = np.exp(-1j * m.l * m.dy / 2)
-
-    def ifft(a):
-        return np.fft.irfft2(a, s=(n, n))
-
-    return m, ifft(uh * shift_x), ifft(vh * shift_y), ifft(ph[0] - ph[1]), ifft(uh), ifft(vh)
+    u_faces, v_faces, b = cgrid_state(m)
+    u_centres = np.fft.irfft2(-1j * m.l * m.ph, s=(n, n))
+    v_centres = np.fft.irfft2(1j * m.k * m.ph, s=(n, n))
+    return m, u_faces, v_faces, b, u_centres, v_centres
 
 
 def spectral_forcing(m, u_c, v_c, b_c, delta):
