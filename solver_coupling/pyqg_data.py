@@ -93,6 +93,7 @@ _VAR_ATTRS = {
     "Fb": ("m3 s-2", "subgrid buoyancy flux bar(u eta) - bar(u) bar(eta) per layer"),
     "S_direct": ("s-2", "subgrid PV forcing -div(bar(u q) - bar(u) bar(q)), filtered directly"),
     "S_flux": ("s-2", "subgrid PV forcing implied by tau and Fb in flux form"),
+    "q_traj": ("s-1", "coarse-grained PV at every time step of a trajectory window"),
 }
 _DIMS = {
     "u": ("time", "lev", "y", "x"),
@@ -139,6 +140,8 @@ class Request:
     snapshot_hours: float = 1000.0
     seed: int = 0
     operator_params: dict[str, Any] = field(default_factory=dict)
+    window_steps: int = 0
+    window_every: int = 1
 
     def __post_init__(self) -> None:
         if self.runs < 1:
@@ -149,6 +152,9 @@ class Request:
             raise UsageError(f"need 0 <= spin-up ({self.spinup_years} y) <= run length ({self.years} y)")
         if self.snapshot_hours <= 0:
             raise UsageError(f"--snapshot-hours must be positive; got {self.snapshot_hours}")
+        if self.window_steps < 0 or self.window_every < 1:
+            raise UsageError(f"--window-steps must be >= 0 and --window-every >= 1; got {self.window_steps}, "
+                             f"{self.window_every}")
         self.steps()  # validates that every interval is a whole number of steps
         self.make_operator()
 
@@ -165,6 +171,14 @@ class Request:
     def snapshot_steps(self) -> list[int]:
         total, spinup, snap = self.steps()
         return list(range(spinup, total + 1, snap))
+
+    def window_starts(self) -> list[int]:
+        """Steps that start a trajectory window: every ``window_every``-th snapshot that leaves room for
+        ``window_steps`` more steps before the end of the run (none when ``window_steps`` is 0)."""
+        if not self.window_steps:
+            return []
+        total = self.steps()[0]
+        return [s for s in self.snapshot_steps()[:: self.window_every] if s + self.window_steps <= total]
 
     def make_operator(self) -> coarsen.Operator:
         try:
@@ -186,6 +200,8 @@ class Request:
                 "snapshot_hours": self.snapshot_hours,
                 "seed": self.seed,
                 "run": run,
+                **({"window_steps": self.window_steps, "window_every": self.window_every}
+                   if self.window_steps else {}),
             },
             sort_keys=True,
         )
@@ -206,6 +222,8 @@ class Request:
             "snapshot_hours": self.snapshot_hours,
             "snapshot_interval_s": self.snapshot_hours * 3600.0,
             "year_days": 360,
+            "window_steps": self.window_steps,
+            "window_every": self.window_every,
         }
 
 
@@ -286,46 +304,71 @@ def _use_wisdom(wisdom: tuple | None) -> None:
 def simulate_run(request: Request, run: int, wisdom: tuple | None = None, progress: bool | None = None):
     """Run member ``run`` at high resolution and return its coarse snapshots (xarray Dataset, run dim 1).
 
+    With ``request.window_steps`` > 0 the dataset also holds coarse-grained PV trajectories
+    ``q_traj`` (window, wstep, lev, y, x) at every time step of windows starting at
+    ``request.window_starts()``: the truth that training through a coarse solver unrolls against.
     ``progress=None`` shows a tqdm bar over model time (days) when stderr is a terminal.
     """
+    import time as _time
+
     from tqdm.auto import tqdm
 
     _use_wisdom(wisdom)
     config = request.config
     op = request.make_operator()
-    total, spinup, snap = request.steps()
+    total = request.steps()[0]
     wanted = set(request.snapshot_steps())
+    starts = request.window_starts()
+    in_window = {s + w: (i, w) for i, s in enumerate(starts) for w in range(request.window_steps + 1)}
     dt = config.dt
-    # run_with_snapshots yields every `chunk` steps: all snapshot steps are multiples of it.
-    chunk = math.gcd(spinup, snap)
-    # tmax half a step short of the end, and tsnapint a hair under chunk*dt, make pyqg's float time
-    # tests land on the intended step counts whatever dt is (it compares t < tmax and ceil(tsnapint/dt)).
-    m = config.make_model(tmax=(total - 0.5) * dt)
+    m = config.make_model()
     m.q = initial_pv(config, request.seed, run)
 
     snaps, times = [], []
+    traj = np.zeros((len(starts), request.window_steps + 1, 2, config.coarse_nx, config.coarse_nx))
 
-    def record() -> None:
+    def record(step: int) -> None:
         if not np.all(np.isfinite(m.q)):
             raise FloatingPointError(f"run {run} produced non-finite PV at t = {m.t:g} s (step {m.tc})")
-        snaps.append(coarsen.coarse_grain(m.q, config.F1, config.F2, config.L, op))
-        times.append(m.tc * dt)
+        if step in wanted:
+            snaps.append(coarsen.coarse_grain(m.q, config.F1, config.F2, config.L, op))
+            times.append(step * dt)
+        if step in in_window:
+            i, w = in_window[step]
+            traj[i, w] = coarsen.from_spectrum(op.apply(coarsen.to_spectrum(m.q)), config.coarse_nx)
 
-    if 0 in wanted:
-        record()
+    started = _time.perf_counter()
     bar = tqdm(total=round(total * dt / 86400.0, 6), unit="day", desc=f"run {run}", leave=False,
                disable=None if progress is None else not progress)
-    if total > 0:
-        for _ in m.run_with_snapshots(tsnapstart=0.0, tsnapint=chunk * dt * (1.0 - 1e-12)):
-            bar.update(round(chunk * dt / 86400.0, 6))
-            if m.tc in wanted:
-                record()
-            if m.tc >= total:
-                break
+    record(0)
+    shown = 0
+    for step in range(1, total + 1):
+        m._step_forward()  # exactly what pyqg's run() does per step; the loop makes every step visible
+        record(step)
+        if step % 240 == 0 or step == total:
+            bar.update(round((step - shown) * dt / 86400.0, 6))
+            shown = step
     bar.close()
     if len(snaps) != len(wanted):
-        raise RuntimeError(f"run {run}: expected {len(wanted)} snapshots, got {len(snaps)} (pyqg time stepping)")
-    return _run_dataset(config, run, times, snaps, {**request.attrs(), "fingerprint": request.fingerprint(run)})
+        raise RuntimeError(f"run {run}: expected {len(wanted)} snapshots, got {len(snaps)}")
+    attrs = {**request.attrs(), "fingerprint": request.fingerprint(run),
+             "wall_seconds": round(_time.perf_counter() - started, 1)}
+    ds = _run_dataset(config, run, times, snaps, attrs)
+    if starts:
+        ds = ds.assign(_trajectories(traj, starts, dt, request.window_steps))
+    return ds
+
+
+def _trajectories(traj: np.ndarray, starts: list[int], dt: float, window_steps: int) -> dict[str, Any]:
+    units, long_name = _VAR_ATTRS["q_traj"]
+    return {
+        "q_traj": (("run", "window", "wstep", "lev", "y", "x"), traj.astype(np.float32)[None],
+                   {"units": units, "long_name": long_name}),
+        "window_time": (("window",), np.asarray(starts, dtype=np.float64) * dt,
+                        {"units": "s", "long_name": "model time at the start of each trajectory window"}),
+        "wstep": (("wstep",), np.arange(window_steps + 1),
+                  {"long_name": "time steps since the window start", "dt_s": dt}),
+    }
 
 
 # ----------------------------------------------------------------------------- files
@@ -570,7 +613,8 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         overrides = dict(parse_assignment(s) for s in args.set or [])
         config = get_config(args.config, overrides, coarse_nx=args.coarse_nx)
         request = Request(config, operator=args.operator, runs=args.runs, years=args.years,
-                          spinup_years=args.spinup_years, snapshot_hours=args.snapshot_hours, seed=args.seed)
+                          spinup_years=args.spinup_years, snapshot_hours=args.snapshot_hours, seed=args.seed,
+                          window_steps=args.window_steps, window_every=args.window_every)
         generate(request, args.out, overwrite=args.overwrite, workers=args.workers, scheduler=args.scheduler,
                  serial=args.serial)
     except ValueError as err:  # UsageError and configuration errors
@@ -609,6 +653,10 @@ def add_generate_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--operator", default="spectral", choices=sorted(coarsen.OPERATORS),
                    help="coarse-graining operator (default: spectral)")
     p.add_argument("--seed", type=int, default=0, help="ensemble seed; run r uses (seed, r) (default: 0)")
+    p.add_argument("--window-steps", type=int, default=0,
+                   help="also store coarse PV at every step of windows this many steps long (default: 0, none)")
+    p.add_argument("--window-every", type=int, default=1,
+                   help="start a window at every N-th snapshot (default: 1)")
     p.add_argument("--out", required=True, help="output netCDF file")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output")
     p.add_argument("--workers", type=int, default=None, help="LocalCluster worker processes (default: cores)")
