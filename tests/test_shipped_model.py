@@ -76,3 +76,17 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert NAME in result["runs"]
     for stem in ("spectra", "distributions", "energy_timeseries", "snapshots"):
         assert (tmp_path / f"{stem}.png").stat().st_size > 1000
+
+
+def test_shipped_model_behaviour_fingerprint():
+    """The hook's output on a stored spun-up state equals the one recorded before the house refactor
+    (tests/data/make_reference_state.py), to float32 inference round-off."""
+    from pathlib import Path
+
+    ref = np.load(Path(__file__).parent / "data" / "eddy64_state.npz")
+    m = get_config("eddy", {"nx": 64}, coarse_nx=64).make_model(log_level=0)
+    m.q = ref["q"]
+    m._invert()
+    dq = RotEqParameterization(NAME)(m)
+    err = np.abs(dq - ref["dq_eddy_c4"]).max() / np.abs(ref["dq_eddy_c4"]).max()
+    assert err < 1e-6, err
