@@ -11,13 +11,13 @@ setup:
 	@bash scripts/setup.sh
 
 demo: setup
-	$(PY) -m roteq_param.cli demo
+	$(PY) -m solver_coupling.cli demo
 
 test: setup
 	$(PY) -m pytest -q tests
 
 bench: setup
-	$(PY) -m roteq_param.cli bench
+	$(PY) -m solver_coupling.cli bench
 
 # every number in the README's results (about 2 hours on 2 cores)
 reproduce: setup

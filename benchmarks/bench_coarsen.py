@@ -15,8 +15,8 @@ import time
 import numpy as np
 
 from roteq_param import coarsen
-from solver_coupling.pyqg_config import YEAR, get_config
-from solver_coupling.pyqg_data import Request
+from solver_coupling.pyqg.config import YEAR, get_config
+from solver_coupling.pyqg.data import Request
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ import xarray as xr
 import xgcm
 
 from solver_coupling.cgrid import CGridAdapter
-from solver_coupling.staggered import CGridMasks, centred_fluxes_to_tendencies_kernel, cgrid_to_centres_kernel
+from solver_coupling.cgrid.staggered import CGridMasks, centred_fluxes_to_tendencies_kernel, cgrid_to_centres_kernel
 
 NZ, N = 2, 64
 REPEATS = 7

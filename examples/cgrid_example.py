@@ -1,7 +1,7 @@
 """Subgrid tendencies for a C-grid model with land, in a few lines.
 
 A two-layer state on a 48 x 48 C-grid (u on west faces, v on south faces, the
-interface field b = psi_1 - psi_2 at centres; see solver_coupling.staggered)
+interface field b = psi_1 - psi_2 at centres; see solver_coupling.cgrid.staggered)
 with an island and a closed southern wall. The closure is the gradient model;
 a trained network wrapped as ``flux_model(u_c, v_c, b_c) -> (tau, Fb)`` plugs in
 the same way. Run with: .venv/bin/python examples/cgrid_example.py
@@ -10,7 +10,7 @@ the same way. Run with: .venv/bin/python examples/cgrid_example.py
 import numpy as np
 
 from solver_coupling.cgrid import CGridAdapter, GradientModel
-from solver_coupling.staggered import CGridMasks
+from solver_coupling.cgrid.staggered import CGridMasks
 
 n, nz = 48, 2
 dx = dy = 20e3  # metres

@@ -1,6 +1,6 @@
 """Rollout-stability and skill diagnostics (DESIGN.md §5), solver-agnostic.
 
-Nothing here knows a solver: the pyqg side (``solver_coupling.pyqg_diagnostics``)
+Nothing here knows a solver: the pyqg side (``solver_coupling.pyqg.diagnostics``)
 turns snapshots into fields and 2-D spectral densities and hands them to
 :class:`Diagnostics`; this module bins, pools, compares, scores and plots.
 

@@ -58,7 +58,7 @@ say "roteq-param and its pinned dependencies (escnn, xarray, numba, dask, ...)"
 pip install -c "$CONSTRAINTS" -e "$ROOT[dev]"
 
 say "checking the environment"
-"$VENV/bin/python" -m roteq_param.envcheck
+"$VENV/bin/python" -m solver_coupling.pyqg.envcheck
 
 rm -f "$VENV"/.roteq-setup-*
 touch "$stamp"

@@ -2,7 +2,7 @@
 
 ``tiny_dataset(path)`` writes a real dataset in the `roteq generate` format: three 2-layer
 pyqg "eddy" runs at 32^2 (400 h, spin-up 200 h, a snapshot every 50 h: 5 snapshots each),
-coarse-grained to 16^2 with the spectral operator by ``solver_coupling.pyqg_data``. It takes
+coarse-grained to 16^2 with the spectral operator by ``solver_coupling.pyqg.data``. It takes
 about a second.
 """
 
@@ -17,8 +17,8 @@ HOUR_IN_YEARS = 3600.0 / (360 * 86400.0)
 
 
 def tiny_dataset(path: str, runs: int = 3, seed: int = 1) -> str:
-    from solver_coupling.pyqg_config import get_config
-    from solver_coupling.pyqg_data import Request, generate
+    from solver_coupling.pyqg.config import get_config
+    from solver_coupling.pyqg.data import Request, generate
 
     cfg = get_config("eddy").with_overrides({"nx": 32}, coarse_nx=16)
     req = Request(cfg, runs=runs, years=400 * HOUR_IN_YEARS, spinup_years=200 * HOUR_IN_YEARS,

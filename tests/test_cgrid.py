@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from roteq_param.symmetry import Group, Kind, act
-from solver_coupling import staggered as S
+from solver_coupling.cgrid import staggered as S
 from solver_coupling.cgrid import CGridAdapter, GradientModel
-from solver_coupling.pyqg_cgrid import cgrid_state
+from solver_coupling.pyqg.cgrid_path import cgrid_state
 
 # A band-limited two-layer streamfunction (m^2/s): integer wavenumbers (in units of 2 pi / L) up to 3,
 # so every quadratic flux stays resolved (|k| <= 6) on all grids used below.

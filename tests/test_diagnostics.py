@@ -17,8 +17,8 @@ import xarray as xr
 from pyqg.diagnostic_tools import calc_ispec, diagnostic_similarities
 
 from roteq_param import diagnostics as dg
-from solver_coupling import pyqg_diagnostics as pd
-from solver_coupling import pyqg_evaluate as pe
+from solver_coupling.pyqg import diagnostics as pd
+from solver_coupling.pyqg import evaluate as pe
 
 L = 1e6
 DT = 4 * 3600.0  # 4 h keeps the CFL number < 0.05 at 16^2 and 32^2 while the runs stay short

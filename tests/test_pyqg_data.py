@@ -8,8 +8,8 @@ import pytest
 import xarray as xr
 
 from roteq_param import coarsen
-from solver_coupling import pyqg_data as pdata
-from solver_coupling.pyqg_config import YEAR, get_config, parse_assignment
+from solver_coupling.pyqg import data as pdata
+from solver_coupling.pyqg.config import YEAR, get_config, parse_assignment
 
 # Tiny ensemble: 32^2 -> 16^2, 216 steps of 1 h, snapshots at steps 108, 144, 180, 216.
 TINY = dict(runs=2, years=216 * 3600 / YEAR, spinup_years=108 * 3600 / YEAR, snapshot_hours=36, seed=7)

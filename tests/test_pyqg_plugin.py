@@ -10,7 +10,7 @@ import torch
 from roteq_param import fluxform, models, symmetry
 from roteq_param.fields import qg_schema
 from roteq_param.symmetry import Group, Kind
-from solver_coupling.pyqg_plugin import (Ensemble, FluxForcing, ModelFileChangedError, ModelMismatchError,
+from solver_coupling.pyqg.plugin import (Ensemble, FluxForcing, ModelFileChangedError, ModelMismatchError,
                                          OutOfRegimeWarning, RotEqParameterization, solver_config_of,
                                          state_from_model)
 

@@ -12,9 +12,9 @@ import torch
 import xarray as xr
 
 from roteq_param import models
-from solver_coupling.pyqg_config import YEAR, get_config
-from solver_coupling.pyqg_plugin import solver_config_of
-from solver_coupling.pyqg_rollout import RolloutRequest, rollout
+from solver_coupling.pyqg.config import YEAR, get_config
+from solver_coupling.pyqg.plugin import solver_config_of
+from solver_coupling.pyqg.rollout import RolloutRequest, rollout
 
 NX = 16
 
@@ -88,7 +88,7 @@ def _solver_dict():
 
 def test_killed_rollout_resumes_to_the_same_result(tmp_path):
     model = _save_small_model(tmp_path / "model", _solver_dict())
-    args = [sys.executable, "-m", "roteq_param.cli", "rollout", "--model", str(model), "--set", f"nx={NX}",
+    args = [sys.executable, "-m", "solver_coupling.cli", "rollout", "--model", str(model), "--set", f"nx={NX}",
             "--nx", str(NX), "--members", "2", "--years", "0.06", "--snapshot-days", "2",
             "--checkpoint-years", "0.01", "--diag-start-years", "0.02"]
     full = subprocess.run(args + ["--out", str(tmp_path / "full")], capture_output=True, text=True, timeout=300)
@@ -118,7 +118,7 @@ def test_killed_rollout_resumes_to_the_same_result(tmp_path):
 
 
 def test_rollout_command_errors(tmp_path):
-    run = lambda *a: subprocess.run([sys.executable, "-m", "roteq_param.cli", "rollout", *a],  # noqa: E731
+    run = lambda *a: subprocess.run([sys.executable, "-m", "solver_coupling.cli", "rollout", *a],  # noqa: E731
                                     capture_output=True, text=True, timeout=120)
     r = run("--model", "none", "--set", "colour=red", "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and "colour" in r.stderr

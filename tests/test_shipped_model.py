@@ -10,9 +10,9 @@ from roteq_param import models
 from roteq_param.fields import qg_schema
 from roteq_param.symmetry import Group
 from solver_coupling.cgrid import NetworkClosure
-from solver_coupling.pyqg_config import get_config
-from solver_coupling.pyqg_plugin import RotEqParameterization
-from solver_coupling.pyqg_cgrid import CGridQParameterization
+from solver_coupling.pyqg.config import get_config
+from solver_coupling.pyqg.plugin import RotEqParameterization
+from solver_coupling.pyqg.cgrid_path import CGridQParameterization
 
 NAME = "eddy-c4"
 
@@ -20,7 +20,7 @@ NAME = "eddy-c4"
 @pytest.fixture(scope="module")
 def spun_up():
     """A 64x64 eddy model after one model year (from the seeded initial condition of the rollouts)."""
-    from solver_coupling.pyqg_data import initial_pv
+    from solver_coupling.pyqg.data import initial_pv
 
     cfg = get_config("eddy", {"nx": 64}, coarse_nx=64)
     m = cfg.make_model(log_level=0, tmax=360 * 86400.0)
@@ -66,7 +66,7 @@ def test_c_grid_path_matches_the_collocated_hook_online(spun_up):
 
 
 def test_demo_end_to_end(tmp_path, capsys):
-    from solver_coupling.pyqg_demo import run_demo
+    from solver_coupling.pyqg.demo import run_demo
 
     rc = run_demo(NAME, years=0.05, members=1, score_years=0.04, out=tmp_path)
     printed = capsys.readouterr().out

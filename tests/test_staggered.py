@@ -1,4 +1,4 @@
-"""Tests of the C-grid <-> centre kernels (solver_coupling.staggered).
+"""Tests of the C-grid <-> centre kernels (solver_coupling.cgrid.staggered).
 
 Coordinates follow the module's convention: centres at ((i+1/2) dx, (j+1/2) dy),
 u-points at (i dx, (j+1/2) dy), v-points at ((i+1/2) dx, j dy), corners at (i dx, j dy).
@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from roteq_param.symmetry import Element, Group, Kind, act
-from solver_coupling import staggered as S
+from solver_coupling.cgrid import staggered as S
 
 L = 2.0 * np.pi * 1000.0  # domain length in metres
 

@@ -215,7 +215,7 @@ def test_reflection_flips_vorticity_sign():
 
 def test_pyqg_selfcheck_at_round_off():
     pyqg = pytest.importorskip("pyqg")
-    from solver_coupling.pyqg_selfcheck import symmetry_selfcheck
+    from solver_coupling.pyqg.selfcheck import symmetry_selfcheck
 
     m = pyqg.QGModel(nx=32, dt=3600.0, tmax=3600.0 * 300, ntd=1, log_level=0)
     m.run()

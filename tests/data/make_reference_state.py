@@ -20,7 +20,7 @@ def main() -> None:
     np.random.seed(0)
     m = pyqg.QGModel(nx=64, dt=3600.0, tmax=3 * 360 * 86400.0, ntd=1, log_level=0)
     m.run()
-    from solver_coupling.pyqg_plugin import RotEqParameterization
+    from solver_coupling.pyqg.plugin import RotEqParameterization
 
     P = RotEqParameterization("eddy-c4")
     m._invert()

@@ -4,7 +4,7 @@
    (every element of D4, on a spun-up state).
 2. Runs a coarse 64^2 "eddy" ensemble with the shipped parameterization and an
    unparameterized ensemble from the same seeded initial conditions
-   (:func:`solver_coupling.pyqg_rollout.rollout`).
+   (:func:`solver_coupling.pyqg.rollout.rollout`).
 3. Scores both against the coarse-grained high-resolution truth that ships with
    the model (``trained_models/<model>/reference.nc``, written by
    ``roteq evaluate --save-reference``), prints stability and skill, and writes
@@ -23,10 +23,10 @@ from pathlib import Path
 
 
 from roteq_param import models
-from solver_coupling.pyqg_config import get_config
-from solver_coupling.pyqg_evaluate import EvaluateConfig, Reference, evaluate
-from solver_coupling.pyqg_rollout import RolloutRequest, rollout
-from solver_coupling.pyqg_selfcheck import symmetry_selfcheck
+from solver_coupling.pyqg.config import get_config
+from solver_coupling.pyqg.evaluate import EvaluateConfig, Reference, evaluate
+from solver_coupling.pyqg.rollout import RolloutRequest, rollout
+from solver_coupling.pyqg.selfcheck import symmetry_selfcheck
 
 __all__ = ["add_demo_parser", "run_demo"]
 

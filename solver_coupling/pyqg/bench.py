@@ -25,8 +25,8 @@ import numpy as np
 import pyqg
 import torch
 
-from solver_coupling.pyqg_config import YEAR, get_config
-from solver_coupling.pyqg_plugin import Ensemble, RotEqParameterization
+from solver_coupling.pyqg.config import YEAR, get_config
+from solver_coupling.pyqg.plugin import Ensemble, RotEqParameterization
 
 __all__ = ["bench", "add_bench_parser"]
 

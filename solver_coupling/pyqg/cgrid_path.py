@@ -3,14 +3,14 @@
 pyqg is collocated and spectral, so it can hand the C-grid path *exact* staggered
 velocities: half-cell spectral shifts of its velocity move u to the west faces
 (x = i dx) and v to the south faces (y = j dy), the convention of
-:mod:`solver_coupling.staggered`. The adapter then does what it does inside a
+:mod:`solver_coupling.cgrid.staggered`. The adapter then does what it does inside a
 C-grid ocean model (average to centres, run the flux model, average the fluxes
 back, flux-form divergence), and its tendencies are turned into pyqg's PV forcing
 
     S_i = curl(du_i, dv_i) -/+ F_i db_i     (db_i = -div F_i; upper layer -, lower +)
 
 with the curl formed at corners by the C-grid kernel and averaged to centres.
-Comparing this with :class:`solver_coupling.pyqg_plugin.RotEqParameterization`
+Comparing this with :class:`solver_coupling.pyqg.plugin.RotEqParameterization`
 (the collocated spectral path) measures what the staggering costs, online.
 """
 
@@ -19,8 +19,8 @@ from __future__ import annotations
 import numpy as np
 import pyqg
 
-from solver_coupling import staggered
-from solver_coupling.cgrid import CGridAdapter, FluxModel
+from solver_coupling.cgrid import staggered
+from solver_coupling.cgrid.adapter import CGridAdapter, FluxModel
 
 __all__ = ["cgrid_state", "CGridQParameterization"]
 

@@ -13,7 +13,7 @@ import sys
 
 def _add_envcheck_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("envcheck", help="check the installed stack (numpy<2, pyqg with FFTW, torch 2.13.0, escnn)")
-    p.set_defaults(func=lambda args: __import__("roteq_param.envcheck", fromlist=["main"]).main())
+    p.set_defaults(func=lambda args: __import__("solver_coupling.pyqg.envcheck", fromlist=["main"]).main())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,11 +24,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     from roteq_param.train import add_train_parser
-    from solver_coupling.pyqg_bench import add_bench_parser
-    from solver_coupling.pyqg_data import add_coarsen_parser, add_generate_parser
-    from solver_coupling.pyqg_demo import add_demo_parser
-    from solver_coupling.pyqg_evaluate import add_evaluate_parser
-    from solver_coupling.pyqg_rollout import add_rollout_parser
+    from solver_coupling.pyqg.bench import add_bench_parser
+    from solver_coupling.pyqg.data import add_coarsen_parser, add_generate_parser
+    from solver_coupling.pyqg.demo import add_demo_parser
+    from solver_coupling.pyqg.evaluate import add_evaluate_parser
+    from solver_coupling.pyqg.rollout import add_rollout_parser
 
     add_demo_parser(sub)
     _add_envcheck_parser(sub)

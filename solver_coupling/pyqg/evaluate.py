@@ -10,7 +10,7 @@ arguments, or the form ``roteq generate`` writes):
 * ``--truth-b``: independent high-resolution runs, scored like a candidate: the
   sampling-noise ceiling, printed beside every score.
 
-Every set is reduced by :func:`solver_coupling.pyqg_diagnostics.summarise`
+Every set is reduced by :func:`solver_coupling.pyqg.diagnostics.summarise`
 over its last ``--last-years`` years; distances to the truth are Wasserstein-1
 for the per-layer value distributions of q, u, v, KE and relative enstrophy and
 the RMSE of the isotropic spectra (KE, potential enstrophy, KE flux, APE flux,
@@ -40,9 +40,9 @@ from matplotlib.figure import Figure
 
 from roteq_param import diagnostics as dg
 from roteq_param.atomic import atomic_to_netcdf
-from solver_coupling.pyqg_config import parse_assignment
-from solver_coupling.pyqg_data import UsageError
-from solver_coupling.pyqg_diagnostics import model_kwargs_from_attrs, summarise
+from solver_coupling.pyqg.config import parse_assignment
+from solver_coupling.pyqg.data import UsageError
+from solver_coupling.pyqg.diagnostics import model_kwargs_from_attrs, summarise
 
 __all__ = ["EvaluateConfig", "Reference", "evaluate", "load_runs", "add_evaluate_parser"]
 

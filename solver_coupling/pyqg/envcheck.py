@@ -1,6 +1,6 @@
 """Check that the environment is the one roteq-param was built and measured with.
 
-Run as ``python -m roteq_param.envcheck`` (``scripts/setup.sh`` does, after installing).
+Run as ``python -m solver_coupling.pyqg.envcheck`` (``scripts/setup.sh`` does, after installing).
 Exits non-zero with a message naming each problem; prints a one-line summary otherwise.
 """
 

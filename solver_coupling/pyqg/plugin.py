@@ -20,7 +20,7 @@ the implied momentum and buoyancy tendencies integrate to zero exactly.
 Usage::
 
     import pyqg
-    from solver_coupling.pyqg_plugin import RotEqParameterization
+    from solver_coupling.pyqg.plugin import RotEqParameterization
     P = RotEqParameterization("eddy-c4")            # a name under trained_models/ or a path
     m = pyqg.QGModel(nx=64, parameterization=P)     # also works with 0.5 * P + other
     m.run()

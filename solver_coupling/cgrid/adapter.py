@@ -3,7 +3,7 @@
 A C-grid ocean model keeps u and v on cell faces; the flux models of
 roteq-param (the equivariant network, or any closure) work on collocated cell
 centres. :class:`CGridAdapter` bridges the two with the numba kernels of
-:mod:`solver_coupling.staggered`, whose module docstring fixes the index
+:mod:`solver_coupling.cgrid.staggered`, whose module docstring fixes the index
 convention (u on west faces, v on south faces, b at centres, tau_xy at
 south-west corners; all arrays ``[..., ny, nx]``, doubly periodic, optional land
 mask at centres).
@@ -36,7 +36,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
-from solver_coupling.staggered import (
+from solver_coupling.cgrid.staggered import (
     CGridMasks,
     centred_fluxes_to_tendencies_kernel,
     cgrid_to_centres_kernel,
@@ -77,7 +77,7 @@ class CGridAdapter:
         Grid spacings in metres.
     mask:
         Optional centre mask (ny, nx), True on wet cells. Face and corner
-        masks are derived from it (see :mod:`solver_coupling.staggered`).
+        masks are derived from it (see :mod:`solver_coupling.cgrid.staggered`).
     check_finite:
         Check that the state at wet points and the fluxes the model returns
         are finite (about 15 us per call at 2 x 64^2, as much as the kernels); values on land

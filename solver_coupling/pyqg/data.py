@@ -57,7 +57,7 @@ import numpy as np
 
 from roteq_param import coarsen
 from roteq_param.atomic import atomic_to_netcdf
-from solver_coupling.pyqg_config import CONFIGS, YEAR, PyqgConfig, get_config, parse_assignment
+from solver_coupling.pyqg.config import CONFIGS, YEAR, PyqgConfig, get_config, parse_assignment
 
 __all__ = [
     "UsageError",

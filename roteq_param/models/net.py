@@ -112,9 +112,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .atomic import atomic_write_bytes
-from .fields import Schema, escnn_field_type, qg_schema
-from .symmetry import Group
+from roteq_param.atomic import atomic_write_bytes
+from roteq_param.fields import Schema, escnn_field_type, qg_schema
+from roteq_param.symmetry import Group
 
 __all__ = [
     "ModelConfig",
@@ -134,7 +134,7 @@ __all__ = [
 ]
 
 MODEL_FORMAT = "roteq-fluxnet/1"
-TRAINED_MODELS_DIR = Path(__file__).resolve().parents[1] / "trained_models"
+TRAINED_MODELS_DIR = Path(__file__).resolve().parents[2] / "trained_models"
 _ACTIVATIONS = ("relu", "elu")
 _ARCHS = ("escnn", "cnn")
 

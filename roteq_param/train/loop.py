@@ -68,12 +68,12 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from . import fluxform, symmetry
-from .fields import Schema, qg_schema
-from .atomic import atomic_write_bytes
-from .models import (FluxNet, ModelConfig, build_model, save_model, sha256_file,
+from roteq_param import fluxform, symmetry
+from roteq_param.fields import Schema, qg_schema
+from roteq_param.atomic import atomic_write_bytes
+from roteq_param.models import (FluxNet, ModelConfig, build_model, save_model, sha256_file,
                      time_inference)
-from .symmetry import Element, Group, Kind
+from roteq_param.symmetry import Element, Group, Kind
 
 __all__ = ["QGData", "load_dataset", "field_scales", "pv_forcing", "TrainOptions", "train", "r2_scores",
            "evaluate", "add_train_parser"]

@@ -2,7 +2,7 @@
 
 M members start from seeded small-amplitude PV (the same recipe as the training
 runs) and are stepped in lockstep; with a model, one batched network call per
-step serves them all (:class:`~solver_coupling.pyqg_plugin.Ensemble`).
+step serves them all (:class:`~solver_coupling.pyqg.plugin.Ensemble`).
 
 What is written to ``OUT/rollout.nc`` (netCDF4, CF attributes):
 
@@ -44,9 +44,9 @@ import xarray as xr
 from tqdm import tqdm
 
 from roteq_param.atomic import atomic_to_netcdf, atomic_write_bytes
-from solver_coupling.pyqg_config import YEAR, PyqgConfig, get_config, parse_assignment
-from solver_coupling.pyqg_data import initial_pv
-from solver_coupling.pyqg_plugin import Ensemble, RotEqParameterization, velocity
+from solver_coupling.pyqg.config import YEAR, PyqgConfig, get_config, parse_assignment
+from solver_coupling.pyqg.data import initial_pv
+from solver_coupling.pyqg.plugin import Ensemble, RotEqParameterization, velocity
 
 __all__ = ["RolloutRequest", "rollout", "add_rollout_parser"]
 

@@ -43,7 +43,7 @@ import pyqg
 import xarray as xr
 
 from roteq_param import diagnostics as dg
-from solver_coupling.pyqg_config import YEAR
+from solver_coupling.pyqg.config import YEAR
 
 __all__ = [
     "PYQG_SPECTRA",

@@ -1,0 +1,5 @@
+"""pyqg coupling: the timestep-hook plugin, data generation, rollouts, evaluation and benchmarks.
+
+Everything that knows pyqg's internals lives in this package; the core (``roteq_param``)
+never imports it.
+"""
