@@ -53,10 +53,11 @@ import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
 
+from roteq_param import fluxform
+
 __all__ = [
     "QUANTITIES",
     "SPECTRA",
-    "wavenumbers",
     "half_plane_weights",
     "spectral_density",
     "isotropic_spectrum",
@@ -100,17 +101,6 @@ SPECTRA: dict[str, dict[str, Any]] = {
 
 
 # --------------------------------------------------------------------------- spectra
-def wavenumbers(nx: int, ny: int, L: float, W: float | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Angular wavenumbers (rad/m) of the ``rfft2`` half plane: ``k`` (nx//2+1,) along x, ``l`` (ny,) along y.
-
-    Bitwise equal to pyqg's ``m.kk`` and ``m.ll`` for the same grid.
-    """
-    W = L if W is None else W
-    k = 2 * np.pi / L * np.fft.rfftfreq(nx, 1.0 / nx)
-    l = 2 * np.pi / W * np.fft.fftfreq(ny, 1.0 / ny)
-    return k, l
-
-
 def half_plane_weights(ny: int, nk: int) -> np.ndarray:
     """Weights (ny, nk) that turn a half-plane sum into a full-plane sum (even nx).
 
@@ -177,7 +167,7 @@ def isotropic_spectrum(density: np.ndarray, L: float, W: float | None = None, *,
     density = np.asarray(density, dtype=float)
     nx, ny = _grid_of(density)
     W = L if W is None else W
-    k, l = wavenumbers(nx, ny, L, W)
+    k, l = (a.ravel() for a in fluxform.wavenumbers(nx, L, ny=ny, W=W))
     dk, dl = 2 * np.pi / L, 2 * np.pi / W
     wv = np.sqrt(k[np.newaxis, :] ** 2 + l[:, np.newaxis] ** 2)
     kmax = min(np.abs(k).max(), np.abs(l).max()) if truncate else math.hypot(np.abs(k).max(), np.abs(l).max())

@@ -31,10 +31,14 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from roteq_param.arrays import is_torch
+
 from . import symmetry
 from .symmetry import Element, Group, Kind
 
-__all__ = ["Field", "Schema", "SchemaError", "qg_schema", "escnn_gspace", "escnn_element", "escnn_field_type"]
+__all__ = ["Field", "Schema", "SchemaError", "qg_schema", "qg_inputs", "qg_fluxes", "qg_flux_channels",
+           "DatasetVariable", "QG_DATASET", "QG_DATASET_ATTRS", "qg_dataset_fields",
+           "escnn_gspace", "escnn_element", "escnn_field_type"]
 
 
 class SchemaError(ValueError):
@@ -198,11 +202,11 @@ class Schema:
             x = arrays[f.name]
             if f.kind.is_constant:
                 x = x[..., :, None, None]
-                x = x.expand(*batch, 2, ny, nx) if _is_torch(x) else np.broadcast_to(x, (*batch, 2, ny, nx))
+                x = x.expand(*batch, 2, ny, nx) if is_torch(x) else np.broadcast_to(x, (*batch, 2, ny, nx))
             elif f.n_components == 1:
                 x = x[..., None, :, :]
             parts.append(x)
-        if _is_torch(parts[0]):
+        if is_torch(parts[0]):
             import torch
 
             dtype = parts[0].dtype
@@ -249,7 +253,7 @@ class Schema:
                 parts.append(symmetry.act(g, part[..., 0, :, :], kind, interpolate=interpolate)[..., None, :, :])
             else:
                 parts.append(symmetry.act(g, part, kind, interpolate=interpolate))
-        if _is_torch(tensor):
+        if is_torch(tensor):
             import torch
 
             return torch.cat(parts, dim=-3)
@@ -271,18 +275,15 @@ def _layout(f: Field) -> str:
     return "[..., y, x]" if f.n_components == 1 else f"[..., {f.n_components}, y, x]"
 
 
-def _is_torch(x: Any) -> bool:
-    return type(x).__module__.startswith("torch")
-
 
 def _is_floating(x: Any) -> bool:
-    if _is_torch(x):
+    if is_torch(x):
         return bool(x.is_floating_point())
     return np.issubdtype(np.asarray(x).dtype, np.floating)
 
 
 def _all_finite(x: Any) -> bool:
-    if _is_torch(x):
+    if is_torch(x):
         import torch
 
         return bool(torch.isfinite(x).all())
@@ -290,11 +291,11 @@ def _all_finite(x: Any) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
-# The default schema for two-layer QG (DESIGN.md §3)
+# The QG schema (docs/design.md, "Physics")
 # ---------------------------------------------------------------------------------------------
 
 def qg_schema(nlayers: int = 2) -> Schema:
-    """Schema of the pyqg flux parameterization.
+    """Schema of the QG flux parameterization.
 
     Inputs: velocity (u, v) per layer [m/s]; ``b`` = psi_1 - psi_2 at the
     interface [m^2/s] (proportional to buoyancy f0*b/dz and to interface
@@ -312,15 +313,144 @@ def qg_schema(nlayers: int = 2) -> Schema:
     if nlayers < 1:
         raise ValueError(f"nlayers must be >= 1, got {nlayers}")
     layers = range(1, nlayers + 1)
-    inputs = [Field(f"vel_{i}", Kind.VECTOR, i, "m s-1", f"coarse velocity (u, v), layer {i}") for i in layers]
-    inputs.append(Field("b", Kind.PSEUDOSCALAR, None, "m2 s-1", "interface buoyancy variable psi_1 - psi_2"))
-    inputs.append(Field("beta", Kind.CONSTANT_PSEUDOVECTOR, None, "m-1 s-1", "gradient of the Coriolis parameter"))
-    inputs += [Field(f"U_{i}", Kind.CONSTANT_VECTOR, i, "m s-1", f"background velocity, layer {i}") for i in layers]
-    outputs = [Field(f"tau_{i}", Kind.TENSOR, i, "m2 s-2", f"subgrid momentum flux (xx, xy, yy), layer {i}")
+    inputs = [Field(_VEL.format(i), Kind.VECTOR, i, "m s-1", f"coarse velocity (u, v), layer {i}") for i in layers]
+    inputs.append(Field(_B, Kind.PSEUDOSCALAR, None, "m2 s-1", "interface buoyancy variable psi_1 - psi_2"))
+    inputs.append(Field(_BETA, Kind.CONSTANT_PSEUDOVECTOR, None, "m-1 s-1", "gradient of the Coriolis parameter"))
+    inputs += [Field(_U.format(i), Kind.CONSTANT_VECTOR, i, "m s-1", f"background velocity, layer {i}") for i in layers]
+    outputs = [Field(_TAU.format(i), Kind.TENSOR, i, "m2 s-2", f"subgrid momentum flux (xx, xy, yy), layer {i}")
                for i in layers]
-    outputs += [Field(f"Fb_{i}", Kind.PSEUDOVECTOR, i, "m3 s-2", f"subgrid buoyancy flux (x, y), layer {i}")
+    outputs += [Field(_FB.format(i), Kind.PSEUDOVECTOR, i, "m3 s-2", f"subgrid buoyancy flux (x, y), layer {i}")
                 for i in layers]
     return Schema(tuple(inputs), tuple(outputs), description=f"{nlayers}-layer QG subgrid fluxes")
+
+
+# The QG schema's field names are spelled here and nowhere else: couplings, training and the
+# dataset reader go through the functions below.
+_VEL, _B, _BETA, _U, _TAU, _FB = "vel_{}", "b", "beta", "U_{}", "tau_{}", "Fb_{}"
+
+
+def qg_inputs(u: Any, v: Any, b: Any, beta: Any, U: Any) -> dict[str, Any]:
+    """Named inputs of :func:`qg_schema` from QG state arrays (numpy or torch).
+
+    ``u``, ``v``: ``[..., nz, y, x]`` in m/s; ``b``: ``[..., y, x]`` in m^2/s (psi_1 - psi_2);
+    ``beta``: ``[..., 2]`` in 1/(m s) (pyqg: (0, beta)); ``U``: ``[..., nz, 2]`` in m/s (pyqg:
+    (U_i, 0) per layer).
+    """
+    stack = _stack_fn(u)
+    out = {_VEL.format(i + 1): stack([u[..., i, :, :], v[..., i, :, :]], -3) for i in range(u.shape[-3])}
+    out[_B] = b
+    out[_BETA] = beta
+    out.update({_U.format(i + 1): U[..., i, :] for i in range(u.shape[-3])})
+    return out
+
+
+def qg_fluxes(outputs: Mapping[str, Any]) -> tuple[Any, Any]:
+    """``(tau [..., nz, 3, y, x], Fb [..., nz, 2, y, x])`` from named outputs of :func:`qg_schema`."""
+    nz = sum(1 for name in outputs if name.startswith(_TAU.format("")))
+    stack = _stack_fn(outputs[_TAU.format(1)])
+    return (stack([outputs[_TAU.format(i)] for i in range(1, nz + 1)], -4),
+            stack([outputs[_FB.format(i)] for i in range(1, nz + 1)], -4))
+
+
+def qg_flux_channels(schema: Schema) -> list[int]:
+    """Output channel indices ordered ``[layer][tau_xx, tau_xy, tau_yy, Fb_x, Fb_y]``: the layout
+    :class:`roteq_param.fluxform.PVForcingOperator` reads (``[..., nz, 5, y, x]`` after a reshape)."""
+    out = schema.channel_slices("outputs")
+    layers = sorted({f.layer for f in schema.outputs})
+    return [c for i in layers for name in (_TAU.format(i), _FB.format(i))
+            for c in range(out[name].start, out[name].stop)]
+
+
+def _stack_fn(x: Any):
+    if is_torch(x):
+        import torch
+
+        return lambda parts, axis: torch.stack(parts, dim=axis)
+    return lambda parts, axis: np.stack(parts, axis=axis)
+
+
+# ---------------------------------------------------------------------------------------------
+# The dataset layout (netCDF written by the data pipelines, read by training)
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DatasetVariable:
+    """One variable of a coarse training dataset: its dims, CF units and long name."""
+
+    name: str
+    dims: tuple[str, ...]
+    units: str
+    long_name: str
+
+
+QG_DATASET = {v.name: v for v in (
+    DatasetVariable("u", ("run", "time", "lev", "y", "x"), "m s-1",
+                    "coarse-grained zonal velocity anomaly u = -d psi/dy"),
+    DatasetVariable("v", ("run", "time", "lev", "y", "x"), "m s-1",
+                    "coarse-grained meridional velocity anomaly v = d psi/dx"),
+    DatasetVariable("b", ("run", "time", "y", "x"), "m2 s-1",
+                    "coarse-grained interface buoyancy variable eta = psi_1 - psi_2"),
+    DatasetVariable("q", ("run", "time", "lev", "y", "x"), "s-1", "coarse-grained potential vorticity anomaly"),
+    DatasetVariable("beta_vec", ("run", "comp"), "m-1 s-1",
+                    "planetary vorticity gradient as a constant vector (0, beta)"),
+    DatasetVariable("U_vec", ("run", "lev", "comp"), "m s-1",
+                    "background velocity of each layer as a constant vector (U_i, 0)"),
+    DatasetVariable("tau", ("run", "time", "lev", "tcomp", "y", "x"), "m2 s-2",
+                    "subgrid momentum flux bar(u u) - bar(u) bar(u) per layer"),
+    DatasetVariable("Fb", ("run", "time", "lev", "comp", "y", "x"), "m3 s-2",
+                    "subgrid buoyancy flux bar(u eta) - bar(u) bar(eta) per layer"),
+    DatasetVariable("S_direct", ("run", "time", "lev", "y", "x"), "s-2",
+                    "subgrid PV forcing -div(bar(u q) - bar(u) bar(q)), filtered directly"),
+    DatasetVariable("S_flux", ("run", "time", "lev", "y", "x"), "s-2",
+                    "subgrid PV forcing implied by tau and Fb in flux form"),
+    DatasetVariable("q_traj", ("run", "window", "wstep", "lev", "y", "x"), "s-1",
+                    "coarse-grained PV at every time step of a trajectory window"),
+)}
+"""Variables of a coarse QG dataset. Dims: ``run`` (independent trajectory), ``time`` (s),
+``lev`` (1 = upper), ``comp`` (x, y), ``tcomp`` (xx, xy, yy), ``y``, ``x`` (cell centres, m);
+``window`` and ``wstep`` index trajectory windows and the time steps inside them."""
+
+QG_DATASET_ATTRS = {
+    "b_definition": "b = eta = psi_1 - psi_2 (m2 s-1) at the interface; proportional to buoyancy f0 eta / dz",
+    "sign_convention": "S is added to dq/dt (pyqg q-parameterization sign); du/dt = -div(tau), db/dt = -div(Fb); "
+                       "S1 = -curl(div tau1) + F1 div Fb1, S2 = -curl(div tau2) - F2 div Fb2",
+}
+"""Global attributes every QG dataset carries (besides ``F1``, ``F2`` in m^-2 and ``L`` in m)."""
+
+
+def qg_dataset_fields(ds: Any, schema: Schema) -> dict[str, np.ndarray]:
+    """Every input and output field of ``schema`` (a :func:`qg_schema`) from an xarray dataset in the
+    :data:`QG_DATASET` layout, as float32 arrays ``[run, time, ...]`` (constants broadcast over time).
+
+    Raises ``ValueError`` naming a missing variable or a variable with the wrong dims.
+    """
+    needed = ("u", "v", "b", "beta_vec", "U_vec", "tau", "Fb")
+    missing = [v for v in needed if v not in ds]
+    if missing:
+        raise ValueError(f"dataset lacks variable(s) {missing}; expected the roteq dataset layout "
+                         f"({', '.join(QG_DATASET)})")
+    for name in needed:
+        if tuple(ds[name].dims) != QG_DATASET[name].dims:
+            raise ValueError(f"dataset variable {name!r} has dims {ds[name].dims}, expected {QG_DATASET[name].dims}")
+    nlev = ds.sizes["lev"]
+    expected = qg_schema(nlev)
+    names = {f.name for f in schema.inputs + schema.outputs}
+    if names != {f.name for f in expected.inputs + expected.outputs}:
+        raise ValueError(f"the dataset holds the {nlev}-layer QG fields; the model schema has {sorted(names)}")
+
+    def arr(name: str) -> np.ndarray:
+        return np.asarray(ds[name].values, dtype=np.float32)
+
+    R, T = ds.sizes["run"], ds.sizes["time"]
+    u, v = arr("u"), arr("v")
+    beta = np.broadcast_to(arr("beta_vec")[:, None, :], (R, T, 2))
+    U = np.broadcast_to(arr("U_vec")[:, None, :, :], (R, T, nlev, 2))
+    named = qg_inputs(u, v, arr("b"), beta, U)
+    tau, Fb = arr("tau"), arr("Fb")
+    for i in range(nlev):
+        named[_TAU.format(i + 1)] = tau[:, :, i]
+        named[_FB.format(i + 1)] = Fb[:, :, i]
+    return named
 
 
 # ---------------------------------------------------------------------------------------------

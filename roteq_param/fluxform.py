@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from roteq_param.arrays import is_torch
+
 __all__ = [
     "wavenumbers",
     "ddx",
@@ -57,9 +59,6 @@ __all__ = [
 ]
 
 
-def _is_torch(x: Any) -> bool:
-    return type(x).__module__.startswith("torch")
-
 
 def _check_square(x: Any) -> int:
     ny, nx = x.shape[-2], x.shape[-1]
@@ -70,22 +69,25 @@ def _check_square(x: Any) -> int:
     return nx
 
 
-def wavenumbers(n: int, L: float) -> tuple[np.ndarray, np.ndarray]:
-    """Wavenumbers (rad m^-1) of the rfft2 layout of an ``n x n`` grid of side ``L`` (m).
+def wavenumbers(n: int, L: float, *, ny: int | None = None, W: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Angular wavenumbers (rad m^-1) of the rfft2 layout of an ``ny x n`` grid of size ``W x L`` (m).
 
-    Returns ``(k, l)`` broadcastable to shape ``(n, n//2 + 1)``: ``k`` along x
-    (last axis, non-negative), ``l`` along y (numpy ``fftfreq`` order).
+    Returns ``(k, l)`` broadcastable to shape ``(ny, n//2 + 1)``: ``k`` along x (last axis,
+    non-negative), ``l`` along y (numpy ``fftfreq`` order). ``ny`` and ``W`` default to the square
+    grid. Bitwise equal to pyqg's ``m.k`` and ``m.l`` for the same grid.
     """
-    dk = 2.0 * math.pi / L
-    k = dk * np.arange(n // 2 + 1, dtype=np.float64)[None, :]
-    l = dk * np.fft.fftfreq(n, d=1.0 / n)[:, None]
+    ny = n if ny is None else ny
+    W = L if W is None else W
+    # built as pyqg builds them (spacing times integers), so they are bitwise pyqg's
+    k = (2.0 * math.pi / L) * np.arange(n // 2 + 1, dtype=np.float64)[None, :]
+    l = (2.0 * math.pi / W) * np.append(np.arange(0.0, ny // 2), np.arange(-(ny // 2), 0.0))[:, None]
     return k, l
 
 
 def _spectral(x: Any):
     """Return (backend fft module, rfft2 of x, n)."""
     n = _check_square(x)
-    if _is_torch(x):
+    if is_torch(x):
         import torch
 
         return torch.fft, torch.fft.rfft2(x), n
@@ -94,7 +96,7 @@ def _spectral(x: Any):
 
 def _multiplier(x: Any, m: np.ndarray) -> Any:
     """Cast a numpy multiplier to the backend, dtype and device of x's spectrum."""
-    if _is_torch(x):
+    if is_torch(x):
         import torch
 
         cdtype = torch.complex128 if x.dtype == torch.float64 else torch.complex64
@@ -143,7 +145,7 @@ def laplacian(f: Any, L: float) -> Any:
 
 
 def _stack(parts: list, axis: int) -> Any:
-    if _is_torch(parts[0]):
+    if is_torch(parts[0]):
         import torch
 
         return torch.stack(parts, dim=axis)
@@ -237,7 +239,7 @@ class PVForcingOperator:
         self._cache: dict = {}
 
     def _m(self, x: Any) -> Any:
-        if not _is_torch(x):
+        if not is_torch(x):
             return self.multipliers
         key = (x.device, x.dtype)
         if key not in self._cache:
@@ -285,7 +287,7 @@ def pv_forcing_from_fluxes(tau: Any, Fb: Any, F1: float, F2: float, L: float) ->
     if Fb.ndim < 4 or Fb.shape[-4] != 2 or Fb.shape[-3] != 2:
         raise ValueError(f"Fb must have shape [..., 2(lev), 2(x, y), y, x]; got {tuple(Fb.shape)}")
     n = _check_square(tau)
-    if _is_torch(tau):
+    if is_torch(tau):
         import torch
 
         fluxes = torch.cat([tau, Fb.to(tau.dtype)], dim=-3)

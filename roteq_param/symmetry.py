@@ -62,6 +62,8 @@ from typing import Any
 
 import numpy as np
 
+from roteq_param.arrays import is_torch
+
 __all__ = [
     "Kind",
     "Element",
@@ -298,9 +300,6 @@ def component_matrix(g: Element, kind: Kind | str) -> np.ndarray:
     return m.copy()
 
 
-def _is_torch(x: Any) -> bool:
-    return type(x).__module__.startswith("torch")
-
 
 def _check_layout(x: Any, kind: Kind) -> None:
     d = n_components(kind)
@@ -331,7 +330,7 @@ def _rotate_grid(x: Any, g: Element, *, interpolate: bool) -> Any:
         return _rotate_grid_interpolated(x, g)
     if q % 2 and ny != nx:
         raise GridRotationError(f"a 90-degree rotation needs a square grid; got ny={ny}, nx={nx}")
-    if _is_torch(x):
+    if is_torch(x):
         import torch
 
         out = torch.flip(x, dims=(-1,)) if g.flip else x
@@ -345,8 +344,8 @@ def _rotate_grid_interpolated(x: Any, g: Element) -> Any:
     """Periodic cubic resampling of f(R^-1 x) about the domain centre (approximate)."""
     from scipy import ndimage
 
-    is_torch = _is_torch(x)
-    arr = x.detach().cpu().numpy() if is_torch else np.asarray(x)
+    torch_input = is_torch(x)
+    arr = x.detach().cpu().numpy() if torch_input else np.asarray(x)
     ny, nx = arr.shape[-2:]
     if ny != nx:
         raise GridRotationError(f"rotation needs a square grid; got ny={ny}, nx={nx}")
@@ -359,7 +358,7 @@ def _rotate_grid_interpolated(x: Any, g: Element) -> Any:
     out = np.stack(
         [ndimage.map_coordinates(f, coords, order=3, mode="grid-wrap").reshape(ny, nx) for f in flat]
     ).reshape(arr.shape)
-    if is_torch:
+    if torch_input:
         import torch
 
         return torch.as_tensor(out, dtype=x.dtype, device=x.device)
@@ -367,7 +366,7 @@ def _rotate_grid_interpolated(x: Any, g: Element) -> Any:
 
 
 def _mix_components(x: Any, M: np.ndarray, axis: int) -> Any:
-    if _is_torch(x):
+    if is_torch(x):
         import torch
 
         m = torch.as_tensor(M, dtype=x.dtype, device=x.device)
@@ -411,6 +410,6 @@ def act(g: Element, x: Any, kind: Kind | str, *, interpolate: bool = False) -> A
         result = -out if g.flip else out
     else:
         result = _mix_components(out, M, -3)
-    if _is_torch(result):
+    if is_torch(result):
         return result.contiguous()
     return np.ascontiguousarray(result)

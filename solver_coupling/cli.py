@@ -1,20 +1,423 @@
-"""The ``roteq`` command.
+"""The ``roteq`` command: every subcommand's parser and its thin driver live here.
 
-Each subcommand lives next to the code it drives; this module only wires them
-together. It is the one module of the solver-agnostic core that may import a
-solver adapter (DESIGN.md §1).
+The library modules (``roteq_param`` and the solver couplings) hold no argparse code; this
+module turns command lines into their function calls and their errors into exit code 2 with
+one clear line. Nothing imports it (an import contract checks that).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from roteq_param import coarsen
+from roteq_param.models import ModelConfig
+from roteq_param.train import TrainOptions, train
+from solver_coupling.pyqg import envcheck
+from solver_coupling.pyqg.bench import bench
+from solver_coupling.pyqg.config import CONFIGS, YEAR, get_config, parse_assignment
+from solver_coupling.pyqg.data import Request, UsageError, coarsen_files, generate
+from solver_coupling.pyqg.demo import run_demo
+from solver_coupling.pyqg.evaluate import (BASELINE, CEILING, TRUTH, EvaluateConfig, Reference, evaluate,
+                                            load_runs)
+from solver_coupling.pyqg.rollout import RolloutRequest, rollout
 
 
-def _add_envcheck_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("envcheck", help="check the installed stack (numpy<2, pyqg with FFTW, torch 2.13.0, escnn)")
-    p.set_defaults(func=lambda args: __import__("solver_coupling.pyqg.envcheck", fromlist=["main"]).main())
+# ---------------------------------------------------------------------------------------------
+# data: generate, coarsen
+# ---------------------------------------------------------------------------------------------
 
+def _fail(command: str, err: Exception) -> None:
+    print(f"roteq {command}: error: {err}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    try:
+        overrides = dict(parse_assignment(s) for s in args.set or [])
+        config = get_config(args.config, overrides, coarse_nx=args.coarse_nx)
+        request = Request(config, operator=args.operator, runs=args.runs, years=args.years,
+                          spinup_years=args.spinup_years, snapshot_hours=args.snapshot_hours, seed=args.seed,
+                          window_steps=args.window_steps, window_every=args.window_every)
+        generate(request, args.out, overwrite=args.overwrite, workers=args.workers, scheduler=args.scheduler,
+                 serial=args.serial)
+    except ValueError as err:  # UsageError and configuration errors
+        _fail("generate", err)
+    print(args.out)
+    return 0
+
+
+def _cmd_coarsen(args: argparse.Namespace) -> int:
+    try:
+        coarsen_files(args.inputs, args.out, coarse_nx=args.coarse_nx, operator=args.operator,
+                      overwrite=args.overwrite)
+    except ValueError as err:
+        _fail("coarsen", err)
+    print(args.out)
+    return 0
+
+
+def add_generate_parser(subparsers) -> argparse.ArgumentParser:
+    """Add ``generate`` to an argparse subparsers object; ``func`` takes the parsed namespace."""
+    p = subparsers.add_parser(
+        "generate",
+        help="run high-res pyqg ensembles and write coarse training data",
+        description="Run an ensemble of high-resolution pyqg runs, coarse-grain snapshots after the spin-up "
+        "into (u, v, b, q) and subgrid fluxes (tau, Fb, S), and write one netCDF4 dataset. "
+        "A killed run resumes from <out>.parts when re-run with the same arguments.",
+    )
+    p.add_argument("--config", default="eddy", choices=sorted(CONFIGS), help="named configuration (default: eddy)")
+    p.add_argument("--set", action="append", metavar="NAME=VALUE",
+                   help="override any pyqg QGModel parameter (repeatable), e.g. --set beta=1e-11 --set nx=128")
+    p.add_argument("--runs", type=int, default=1, help="ensemble members (default: 1)")
+    p.add_argument("--years", type=float, default=10.0, help="length of each run in 360-day years (default: 10)")
+    p.add_argument("--spinup-years", type=float, default=5.0, help="spin-up before the first snapshot (default: 5)")
+    p.add_argument("--snapshot-hours", type=float, default=1000.0, help="hours between snapshots (default: 1000)")
+    p.add_argument("--coarse-nx", type=int, default=64, help="coarse grid size (default: 64)")
+    p.add_argument("--operator", default="spectral", choices=sorted(coarsen.OPERATORS),
+                   help="coarse-graining operator (default: spectral)")
+    p.add_argument("--seed", type=int, default=0, help="ensemble seed; run r uses (seed, r) (default: 0)")
+    p.add_argument("--window-steps", type=int, default=0,
+                   help="also store coarse PV at every step of windows this many steps long (default: 0, none)")
+    p.add_argument("--window-every", type=int, default=1,
+                   help="start a window at every N-th snapshot (default: 1)")
+    p.add_argument("--out", required=True, help="output netCDF file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.add_argument("--workers", type=int, default=None, help="LocalCluster worker processes (default: cores)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="use an existing Dask scheduler")
+    p.add_argument("--serial", action="store_true", help="run in this process, no Dask")
+    p.set_defaults(func=_cmd_generate)
+    return p
+
+
+def add_coarsen_parser(subparsers) -> argparse.ArgumentParser:
+    """Add ``coarsen`` to an argparse subparsers object; ``func`` takes the parsed namespace."""
+    p = subparsers.add_parser(
+        "coarsen",
+        help="coarse-grain existing pyqg output into training data",
+        description="Coarse-grain pyqg QGModel output (m.to_dataset() written to netCDF, one run per file) "
+        "into the same dataset layout as `generate`.",
+    )
+    p.add_argument("inputs", nargs="+", help="pyqg netCDF files (same configuration and times)")
+    p.add_argument("--coarse-nx", type=int, default=64, help="coarse grid size (default: 64)")
+    p.add_argument("--operator", default="spectral", choices=sorted(coarsen.OPERATORS),
+                   help="coarse-graining operator (default: spectral)")
+    p.add_argument("--out", required=True, help="output netCDF file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    p.set_defaults(func=_cmd_coarsen)
+    return p
+
+
+# ---------------------------------------------------------------------------------------------
+# train
+# ---------------------------------------------------------------------------------------------
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one integer")
+    return values
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    try:
+        model = ModelConfig(arch=args.arch, group=args.group, channels=args.channels, kernel_sizes=args.kernel_sizes,
+                            out_kernel_size=args.out_kernel_size, activation=args.activation)
+        opts = TrainOptions(
+            data=args.data, out=args.out, name=args.name, model=model, epochs=args.epochs,
+            batch_size=args.batch_size, lr=args.lr, min_lr_factor=args.min_lr_factor,
+            weight_decay=args.weight_decay, s_weight=args.s_weight, s_target=args.s_target,
+            val_runs=args.val_runs, train_runs=args.train_runs, augment=args.augment, patience=args.patience,
+            seed=args.seed, resume=args.resume, stop_after=args.stop_after, threads=args.threads,
+            progress=False if args.no_progress else None, command=" ".join(["roteq", *sys.argv[1:]]))
+        summary = train(opts)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"roteq train: error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def add_train_parser(subparsers) -> argparse.ArgumentParser:
+    """Add the ``train`` subcommand to an argparse subparsers object (sets ``func``)."""
+    d, m = TrainOptions(data="", out=""), ModelConfig()
+    p = subparsers.add_parser(
+        "train", help="train the equivariant flux network on a coarse dataset",
+        description="Train a flux network on a dataset from `roteq generate`; writes a checkpoint and "
+                    "metrics.csv to --out every epoch and saves the best model with its card to "
+                    "trained_models/<--name> (or <--out>/model).")
+    p.add_argument("--data", required=True, help="netCDF dataset written by `roteq generate`")
+    p.add_argument("--out", required=True, help="run directory for checkpoint.pt and metrics.csv")
+    p.add_argument("--name", default=None,
+                   help="save the trained model as trained_models/<NAME> (a path with a / is used as is)")
+    p.add_argument("--arch", choices=["escnn", "cnn"], default=m.arch, help="equivariant net or plain CNN baseline")
+    p.add_argument("--group", default=m.group, help="symmetry group C1..C8 / D1..D8 (default %(default)s)")
+    p.add_argument("--channels", type=_int_list, default=m.channels,
+                   help="hidden channels per layer, comma-separated (multiples of |G| for escnn; default 16,16)")
+    p.add_argument("--kernel-sizes", type=_int_list, default=m.kernel_sizes,
+                   help="odd kernel size per hidden layer (default 3,1)")
+    p.add_argument("--out-kernel-size", type=int, default=m.out_kernel_size)
+    p.add_argument("--activation", choices=["relu", "elu"], default=m.activation)
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr, help="initial learning rate (cosine decay)")
+    p.add_argument("--min-lr-factor", type=float, default=d.min_lr_factor, help="final lr / initial lr")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--s-weight", type=float, default=d.s_weight, help="weight of the PV-forcing loss")
+    p.add_argument("--s-target", choices=["S_flux", "S_direct"], default=d.s_target,
+                   help="PV forcing target (equal for spectral operators)")
+    p.add_argument("--val-runs", type=int, default=d.val_runs, help="number of (last) runs held out for validation")
+    p.add_argument("--train-runs", type=_int_list, default=None,
+                   help="train on these runs only (comma-separated; default: every run not held out)")
+    p.add_argument("--augment", action="store_true", help="random exact rotations of each batch (for the CNN)")
+    p.add_argument("--patience", type=int, default=d.patience, help="early-stopping patience in epochs")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
+    p.add_argument("--stop-after", type=int, default=None,
+                   help="stop after this many epochs in this invocation (continue later with --resume)")
+    p.add_argument("--threads", type=int, default=d.threads,
+                   help="torch threads (default 1: on a busy 2-core machine 2 threads measured ~20x slower per batch)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_train)
+    return p
+
+
+# ---------------------------------------------------------------------------------------------
+# rollout
+# ---------------------------------------------------------------------------------------------
+
+def add_rollout_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "rollout", help="run coarse pyqg ensembles online, with or without a trained model",
+        description="Runs M coarse pyqg members for Y model years (360-day years), with the trained "
+                    "parameterization (--model) or without (--model none), and writes OUT/rollout.nc.")
+    p.add_argument("--model", default="eddy-c4", help="trained model name or directory, or 'none' (default: eddy-c4)")
+    p.add_argument("--config", default="eddy", help="named configuration (default: eddy)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
+                   help="override a pyqg parameter (repeatable)")
+    p.add_argument("--nx", type=int, default=64, help="coarse grid points per side (default: 64)")
+    p.add_argument("--members", type=int, default=3, help="ensemble members (default: 3)")
+    p.add_argument("--years", type=float, default=10.0, help="model years (default: 10)")
+    p.add_argument("--snapshot-days", type=float, default=5.0, help="days between snapshots (default: 5)")
+    p.add_argument("--diag-start-years", type=float, default=5.0,
+                   help="start of pyqg's time-averaged diagnostics, years (default: 5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the initial conditions (default: 0)")
+    p.add_argument("--call-interval", type=int, default=1, help="evaluate the network every k steps (default: 1)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch CPU threads (default: 1; on a busy machine more threads measured much slower)")
+    p.add_argument("--energy-limit", type=float, default=1.0,
+                   help="kinetic energy (m2 s-2) above which a member counts as blown up (default: 1)")
+    p.add_argument("--checkpoint-years", type=float, default=1.0, help="years between checkpoints (default: 1)")
+    p.add_argument("--allow-out-of-regime", action="store_true",
+                   help="run even if the configuration differs from the model's training configuration")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
+    p.add_argument("--overwrite", action="store_true", help="start over even if OUT holds a rollout")
+    p.set_defaults(func=_cmd_rollout)
+    return p
+
+
+def _cmd_rollout(args: argparse.Namespace) -> int:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    try:
+        overrides = dict(parse_assignment(a) for a in args.overrides)
+        config = get_config(args.config, {**overrides, "nx": args.nx}, coarse_nx=args.nx)
+        req = RolloutRequest(config=config, model=None if args.model == "none" else args.model,
+                             members=args.members, years=args.years, snapshot_days=args.snapshot_days,
+                             seed=args.seed, call_interval=args.call_interval, device=args.device,
+                             energy_limit=args.energy_limit, checkpoint_years=args.checkpoint_years,
+                             diag_start_years=args.diag_start_years, allow_out_of_regime=args.allow_out_of_regime)
+        ds = rollout(req, args.out, resume=args.resume, overwrite=args.overwrite)
+    except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as e:
+        print(f"roteq rollout: error: {e}", file=sys.stderr)
+        return 2
+    failed = int(ds["failed"].sum())
+    print(f"wrote {args.out / 'rollout.nc'}: {req.members} members x {req.years:g} years, "
+          f"{req.members - failed} finished stable, {failed} stopped by the monitor")
+    for i in np.flatnonzero(ds["failed"].values):
+        print(f"  member {i}: {ds['failure_reason'].values[i]} at year {ds['failure_time'].values[i] / YEAR:.2f}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluate
+# ---------------------------------------------------------------------------------------------
+
+def _parse_runs(items: Sequence[str] | None) -> dict[str, list[str]]:
+    runs: dict[str, list[str]] = {}
+    for item in items or []:
+        name, sep, files = item.partition("=")
+        if not sep or not name.strip() or not files.strip():
+            raise UsageError(f"--run expects NAME=FILE[,FILE...]; got {item!r}")
+        runs.setdefault(name.strip(), []).extend(f for f in files.split(",") if f)
+    return runs
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    try:
+        if args.last_years is not None and args.last_years <= 0:
+            raise UsageError(f"--last-years must be positive; got {args.last_years}")
+        if args.quantiles < 0:
+            raise UsageError(f"--quantiles must be >= 0 (0: exact); got {args.quantiles}")
+        if args.energy_factor <= 1:
+            raise UsageError(f"--energy-factor must exceed 1; got {args.energy_factor}")
+        overrides = dict(parse_assignment(s) for s in args.set or [])
+        config = EvaluateConfig(last_years=args.last_years, overrides=overrides,
+                                n_quantiles=args.quantiles or None, energy_factor=args.energy_factor)
+        if (args.truth is None) == (args.reference is None):
+            raise UsageError("give the truth either as --truth FILE... or as a stored --reference FILE")
+        truth = load_runs(args.truth, TRUTH) if args.truth else Reference.load(args.reference)
+        baseline = load_runs(args.baseline, BASELINE)
+        candidates = {name: load_runs(files, name) for name, files in _parse_runs(args.run).items()}
+        truth_b = load_runs(args.truth_b, CEILING) if args.truth_b else None
+        table, figures, reference = evaluate(truth, baseline, candidates, config, truth_b)
+    except ValueError as err:  # UsageError, bad --set names
+        print(f"roteq evaluate: error: {err}", file=sys.stderr)
+        raise SystemExit(2)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "evaluate.json"), "w") as f:
+        f.write(table.to_json())
+    if args.save_reference:
+        reference.save(args.save_reference)
+        print(f"wrote the truth reference {args.save_reference}")
+    for stem, fig in figures.items():
+        fig.savefig(os.path.join(args.out, f"{stem}.png"), dpi=110)
+    print(table.format())
+    print(f"wrote {os.path.join(args.out, 'evaluate.json')} and {len(figures)} PNG figures")
+    return 0
+
+
+def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
+    """Add ``evaluate`` to an argparse subparsers object; ``func`` takes the parsed namespace."""
+    p = subparsers.add_parser(
+        "evaluate",
+        help="score parameterized rollouts against coarse-grained truth (similarity, stability)",
+        description="Similarity 1 - D(run, truth)/D(baseline, truth) per diagnostic (Wasserstein-1 of value "
+        "distributions, RMSE of isotropic energy-budget spectra below 2/3 of the coarse Nyquist wavenumber), "
+        "its mean and minimum, the noise ceiling of independent truth runs, and rollout stability.",
+    )
+    p.add_argument("--truth", nargs="+", metavar="FILE[@RUNS]",
+                   help="coarse-grained high-res netCDF files with q (run, time, lev, y, x) in s-1; "
+                        "FILE@7-9 or FILE@0,2 selects runs")
+    p.add_argument("--reference", metavar="FILE", help="a stored truth reference instead of --truth")
+    p.add_argument("--save-reference", metavar="FILE",
+                   help="store the truth's reduced statistics for later --reference use")
+    p.add_argument("--baseline", nargs="+", required=True, metavar="FILE",
+                   help="unparameterized coarse rollouts (same layout)")
+    p.add_argument("--run", action="append", metavar="NAME=FILE[,FILE...]",
+                   help="parameterized rollouts to score (repeatable)")
+    p.add_argument("--truth-b", nargs="+", metavar="FILE",
+                   help="independent high-res runs: scored as a candidate, their score is the noise ceiling")
+    p.add_argument("--last-years", type=float, default=5.0,
+                   help="score the last Y years (360 d) of every run (default: 5)")
+    p.add_argument("--set", action="append", metavar="NAME=VALUE",
+                   help="QGModel parameter on top of the files' config attribute or pyqg defaults (repeatable)")
+    p.add_argument("--quantiles", type=int, default=10_000,
+                   help="quantiles kept per pooled distribution; 0 keeps every value (exact W1) (default: 10000)")
+    p.add_argument("--energy-factor", type=float, default=10.0,
+                   help="unstable once domain-mean KE exceeds this times the truth's maximum (default: 10)")
+    p.add_argument("--out", required=True, help="output directory for evaluate.json and the PNG figures")
+    p.set_defaults(func=_cmd_evaluate)
+    return p
+
+
+# ---------------------------------------------------------------------------------------------
+# bench
+# ---------------------------------------------------------------------------------------------
+
+def _print(result: dict[str, Any]) -> None:
+    t = result["seconds_per_step"]
+    print(f"torch threads: {result['threads']}")
+    print(f"bare 64^2 step          {1e3 * t['bare_64']:8.3f} ms")
+    for k, r in result["ratio_param_over_bare"].items():
+        print(f"param 64^2 step ({k:>3})  {1e3 * t['param_64_' + k]:8.3f} ms   ratio to bare {r:5.2f}  (target <= 2)")
+    print(f"high-res 256^2 step     {1e3 * t['highres_256']:8.3f} ms   ratio to param k1 "
+          f"{result['ratio_highres_over_param_k1']:5.2f}  (target >= 5)")
+    for dev in ("cpu", "cuda"):
+        ens = result[f"ensemble_{dev}"]
+        if isinstance(ens, str):
+            print(f"ensemble on {dev}: {ens}")
+            continue
+        print(f"ensemble throughput on {dev} (member-years per wall-hour):")
+        for M, row in ens.items():
+            print(f"  M = {int(M):4d}: {row['member_years_per_wall_hour']:8.1f}   "
+                  f"({1e3 * row['seconds_per_ensemble_step']:.2f} ms per ensemble step)")
+
+
+def add_bench_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("bench", help="measure the plugin's cost as ratios to bare pyqg steps",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="eddy-c4", help="trained model name or directory (default: eddy-c4)")
+    p.add_argument("--steps", type=int, default=200, help="steps per timing block (default: 200)")
+    p.add_argument("--repeats", type=int, default=7, help="interleaved timing blocks (default: 7)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default: 1, like pyqg's ntd=1)")
+    p.add_argument("--members", type=int, nargs="+", default=[1, 4, 16, 64], help="CPU ensemble sizes")
+    p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+    p.set_defaults(func=_cmd_bench)
+    return p
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    try:
+        result = bench(args.model, steps=args.steps, repeats=args.repeats, members=tuple(args.members),
+                       threads=args.threads)
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        print(f"roteq bench: error: {e}", file=sys.stderr)
+        return 2
+    _print(result)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# demo
+# ---------------------------------------------------------------------------------------------
+
+def add_demo_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser("demo", help="run the shipped model online in pyqg and score it (a few minutes)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="eddy-c4", help="trained model (default: eddy-c4)")
+    p.add_argument("--years", type=float, default=4.0, help="model years per member (default: 4)")
+    p.add_argument("--members", type=int, default=2, help="ensemble members per set (default: 2)")
+    p.add_argument("--score-years", type=float, default=2.0, help="score the last Y years (default: 2)")
+    p.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder (default: out/demo)")
+    p.set_defaults(func=_cmd_demo)
+    return p
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    import torch
+
+    torch.set_num_threads(1)  # pyqg runs on one core (ntd=1); torch threads only add barrier waits here
+    if not 0 < args.score_years <= args.years:
+        print("roteq demo: error: --score-years must be positive and at most --years", file=sys.stderr)
+        return 2
+    try:
+        return run_demo(args.model, years=args.years, members=args.members, score_years=args.score_years,
+                        out=args.out)
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
+        print(f"roteq demo: error: {e}", file=sys.stderr)
+        return 2
+
+
+# ---------------------------------------------------------------------------------------------
+# the command
+# ---------------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -23,15 +426,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    from roteq_param.train import add_train_parser
-    from solver_coupling.pyqg.bench import add_bench_parser
-    from solver_coupling.pyqg.data import add_coarsen_parser, add_generate_parser
-    from solver_coupling.pyqg.demo import add_demo_parser
-    from solver_coupling.pyqg.evaluate import add_evaluate_parser
-    from solver_coupling.pyqg.rollout import add_rollout_parser
-
     add_demo_parser(sub)
-    _add_envcheck_parser(sub)
+    p = sub.add_parser("envcheck", help="check the installed stack (numpy<2, pyqg with FFTW, torch 2.13.0, escnn)")
+    p.set_defaults(func=lambda args: envcheck.main())
     add_generate_parser(sub)
     add_coarsen_parser(sub)
     add_train_parser(sub)

@@ -5,7 +5,6 @@ Real pyqg on 16^2 / 32^2 grids for a few hundred steps; no mocks.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 
@@ -17,8 +16,9 @@ import xarray as xr
 from pyqg.diagnostic_tools import calc_ispec, diagnostic_similarities
 
 from roteq_param import diagnostics as dg
+from roteq_param import fluxform
+from solver_coupling.cli import build_parser
 from solver_coupling.pyqg import diagnostics as pd
-from solver_coupling.pyqg import evaluate as pe
 
 L = 1e6
 DT = 4 * 3600.0  # 4 h keeps the CFL number < 0.05 at 16^2 and 32^2 while the runs stay short
@@ -109,7 +109,7 @@ def test_isotropic_spectrum_parseval(nx, ny, W):
         dkr = kr[1] - kr[0]
         np.testing.assert_allclose(E.sum(-1) * dkr, f.var(axis=(-1, -2)), rtol=1e-12)
     # truncated: exactly the modes inside the inner circle (shell n <= n_max)
-    k, l = dg.wavenumbers(nx, ny, L, W)
+    k, l = (a.ravel() for a in fluxform.wavenumbers(nx, L, ny=ny, W=W))
     wv = np.hypot(k[None, :], l[:, None])
     width = max(2 * np.pi / L, 2 * np.pi / W)
     kmax = min(k.max(), np.abs(l).max())
@@ -172,7 +172,7 @@ def test_fields_and_energy_definitions():
     f = ev.fields()
     # u = -d psi/dy, v = d psi/dx, zeta = laplacian(psi), spectrally
     psi = np.fft.irfft2(ev.m.ph, s=(16, 16))
-    k, l = dg.wavenumbers(16, 16, L)
+    k, l = (a.ravel() for a in fluxform.wavenumbers(16, L))
     ph = np.fft.rfft2(psi)
     np.testing.assert_allclose(f["u"], np.fft.irfft2(-1j * l[:, None] * ph, s=(16, 16)), atol=1e-12 * abs(f["u"]).max())
     np.testing.assert_allclose(f["v"], np.fft.irfft2(1j * k[None, :] * ph, s=(16, 16)), atol=1e-12 * abs(f["v"]).max())
@@ -275,14 +275,8 @@ def test_summarise_detects_blowup_and_excludes_unstable_runs(data):
 
 
 # --------------------------------------------------------------------------- evaluate
-def _parser():
-    parser = argparse.ArgumentParser(prog="roteq")
-    pe.add_evaluate_parser(parser.add_subparsers(dest="command"))
-    return parser
-
-
 def _cli(argv):
-    args = _parser().parse_args(["evaluate", *argv])
+    args = build_parser().parse_args(["evaluate", *argv])
     return args.func(args)
 
 

@@ -1,6 +1,5 @@
 """pyqg configurations and training-data generation: determinism (serial == Dask), resume, bad input."""
 
-import argparse
 import os
 
 import numpy as np
@@ -8,6 +7,7 @@ import pytest
 import xarray as xr
 
 from roteq_param import coarsen
+from solver_coupling.cli import build_parser
 from solver_coupling.pyqg import data as pdata
 from solver_coupling.pyqg.config import YEAR, get_config, parse_assignment
 
@@ -157,11 +157,7 @@ def test_coarsen_existing_pyqg_output(tmp_path):
 
 
 def _parse(argv):
-    parser = argparse.ArgumentParser(prog="roteq")
-    sub = parser.add_subparsers()
-    pdata.add_generate_parser(sub)
-    pdata.add_coarsen_parser(sub)
-    return parser.parse_args(argv)
+    return build_parser().parse_args(argv)
 
 
 def _fails(argv, message, capsys):

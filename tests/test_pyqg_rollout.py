@@ -13,7 +13,7 @@ import xarray as xr
 
 from roteq_param import models
 from solver_coupling.pyqg.config import YEAR, get_config
-from solver_coupling.pyqg.plugin import solver_config_of
+from solver_coupling.pyqg.config import solver_config_of
 from solver_coupling.pyqg.rollout import RolloutRequest, rollout
 
 NX = 16

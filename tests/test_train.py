@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import csv
 import os
 import subprocess
@@ -13,16 +12,18 @@ import torch
 
 from conftest_models import random_inputs, tiny_dataset
 from roteq_param.fields import qg_schema
-from roteq_param.models import build_model, load_card, load_model
+from roteq_param.models import ModelConfig, build_model, load_card, load_model
 from roteq_param.symmetry import Group
-from roteq_param.train import (CHECKPOINT, METRICS_CSV, TrainOptions, add_train_parser, evaluate, field_scales,
-                               load_dataset, pv_forcing, train)
+from roteq_param.train import (CHECKPOINT, METRICS_CSV, TrainOptions, evaluate, field_scales, load_dataset,
+                               pv_forcing, train)
+from solver_coupling.cli import build_parser
 
 # in-process runs are reproducible without it; the cross-process test sets it
 pytestmark = pytest.mark.filterwarnings("ignore:PYTHONHASHSEED is not set")
 
 SCHEMA = qg_schema(2)
-SMALL = dict(channels=(8, 8), kernel_sizes=(3, 1), batch_size=4, patience=50, progress=False, threads=1)
+SMALL = dict(model=ModelConfig(channels=(8, 8), kernel_sizes=(3, 1)), batch_size=4, patience=50, progress=False,
+             threads=1)
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +61,7 @@ def _rows(path):
 
 
 def test_cli_training_resume_and_seed(dataset, tmp_path):
-    parser = argparse.ArgumentParser()
-    add_train_parser(parser.add_subparsers(dest="command"))
+    parser = build_parser()
     common = ["--data", dataset, "--channels", "8,8", "--batch-size", "4", "--epochs", "3", "--threads", "1",
               "--no-progress", "--seed", "7"]
     args = parser.parse_args(["train", "--out", str(tmp_path / "a"), "--name", str(tmp_path / "model_a"), *common])
@@ -93,16 +93,16 @@ def test_cli_training_resume_and_seed(dataset, tmp_path):
         assert ka == kb and torch.equal(va, vb)
 
     # resuming with a different architecture is refused
-    opts.channels = (16, 16)
+    opts.model = ModelConfig(channels=(16, 16), kernel_sizes=(3, 1))
     with pytest.raises(ValueError, match="differ"):
         train(opts)
 
 
 def test_same_seed_same_result_across_processes(dataset, tmp_path):
     # escnn's kernel bases depend on string hashing, so reproducibility needs PYTHONHASHSEED fixed
-    script = ("import sys; from roteq_param.train import TrainOptions, train; "
+    script = ("import sys; from roteq_param.models import ModelConfig; from roteq_param.train import TrainOptions, train; "
               "train(TrainOptions(data=sys.argv[1], out=sys.argv[2], name=sys.argv[2] + '/m', epochs=1, "
-              "channels=(8,), kernel_sizes=(3,), batch_size=4, progress=False, threads=1, seed=3))")
+              "model=ModelConfig(channels=(8,), kernel_sizes=(3,)), batch_size=4, progress=False, threads=1, seed=3))")
     env = dict(os.environ, PYTHONHASHSEED="0")
     for run in ("p", "q"):
         subprocess.run([sys.executable, "-c", script, dataset, str(tmp_path / run)], env=env, check=True,

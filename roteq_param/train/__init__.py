@@ -1,2 +1,8 @@
-from roteq_param.train.loop import *  # noqa: F401,F403  (temporary during the split)
-from roteq_param.train.loop import __all__, CHECKPOINT, METRICS_CSV  # noqa: F401
+"""Offline training: the dataset in memory (data), skill metrics (metrics), the loop (loop)."""
+
+from roteq_param.train.data import QGData, field_scales, load_dataset, pv_forcing
+from roteq_param.train.loop import CHECKPOINT, METRICS_CSV, TrainOptions, train
+from roteq_param.train.metrics import evaluate, r2_scores
+
+__all__ = ["QGData", "load_dataset", "field_scales", "pv_forcing", "TrainOptions", "train", "r2_scores",
+           "evaluate", "CHECKPOINT", "METRICS_CSV"]

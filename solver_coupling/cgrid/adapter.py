@@ -36,6 +36,8 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+from roteq_param.fields import qg_fluxes, qg_inputs
+from roteq_param.models import Predictor
 from solver_coupling.cgrid.staggered import (
     CGridMasks,
     centred_fluxes_to_tendencies_kernel,
@@ -266,8 +268,6 @@ class NetworkClosure:
     """
 
     def __init__(self, model, beta, U):
-        from roteq_param.models import Predictor
-
         self.predictor = Predictor(model)
         self.beta = np.asarray(beta, dtype=float)
         self.U = np.asarray(U, dtype=float)
@@ -279,11 +279,8 @@ class NetworkClosure:
             if b_c.shape[0] != 1:
                 raise ValueError(f"the QG network takes one interface field b; got b with shape {b_c.shape}")
             b_c = b_c[0]
-        state = {"vel_1": np.stack([u_c[0], v_c[0]]), "vel_2": np.stack([u_c[1], v_c[1]]), "b": b_c,
-                 "beta": self.beta, "U_1": self.U[0], "U_2": self.U[1]}
-        out = self.predictor(state)
-        return (np.stack([out["tau_1"], out["tau_2"]]).astype(np.float64),
-                np.stack([out["Fb_1"], out["Fb_2"]]).astype(np.float64))
+        tau, Fb = qg_fluxes(self.predictor(qg_inputs(u_c, v_c, b_c, self.beta, self.U)))
+        return tau.astype(np.float64), Fb.astype(np.float64)
 
 
 def _spacing(value: float, name: str) -> float:

@@ -13,11 +13,7 @@ Every figure is the median over ``repeats`` interleaved blocks of ``steps`` step
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import time
-from pathlib import Path
 from statistics import median
 from typing import Any, Callable
 
@@ -28,7 +24,7 @@ import torch
 from solver_coupling.pyqg.config import YEAR, get_config
 from solver_coupling.pyqg.plugin import Ensemble, RotEqParameterization
 
-__all__ = ["bench", "add_bench_parser"]
+__all__ = ["bench"]
 
 
 def _spun_up(nx: int, param=None, steps: int = 200) -> pyqg.QGModel:
@@ -97,50 +93,3 @@ def _ensemble_throughput(model: str, device: str, sizes: tuple[int, ...], steps:
         out[str(M)] = {"seconds_per_ensemble_step": per_step,
                        "member_years_per_wall_hour": M * 3600.0 / per_step * dt / YEAR}
     return out
-
-
-def _print(result: dict[str, Any]) -> None:
-    t = result["seconds_per_step"]
-    print(f"torch threads: {result['threads']}")
-    print(f"bare 64^2 step          {1e3 * t['bare_64']:8.3f} ms")
-    for k, r in result["ratio_param_over_bare"].items():
-        print(f"param 64^2 step ({k:>3})  {1e3 * t['param_64_' + k]:8.3f} ms   ratio to bare {r:5.2f}  (target <= 2)")
-    print(f"high-res 256^2 step     {1e3 * t['highres_256']:8.3f} ms   ratio to param k1 "
-          f"{result['ratio_highres_over_param_k1']:5.2f}  (target >= 5)")
-    for dev in ("cpu", "cuda"):
-        ens = result[f"ensemble_{dev}"]
-        if isinstance(ens, str):
-            print(f"ensemble on {dev}: {ens}")
-            continue
-        print(f"ensemble throughput on {dev} (member-years per wall-hour):")
-        for M, row in ens.items():
-            print(f"  M = {int(M):4d}: {row['member_years_per_wall_hour']:8.1f}   "
-                  f"({1e3 * row['seconds_per_ensemble_step']:.2f} ms per ensemble step)")
-
-
-def add_bench_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("bench", help="measure the plugin's cost as ratios to bare pyqg steps",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="eddy-c4", help="trained model name or directory (default: eddy-c4)")
-    p.add_argument("--steps", type=int, default=200, help="steps per timing block (default: 200)")
-    p.add_argument("--repeats", type=int, default=7, help="interleaved timing blocks (default: 7)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default: 1, like pyqg's ntd=1)")
-    p.add_argument("--members", type=int, nargs="+", default=[1, 4, 16, 64], help="CPU ensemble sizes")
-    p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
-    p.set_defaults(func=_cmd_bench)
-    return p
-
-
-def _cmd_bench(args: argparse.Namespace) -> int:
-    try:
-        result = bench(args.model, steps=args.steps, repeats=args.repeats, members=tuple(args.members),
-                       threads=args.threads)
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
-        print(f"roteq bench: error: {e}", file=sys.stderr)
-        return 2
-    _print(result)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"wrote {args.json}")
-    return 0

@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["YEAR", "CONFIGS", "PyqgConfig", "get_config", "parse_assignment", "valid_parameters"]
+__all__ = ["YEAR", "CONFIGS", "PyqgConfig", "get_config", "parse_assignment", "valid_parameters",
+           "SOLVER_KWARGS", "SOLVER_STRUCTURAL", "SOLVER_REGIME", "solver_config_of"]
 
 YEAR = 360 * 86400.0
 """Seconds in a model year (360 days)."""
@@ -58,6 +59,23 @@ CONFIGS: dict[str, dict[str, Any]] = {
 """High-resolution parameters of each named configuration (coarse nx is 64 for all)."""
 
 DEFAULT_COARSE_NX = 64
+
+# The solver settings a trained model is tied to, named once. The grid and the layers must match
+# exactly; the physical parameters define the training regime.
+SOLVER_KWARGS = ("L", "W", "rd", "delta", "H1", "U1", "U2", "beta", "rek")
+"""Physical QGModel keywords (SI units) that must agree for runs or models to be comparable."""
+SOLVER_STRUCTURAL = ("nz", "nx", "ny")
+SOLVER_REGIME = SOLVER_KWARGS + ("H2",)
+
+
+def solver_config_of(m) -> dict[str, float]:
+    """The settings of a live two-layer pyqg model that a trained model is tied to (SI units)."""
+    return {
+        "nz": int(m.nz), "nx": int(m.nx), "ny": int(m.ny),
+        "L": float(m.L), "W": float(m.W), "rd": float(m.rd), "delta": float(m.delta),
+        "H1": float(m.Hi[0]), "U1": float(m.U1), "U2": float(m.U2), "beta": float(m.beta), "rek": float(m.rek),
+        "H2": float(m.Hi[1]),
+    }
 
 
 def _pyqg_signature() -> dict[str, Any]:
@@ -122,7 +140,7 @@ class PyqgConfig:
             raise ValueError(f"nx must be an even integer >= 4; got {nx!r}")
         if p.get("ny") not in (None, nx) or p.get("W") not in (None, p["L"]):
             raise ValueError("the domain must be square: leave ny and W unset or equal to nx and L")
-        for key in ("beta", "rd", "delta", "H1", "U1", "U2", "rek", "L", "dt", "filterfac"):
+        for key in tuple(k for k in SOLVER_KWARGS if k != "W") + ("dt", "filterfac"):
             value = p[key]
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
                 raise ValueError(f"pyqg parameter {key!r} must be a finite number; got {value!r}")
@@ -195,6 +213,11 @@ class PyqgConfig:
         import pyqg
 
         return pyqg.QGModel(**self.model_kwargs(nx, **extra))
+
+    def coarse_solver_config(self) -> dict[str, float]:
+        """:func:`solver_config_of` the coarse model this configuration is reduced to (what a model
+        trained on its data is tied to; recorded in datasets and model cards)."""
+        return solver_config_of(self.make_model(nx=self.coarse_nx, log_level=0))
 
     def to_json(self) -> str:
         """Full configuration as JSON (name, every set pyqg parameter, coarse nx)."""

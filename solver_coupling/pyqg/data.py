@@ -42,10 +42,8 @@ bitwise-identical data serially, on any number of workers, and after a resume
 
 from __future__ import annotations
 
-import argparse
 import glob
 import json
-import math
 import os
 import pickle
 import shutil
@@ -57,7 +55,8 @@ import numpy as np
 
 from roteq_param import coarsen
 from roteq_param.atomic import atomic_to_netcdf
-from solver_coupling.pyqg.config import CONFIGS, YEAR, PyqgConfig, get_config, parse_assignment
+from roteq_param.fields import QG_DATASET, QG_DATASET_ATTRS
+from solver_coupling.pyqg.config import YEAR, PyqgConfig, get_config
 
 __all__ = [
     "UsageError",
@@ -67,44 +66,11 @@ __all__ = [
     "run_member",
     "generate",
     "coarsen_files",
-    "add_generate_parser",
-    "add_coarsen_parser",
 ]
 
 
 class UsageError(ValueError):
     """Bad input from the user (reported by the CLI with exit code 2)."""
-
-
-_SIGN = (
-    "S is added to dq/dt (pyqg q-parameterization sign); du/dt = -div(tau), db/dt = -div(Fb); "
-    "S1 = -curl(div tau1) + F1 div Fb1, S2 = -curl(div tau2) - F2 div Fb2"
-)
-_B_DEF = "b = eta = psi_1 - psi_2 (m2 s-1) at the interface; proportional to buoyancy f0 eta / dz"
-
-_VAR_ATTRS = {
-    "u": ("m s-1", "coarse-grained zonal velocity anomaly u = -d psi/dy"),
-    "v": ("m s-1", "coarse-grained meridional velocity anomaly v = d psi/dx"),
-    "b": ("m2 s-1", "coarse-grained interface buoyancy variable eta = psi_1 - psi_2"),
-    "q": ("s-1", "coarse-grained potential vorticity anomaly"),
-    "beta_vec": ("m-1 s-1", "planetary vorticity gradient as a constant vector (0, beta)"),
-    "U_vec": ("m s-1", "background velocity of each layer as a constant vector (U_i, 0)"),
-    "tau": ("m2 s-2", "subgrid momentum flux bar(u u) - bar(u) bar(u) per layer"),
-    "Fb": ("m3 s-2", "subgrid buoyancy flux bar(u eta) - bar(u) bar(eta) per layer"),
-    "S_direct": ("s-2", "subgrid PV forcing -div(bar(u q) - bar(u) bar(q)), filtered directly"),
-    "S_flux": ("s-2", "subgrid PV forcing implied by tau and Fb in flux form"),
-    "q_traj": ("s-1", "coarse-grained PV at every time step of a trajectory window"),
-}
-_DIMS = {
-    "u": ("time", "lev", "y", "x"),
-    "v": ("time", "lev", "y", "x"),
-    "b": ("time", "y", "x"),
-    "q": ("time", "lev", "y", "x"),
-    "tau": ("time", "lev", "tcomp", "y", "x"),
-    "Fb": ("time", "lev", "comp", "y", "x"),
-    "S_direct": ("time", "lev", "y", "x"),
-    "S_flux": ("time", "lev", "y", "x"),
-}
 
 
 def _version() -> str:
@@ -254,17 +220,18 @@ def _coords(config: PyqgConfig, times: np.ndarray) -> dict[str, Any]:
 
 
 def _run_dataset(config: PyqgConfig, run: int, times: Iterable[float], snaps: list[dict[str, np.ndarray]], attrs: dict):
-    """One run's snapshots as an xarray Dataset with a leading run dimension (float32 data)."""
+    """One run's snapshots as an xarray Dataset with a leading run dimension (float32 data), laid out
+    as :data:`roteq_param.fields.QG_DATASET` says."""
     import xarray as xr
 
     data = {}
-    for name, dims in _DIMS.items():
+    for name in snaps[0]:
+        var = QG_DATASET[name]
         arr = np.stack([s[name] for s in snaps]).astype(np.float32)[None]
-        units, long_name = _VAR_ATTRS[name]
-        data[name] = (("run",) + dims, arr, {"units": units, "long_name": long_name})
-    for name, value, dims in (("beta_vec", config.beta_vec, ("comp",)), ("U_vec", config.U_vec, ("lev", "comp"))):
-        units, long_name = _VAR_ATTRS[name]
-        data[name] = (("run",) + dims, value.astype(np.float32)[None], {"units": units, "long_name": long_name})
+        data[name] = (var.dims, arr, {"units": var.units, "long_name": var.long_name})
+    for name, value in (("beta_vec", config.beta_vec), ("U_vec", config.U_vec)):
+        var = QG_DATASET[name]
+        data[name] = (var.dims, value.astype(np.float32)[None], {"units": var.units, "long_name": var.long_name})
     coords = _coords(config, np.array(list(times)))
     coords["run"] = ("run", np.array([run]), {"long_name": "ensemble member"})
     ds = xr.Dataset(data, coords=coords)
@@ -272,17 +239,32 @@ def _run_dataset(config: PyqgConfig, run: int, times: Iterable[float], snaps: li
         {
             "Conventions": "CF-1.8",
             "title": "roteq-param coarse-grained pyqg training data",
-            "b_definition": _B_DEF,
-            "sign_convention": _SIGN,
+            **QG_DATASET_ATTRS,
             "F1": config.F1,
             "F2": config.F2,
             "L": config.L,
+            "solver": json.dumps(config.coarse_solver_config(), sort_keys=True),
             "roteq_param_version": _version(),
             "pyqg_version": _pyqg_version(),
             **attrs,
         }
     )
     return ds
+
+
+def dataset_solver_config(attrs: dict[str, Any]) -> dict[str, float]:
+    """The coarse solver settings a dataset's runs correspond to (what a model trained on it is tied to).
+
+    Read from the ``solver`` attribute, or derived from the ``config`` attribute of datasets written
+    before it existed; empty when neither is there (e.g. data from another solver).
+    """
+    if "solver" in attrs:
+        return json.loads(attrs["solver"])
+    try:
+        raw = json.loads(attrs.get("config", ""))
+        return PyqgConfig(raw["name"], raw["params"], raw["coarse_nx"]).coarse_solver_config()
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return {}
 
 
 def _pyqg_version() -> str:
@@ -360,10 +342,9 @@ def simulate_run(request: Request, run: int, wisdom: tuple | None = None, progre
 
 
 def _trajectories(traj: np.ndarray, starts: list[int], dt: float, window_steps: int) -> dict[str, Any]:
-    units, long_name = _VAR_ATTRS["q_traj"]
+    var = QG_DATASET["q_traj"]
     return {
-        "q_traj": (("run", "window", "wstep", "lev", "y", "x"), traj.astype(np.float32)[None],
-                   {"units": units, "long_name": long_name}),
+        "q_traj": (var.dims, traj.astype(np.float32)[None], {"units": var.units, "long_name": var.long_name}),
         "window_time": (("window",), np.asarray(starts, dtype=np.float64) * dt,
                         {"units": "s", "long_name": "model time at the start of each trajectory window"}),
         "wstep": (("wstep",), np.arange(window_steps + 1),
@@ -439,19 +420,25 @@ def _check_output(out: str, overwrite: bool) -> None:
 
 
 def _assemble(paths: list[str], out: str, attrs: dict[str, Any]) -> None:
-    """Concatenate per-run files along ``run`` into ``out`` (atomically), with ``attrs``."""
+    """Concatenate per-run files along ``run`` into ``out`` (atomically), with ``attrs``; report the cost."""
     import xarray as xr
 
     datasets = [xr.open_dataset(p) for p in paths]
     try:
+        seconds = [float(d.attrs["wall_seconds"]) for d in datasets if "wall_seconds" in d.attrs]
         ds = xr.concat(datasets, dim="run", data_vars="all", coords="minimal", compat="override",
                        combine_attrs="drop_conflicts")
-        ds.attrs.pop("fingerprint", None)
+        # per-run identity and timing stay in the parts; the dataset must not depend on how it was made
+        for key in ("fingerprint", "wall_seconds"):
+            ds.attrs.pop(key, None)
         ds.attrs.update(attrs)
         atomic_to_netcdf(ds, out)
     finally:
         for d in datasets:
             d.close()
+    if seconds:
+        print(f"[generate] {len(seconds)} runs simulated here: {np.mean(seconds):.0f} s per run (mean), "
+              f"{sum(seconds) / 3600:.2f} core-hours in all", file=sys.stderr)
 
 
 def generate(request: Request, out: str, *, overwrite: bool = False, workers: int | None = None,
@@ -598,87 +585,3 @@ def coarsen_files(inputs: list[str], out: str, *, coarse_nx: int = 64, operator:
     _remove_stale_temporaries(out)
     atomic_to_netcdf(ds, out)
     return out
-
-
-# ----------------------------------------------------------------------------- CLI
-
-
-def _fail(command: str, err: Exception) -> None:
-    print(f"roteq {command}: error: {err}", file=sys.stderr)
-    raise SystemExit(2)
-
-
-def _cmd_generate(args: argparse.Namespace) -> int:
-    try:
-        overrides = dict(parse_assignment(s) for s in args.set or [])
-        config = get_config(args.config, overrides, coarse_nx=args.coarse_nx)
-        request = Request(config, operator=args.operator, runs=args.runs, years=args.years,
-                          spinup_years=args.spinup_years, snapshot_hours=args.snapshot_hours, seed=args.seed,
-                          window_steps=args.window_steps, window_every=args.window_every)
-        generate(request, args.out, overwrite=args.overwrite, workers=args.workers, scheduler=args.scheduler,
-                 serial=args.serial)
-    except ValueError as err:  # UsageError and configuration errors
-        _fail("generate", err)
-    print(args.out)
-    return 0
-
-
-def _cmd_coarsen(args: argparse.Namespace) -> int:
-    try:
-        coarsen_files(args.inputs, args.out, coarse_nx=args.coarse_nx, operator=args.operator,
-                      overwrite=args.overwrite)
-    except ValueError as err:
-        _fail("coarsen", err)
-    print(args.out)
-    return 0
-
-
-def add_generate_parser(subparsers) -> argparse.ArgumentParser:
-    """Add ``generate`` to an argparse subparsers object; ``func`` takes the parsed namespace."""
-    p = subparsers.add_parser(
-        "generate",
-        help="run high-res pyqg ensembles and write coarse training data",
-        description="Run an ensemble of high-resolution pyqg runs, coarse-grain snapshots after the spin-up "
-        "into (u, v, b, q) and subgrid fluxes (tau, Fb, S), and write one netCDF4 dataset. "
-        "A killed run resumes from <out>.parts when re-run with the same arguments.",
-    )
-    p.add_argument("--config", default="eddy", choices=sorted(CONFIGS), help="named configuration (default: eddy)")
-    p.add_argument("--set", action="append", metavar="NAME=VALUE",
-                   help="override any pyqg QGModel parameter (repeatable), e.g. --set beta=1e-11 --set nx=128")
-    p.add_argument("--runs", type=int, default=1, help="ensemble members (default: 1)")
-    p.add_argument("--years", type=float, default=10.0, help="length of each run in 360-day years (default: 10)")
-    p.add_argument("--spinup-years", type=float, default=5.0, help="spin-up before the first snapshot (default: 5)")
-    p.add_argument("--snapshot-hours", type=float, default=1000.0, help="hours between snapshots (default: 1000)")
-    p.add_argument("--coarse-nx", type=int, default=64, help="coarse grid size (default: 64)")
-    p.add_argument("--operator", default="spectral", choices=sorted(coarsen.OPERATORS),
-                   help="coarse-graining operator (default: spectral)")
-    p.add_argument("--seed", type=int, default=0, help="ensemble seed; run r uses (seed, r) (default: 0)")
-    p.add_argument("--window-steps", type=int, default=0,
-                   help="also store coarse PV at every step of windows this many steps long (default: 0, none)")
-    p.add_argument("--window-every", type=int, default=1,
-                   help="start a window at every N-th snapshot (default: 1)")
-    p.add_argument("--out", required=True, help="output netCDF file")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    p.add_argument("--workers", type=int, default=None, help="LocalCluster worker processes (default: cores)")
-    p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="use an existing Dask scheduler")
-    p.add_argument("--serial", action="store_true", help="run in this process, no Dask")
-    p.set_defaults(func=_cmd_generate)
-    return p
-
-
-def add_coarsen_parser(subparsers) -> argparse.ArgumentParser:
-    """Add ``coarsen`` to an argparse subparsers object; ``func`` takes the parsed namespace."""
-    p = subparsers.add_parser(
-        "coarsen",
-        help="coarse-grain existing pyqg output into training data",
-        description="Coarse-grain pyqg QGModel output (m.to_dataset() written to netCDF, one run per file) "
-        "into the same dataset layout as `generate`.",
-    )
-    p.add_argument("inputs", nargs="+", help="pyqg netCDF files (same configuration and times)")
-    p.add_argument("--coarse-nx", type=int, default=64, help="coarse grid size (default: 64)")
-    p.add_argument("--operator", default="spectral", choices=sorted(coarsen.OPERATORS),
-                   help="coarse-graining operator (default: spectral)")
-    p.add_argument("--out", required=True, help="output netCDF file")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    p.set_defaults(func=_cmd_coarsen)
-    return p

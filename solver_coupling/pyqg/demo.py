@@ -17,7 +17,6 @@ effect, not the headline numbers.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from solver_coupling.pyqg.evaluate import EvaluateConfig, Reference, evaluate
 from solver_coupling.pyqg.rollout import RolloutRequest, rollout
 from solver_coupling.pyqg.selfcheck import symmetry_selfcheck
 
-__all__ = ["add_demo_parser", "run_demo"]
+__all__ = ["run_demo"]
 
 
 def run_demo(model: str, *, years: float, members: int, score_years: float, out: Path) -> int:
@@ -66,30 +65,3 @@ def run_demo(model: str, *, years: float, members: int, score_years: float, out:
           f"(1 = high-res statistics, 0 = no better than no parameterization)")
     print(f"plots and tables in {out}/")
     return 0 if stable == members else 1
-
-
-def add_demo_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("demo", help="run the shipped model online in pyqg and score it (a few minutes)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="eddy-c4", help="trained model (default: eddy-c4)")
-    p.add_argument("--years", type=float, default=4.0, help="model years per member (default: 4)")
-    p.add_argument("--members", type=int, default=2, help="ensemble members per set (default: 2)")
-    p.add_argument("--score-years", type=float, default=2.0, help="score the last Y years (default: 2)")
-    p.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder (default: out/demo)")
-    p.set_defaults(func=_cmd_demo)
-    return p
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    import torch
-
-    torch.set_num_threads(1)  # pyqg runs on one core (ntd=1); torch threads only add barrier waits here
-    if not 0 < args.score_years <= args.years:
-        print("roteq demo: error: --score-years must be positive and at most --years", file=sys.stderr)
-        return 2
-    try:
-        return run_demo(args.model, years=args.years, members=args.members, score_years=args.score_years,
-                        out=args.out)
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
-        print(f"roteq demo: error: {e}", file=sys.stderr)
-        return 2

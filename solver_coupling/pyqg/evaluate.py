@@ -26,11 +26,9 @@ Writes ``evaluate.json`` (distances, similarities, mean and min, stability) and
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
-import sys
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -40,16 +38,16 @@ from matplotlib.figure import Figure
 
 from roteq_param import diagnostics as dg
 from roteq_param.atomic import atomic_to_netcdf
-from solver_coupling.pyqg.config import parse_assignment
+from solver_coupling.pyqg.config import SOLVER_KWARGS
 from solver_coupling.pyqg.data import UsageError
 from solver_coupling.pyqg.diagnostics import model_kwargs_from_attrs, summarise
 
-__all__ = ["EvaluateConfig", "Reference", "evaluate", "load_runs", "add_evaluate_parser"]
+__all__ = ["EvaluateConfig", "Reference", "evaluate", "load_runs"]
 
 TRUTH, BASELINE, CEILING = "truth", "baseline", "truth-b"
 
 # Parameters that must agree between every set for the comparison to mean anything.
-_PHYSICS = ("nx", "ny", "L", "W", "rd", "delta", "H1", "U1", "U2", "beta", "rek")
+_PHYSICS = ("nx", "ny") + SOLVER_KWARGS
 _Q_DIMS = ("run", "time", "lev", "y", "x")
 
 
@@ -261,82 +259,3 @@ def evaluate(truth: xr.Dataset | Sequence[xr.Dataset] | Reference, baseline: xr.
         "snapshots": dg.plot_snapshots(shown),
     }
     return table, figures, stored
-
-
-# --------------------------------------------------------------------------- command line
-def _parse_runs(items: Sequence[str] | None) -> dict[str, list[str]]:
-    runs: dict[str, list[str]] = {}
-    for item in items or []:
-        name, sep, files = item.partition("=")
-        if not sep or not name.strip() or not files.strip():
-            raise UsageError(f"--run expects NAME=FILE[,FILE...]; got {item!r}")
-        runs.setdefault(name.strip(), []).extend(f for f in files.split(",") if f)
-    return runs
-
-
-def _cmd_evaluate(args: argparse.Namespace) -> int:
-    try:
-        if args.last_years is not None and args.last_years <= 0:
-            raise UsageError(f"--last-years must be positive; got {args.last_years}")
-        if args.quantiles < 0:
-            raise UsageError(f"--quantiles must be >= 0 (0: exact); got {args.quantiles}")
-        if args.energy_factor <= 1:
-            raise UsageError(f"--energy-factor must exceed 1; got {args.energy_factor}")
-        overrides = dict(parse_assignment(s) for s in args.set or [])
-        config = EvaluateConfig(last_years=args.last_years, overrides=overrides,
-                                n_quantiles=args.quantiles or None, energy_factor=args.energy_factor)
-        if (args.truth is None) == (args.reference is None):
-            raise UsageError("give the truth either as --truth FILE... or as a stored --reference FILE")
-        truth = load_runs(args.truth, TRUTH) if args.truth else Reference.load(args.reference)
-        baseline = load_runs(args.baseline, BASELINE)
-        candidates = {name: load_runs(files, name) for name, files in _parse_runs(args.run).items()}
-        truth_b = load_runs(args.truth_b, CEILING) if args.truth_b else None
-        table, figures, reference = evaluate(truth, baseline, candidates, config, truth_b)
-    except ValueError as err:  # UsageError, bad --set names
-        print(f"roteq evaluate: error: {err}", file=sys.stderr)
-        raise SystemExit(2)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "evaluate.json"), "w") as f:
-        f.write(table.to_json())
-    if args.save_reference:
-        reference.save(args.save_reference)
-        print(f"wrote the truth reference {args.save_reference}")
-    for stem, fig in figures.items():
-        fig.savefig(os.path.join(args.out, f"{stem}.png"), dpi=110)
-    print(table.format())
-    print(f"wrote {os.path.join(args.out, 'evaluate.json')} and {len(figures)} PNG figures")
-    return 0
-
-
-def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
-    """Add ``evaluate`` to an argparse subparsers object; ``func`` takes the parsed namespace."""
-    p = subparsers.add_parser(
-        "evaluate",
-        help="score parameterized rollouts against coarse-grained truth (similarity, stability)",
-        description="Similarity 1 - D(run, truth)/D(baseline, truth) per diagnostic (Wasserstein-1 of value "
-        "distributions, RMSE of isotropic energy-budget spectra below 2/3 of the coarse Nyquist wavenumber), "
-        "its mean and minimum, the noise ceiling of independent truth runs, and rollout stability.",
-    )
-    p.add_argument("--truth", nargs="+", metavar="FILE[@RUNS]",
-                   help="coarse-grained high-res netCDF files with q (run, time, lev, y, x) in s-1; "
-                        "FILE@7-9 or FILE@0,2 selects runs")
-    p.add_argument("--reference", metavar="FILE", help="a stored truth reference instead of --truth")
-    p.add_argument("--save-reference", metavar="FILE",
-                   help="store the truth's reduced statistics for later --reference use")
-    p.add_argument("--baseline", nargs="+", required=True, metavar="FILE",
-                   help="unparameterized coarse rollouts (same layout)")
-    p.add_argument("--run", action="append", metavar="NAME=FILE[,FILE...]",
-                   help="parameterized rollouts to score (repeatable)")
-    p.add_argument("--truth-b", nargs="+", metavar="FILE",
-                   help="independent high-res runs: scored as a candidate, their score is the noise ceiling")
-    p.add_argument("--last-years", type=float, default=5.0,
-                   help="score the last Y years (360 d) of every run (default: 5)")
-    p.add_argument("--set", action="append", metavar="NAME=VALUE",
-                   help="QGModel parameter on top of the files' config attribute or pyqg defaults (repeatable)")
-    p.add_argument("--quantiles", type=int, default=10_000,
-                   help="quantiles kept per pooled distribution; 0 keeps every value (exact W1) (default: 10000)")
-    p.add_argument("--energy-factor", type=float, default=10.0,
-                   help="unstable once domain-mean KE exceeds this times the truth's maximum (default: 10)")
-    p.add_argument("--out", required=True, help="output directory for evaluate.json and the PNG figures")
-    p.set_defaults(func=_cmd_evaluate)
-    return p

@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pyqg
@@ -39,26 +39,20 @@ import torch
 
 from roteq_param import fluxform, models
 from roteq_param.fields import SchemaError
+from roteq_param.forcing import PVForcing
+from solver_coupling.pyqg.config import SOLVER_REGIME, SOLVER_STRUCTURAL, solver_config_of
+from solver_coupling.pyqg.state import constants
 
 __all__ = [
     "RotEqParameterization",
-    "FluxForcing",
     "ModelMismatchError",
     "ModelFileChangedError",
     "OutOfRegimeWarning",
-    "state_from_model",
-    "velocity",
     "solver_config_of",
     "Ensemble",
 ]
 
 DEFAULT_MODEL = "eddy-c4"
-
-# Solver settings a model is tied to. Grid and layers must match exactly; the physical
-# parameters define the training regime (a flag allows leaving it, with a warning).
-_STRUCTURAL = ("nz", "nx", "ny")
-_REGIME = ("L", "W", "rd", "delta", "beta", "U1", "U2", "H1", "H2", "rek")
-
 
 class ModelMismatchError(ValueError):
     """The trained model does not fit the solver it was plugged into (the message names the field)."""
@@ -70,152 +64,6 @@ class ModelFileChangedError(RuntimeError):
 
 class OutOfRegimeWarning(UserWarning):
     """The solver runs outside the configuration the model was trained on."""
-
-
-def solver_config_of(m: pyqg.QGModel) -> dict[str, float]:
-    """The settings of a pyqg two-layer model that a trained model is tied to (SI units)."""
-    return {
-        "nz": int(m.nz), "nx": int(m.nx), "ny": int(m.ny),
-        "L": float(m.L), "W": float(m.W), "rd": float(m.rd), "delta": float(m.delta),
-        "beta": float(m.beta), "U1": float(m.U1), "U2": float(m.U2),
-        "H1": float(m.Hi[0]), "H2": float(m.Hi[1]), "rek": float(m.rek),
-    }
-
-
-def velocity(m: pyqg.QGModel) -> tuple[np.ndarray, np.ndarray]:
-    """Perturbation velocity (u, v) = (-d psi/dy, d psi/dx), each (nz, ny, nx) in m/s, from ``m.ph``."""
-    return m.ifft(-1j * m.l * m.ph), m.ifft(1j * m.k * m.ph)
-
-
-def state_from_model(m: pyqg.QGModel) -> dict[str, np.ndarray]:
-    """Schema inputs from the current pyqg state (float64 numpy arrays).
-
-    Derived from ``m.ph`` with pyqg's own wavenumbers and FFT, because some of
-    pyqg's spectral buffers (``m.uh``...) are scratch space at hook time.
-    """
-    u, v = velocity(m)
-    b = m.ifft((m.ph[0] - m.ph[1])[None])[0]  # pyqg's FFT wants (nz, ny, nk) arrays
-    state = {f"vel_{i + 1}": np.stack([u[i], v[i]]) for i in range(m.nz)}
-    state["b"] = b
-    beta, U = _constants(m)
-    state["beta"] = beta
-    for i in range(m.nz):
-        state[f"U_{i + 1}"] = U[i]
-    return state
-
-
-class FluxForcing:
-    """Coarse state -> PV forcing S [s^-2], through an exported flux network.
-
-    Two entry points share one core (network, then the fused flux-to-forcing
-    operator :class:`roteq_param.fluxform.PVForcingOperator`):
-
-    * ``forcing(state)`` takes the schema's named arrays (validated: errors name
-      the field), with any leading batch dimensions;
-    * ``forcing.from_spectral(ph, k, l, beta, U)`` takes pyqg's spectral
-      streamfunction directly and builds the network input with one inverse FFT:
-      the hot path of the timestep hook and of ensembles.
-
-    Both return ``[..., nz, ny, nx]`` float64 numpy.
-    """
-
-    def __init__(self, model: models.FluxNet, *, F1: float, F2: float, L: float, n: int,
-                 device: str = "cpu", dtype: torch.dtype = torch.float32):
-        self.schema = model.schema
-        self.device = torch.device(device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError("device 'cuda' was requested but torch sees no CUDA GPU; use device='cpu'")
-        if dtype not in (torch.float32, torch.float64):
-            raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
-        self.dtype = dtype
-        self.cdtype = torch.complex64 if dtype == torch.float32 else torch.complex128
-        self.net = model.export().to(device=self.device, dtype=dtype).eval()
-        self.n = int(n)
-        self.operator = fluxform.PVForcingOperator(self.n, L, F1, F2)
-        layers = sorted({f.layer for f in self.schema.outputs})
-        if len(layers) != 2:
-            raise ValueError(f"the two-layer PV forcing needs fluxes for 2 layers, the schema has {layers}")
-        out = self.schema.channel_slices("outputs")
-        # gather the network's output channels as [lev, (txx, txy, tyy, Fx, Fy)]
-        index = [list(range(out[f"tau_{i}"].start, out[f"tau_{i}"].stop)) +
-                 list(range(out[f"Fb_{i}"].start, out[f"Fb_{i}"].stop)) for i in layers]
-        self._out_index = torch.tensor(index, device=self.device).reshape(-1)
-        self._in_slices = self.schema.channel_slices("inputs")
-        self._spectral_cache: dict = {}
-
-    # -- core -------------------------------------------------------------------------------------
-    def _forcing(self, x: torch.Tensor) -> np.ndarray:
-        batch = x.shape[:-3]
-        with torch.no_grad():
-            y = self.net(x.reshape(-1, *x.shape[-3:]))
-            fluxes = y.index_select(1, self._out_index).reshape(*batch, 2, 5, self.n, self.n)
-            S = self.operator(fluxes)
-        return S.to(torch.float64).cpu().numpy()
-
-    def fluxes(self, state: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(tau [..., nz, 3, y, x], Fb [..., nz, 2, y, x]) as torch tensors on the device."""
-        x = self._stack(state)
-        batch = x.shape[:-3]
-        with torch.no_grad():
-            y = self.net(x.reshape(-1, *x.shape[-3:]))
-        out = self.schema.unstack(y.reshape(*batch, *y.shape[-3:]), "outputs")
-        tau = torch.stack([out["tau_1"], out["tau_2"]], dim=-4)
-        Fb = torch.stack([out["Fb_1"], out["Fb_2"]], dim=-4)
-        return tau, Fb
-
-    def _stack(self, state: Mapping[str, Any]) -> torch.Tensor:
-        self.schema.validate(state, "inputs", grid_shape=(self.n, self.n), allow_extra=True)
-        names = {f.name for f in self.schema.inputs}
-        return self.schema.stack({k: torch.as_tensor(np.asarray(v), dtype=self.dtype).to(self.device)
-                                  for k, v in state.items() if k in names}, "inputs")
-
-    # -- entry points ----------------------------------------------------------------------------
-    def __call__(self, state: Mapping[str, Any]) -> np.ndarray:
-        return self._forcing(self._stack(state))
-
-    def from_spectral(self, ph: np.ndarray, k: np.ndarray, l: np.ndarray, beta: np.ndarray,
-                      U: np.ndarray) -> np.ndarray:
-        """Forcing from pyqg's spectral streamfunction.
-
-        ``ph`` is ``[..., 2, n, n//2+1]`` (pyqg's rfft layout, unnormalised forward
-        transform), ``k``/``l`` pyqg's wavenumber arrays [1/m], ``beta`` the vector
-        (0, beta) [1/(m s)] and ``U`` the background velocities ``[2, 2]`` [m/s].
-        """
-        key = (self.device, self.cdtype)
-        if key not in self._spectral_cache:
-            self._spectral_cache[key] = (torch.as_tensor(1j * np.asarray(k), dtype=self.cdtype, device=self.device),
-                                         torch.as_tensor(1j * np.asarray(l), dtype=self.cdtype, device=self.device))
-        ik, il = self._spectral_cache[key]
-        P = torch.as_tensor(np.asarray(ph), device=self.device).to(self.cdtype)
-        p1, p2 = P[..., 0, :, :], P[..., 1, :, :]
-        spec = torch.stack([-il * p1, ik * p1, -il * p2, ik * p2, p1 - p2], dim=-3)
-        grid = torch.fft.irfft2(spec, s=(self.n, self.n))  # u1, v1, u2, v2, b
-        if not bool(torch.isfinite(grid).all()):
-            self._stack(_named(grid.double().cpu().numpy(), beta, U))  # raises, naming the field
-        batch = grid.shape[:-3]
-        x = torch.empty(*batch, self.schema.n_channels("inputs"), self.n, self.n, dtype=self.dtype,
-                        device=self.device)
-        s = self._in_slices
-        x[..., s["vel_1"], :, :] = grid[..., 0:2, :, :]
-        x[..., s["vel_2"], :, :] = grid[..., 2:4, :, :]
-        x[..., s["b"], :, :] = grid[..., 4:5, :, :]
-        consts = {"beta": beta, "U_1": U[0], "U_2": U[1]}
-        for name, value in consts.items():
-            x[..., s[name], :, :] = torch.as_tensor(np.asarray(value), dtype=self.dtype,
-                                                    device=self.device)[..., None, None]
-        return self._forcing(x)
-
-
-def _named(grid: np.ndarray, beta: np.ndarray, U: np.ndarray) -> dict[str, np.ndarray]:
-    batch = grid.shape[:-3]
-    return {"vel_1": grid[..., 0:2, :, :], "vel_2": grid[..., 2:4, :, :], "b": grid[..., 4, :, :],
-            "beta": np.broadcast_to(beta, (*batch, 2)), "U_1": np.broadcast_to(U[0], (*batch, 2)),
-            "U_2": np.broadcast_to(U[1], (*batch, 2))}
-
-
-def _constants(m: pyqg.QGModel) -> tuple[np.ndarray, np.ndarray]:
-    """beta = (0, beta) [1/(m s)] (pyqg's beta points along y) and U_i = (U_i, 0) [m/s]."""
-    return np.array([0.0, float(m.beta)]), np.array([[float(m.Ubg[i]), 0.0] for i in range(m.nz)])
 
 
 @dataclass
@@ -266,7 +114,7 @@ class RotEqParameterization(pyqg.QParameterization):
         self.dtype = dtype
         self.call_interval = int(call_interval)
         self.allow_out_of_regime = allow_out_of_regime
-        self._forcing: FluxForcing | None = None
+        self._forcing: PVForcing | None = None
         self._bound_to: int | None = None
         self._cached: np.ndarray | None = None
         self._calls = 0
@@ -311,11 +159,11 @@ class RotEqParameterization(pyqg.QParameterization):
         self.verify_model_file()
         declared = self.training_config
         actual = solver_config_of(m)
-        for key in _STRUCTURAL:
+        for key in SOLVER_STRUCTURAL:
             if key in declared and int(declared[key]) != actual[key]:
                 raise ModelMismatchError(f"{key}: the model was trained for {key}={declared[key]}, the solver has "
                                          f"{key}={actual[key]}")
-        off = [f"{k}: trained {declared[k]:g}, solver {actual[k]:g}" for k in _REGIME
+        off = [f"{k}: trained {declared[k]:g}, solver {actual[k]:g}" for k in SOLVER_REGIME
                if k in declared and not math.isclose(float(declared[k]), actual[k], rel_tol=1e-6, abs_tol=1e-30)]
         if off:
             msg = "the solver runs outside the model's training configuration (" + "; ".join(off) + ")"
@@ -323,13 +171,13 @@ class RotEqParameterization(pyqg.QParameterization):
                 raise ModelMismatchError(msg + "; pass allow_out_of_regime=True to run anyway")
             warnings.warn(msg, OutOfRegimeWarning, stacklevel=3)
 
-    def bind(self, m: pyqg.QGModel) -> FluxForcing:
+    def bind(self, m: pyqg.QGModel) -> PVForcing:
         """Check ``m`` and build the forcing operator for it (done on the first call)."""
         if self._bound_to != id(m):
             self.check_solver(m)
             F1, F2 = fluxform.stretching_coefficients(float(m.rd), float(m.delta))
-            self._forcing = FluxForcing(self._loaded.model, F1=F1, F2=F2, L=float(m.L), n=int(m.nx),
-                                        device=self.device, dtype=self.dtype)
+            predictor = models.Predictor(self._loaded.model, device=self.device, dtype=self.dtype)
+            self._forcing = PVForcing(predictor, F1=F1, F2=F2, L=float(m.L), n=int(m.nx))
             self._bound_to = id(m)
             self._cached = None
             self._calls = 0
@@ -339,7 +187,7 @@ class RotEqParameterization(pyqg.QParameterization):
         forcing = self.bind(m)
         if self._cached is None or self._calls % self.call_interval == 0:
             try:
-                self._cached = forcing.from_spectral(m.ph, m.k, m.l, *_constants(m))
+                self._cached = forcing.from_spectral(m.ph, *constants(m))
             except SchemaError as e:
                 raise FloatingPointError(f"pyqg state at t = {m.t:g} s is not valid network input: {e}") from e
         self._calls += 1
@@ -415,7 +263,7 @@ class Ensemble:
             finite = np.isfinite(ph).all(axis=(1, 2, 3))
             S = np.full((len(idx), *m0.q.shape), np.nan)
             if finite.any():
-                S[finite] = self.forcing.from_spectral(ph[finite], m0.k, m0.l, *_constants(m0))
+                S[finite] = self.forcing.from_spectral(ph[finite], *constants(m0))
             for n, i in enumerate(idx):
                 self._slots[i].dq = S[n]
         for i in idx:

@@ -28,11 +28,9 @@ gives the same result as an uninterrupted run.
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -44,11 +42,12 @@ import xarray as xr
 from tqdm import tqdm
 
 from roteq_param.atomic import atomic_to_netcdf, atomic_write_bytes
-from solver_coupling.pyqg.config import YEAR, PyqgConfig, get_config, parse_assignment
+from solver_coupling.pyqg.config import YEAR, PyqgConfig
 from solver_coupling.pyqg.data import initial_pv
-from solver_coupling.pyqg.plugin import Ensemble, RotEqParameterization, velocity
+from solver_coupling.pyqg.plugin import Ensemble, RotEqParameterization
+from solver_coupling.pyqg.state import velocity
 
-__all__ = ["RolloutRequest", "rollout", "add_rollout_parser"]
+__all__ = ["RolloutRequest", "rollout"]
 
 DAY = 86400.0
 
@@ -323,58 +322,3 @@ def _monitor(req: RolloutRequest, members, st: _State) -> None:
 # ---------------------------------------------------------------------------------------------
 # command line
 # ---------------------------------------------------------------------------------------------
-
-def add_rollout_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser(
-        "rollout", help="run coarse pyqg ensembles online, with or without a trained model",
-        description="Runs M coarse pyqg members for Y model years (360-day years), with the trained "
-                    "parameterization (--model) or without (--model none), and writes OUT/rollout.nc.")
-    p.add_argument("--model", default="eddy-c4", help="trained model name or directory, or 'none' (default: eddy-c4)")
-    p.add_argument("--config", default="eddy", help="named configuration (default: eddy)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
-                   help="override a pyqg parameter (repeatable)")
-    p.add_argument("--nx", type=int, default=64, help="coarse grid points per side (default: 64)")
-    p.add_argument("--members", type=int, default=3, help="ensemble members (default: 3)")
-    p.add_argument("--years", type=float, default=10.0, help="model years (default: 10)")
-    p.add_argument("--snapshot-days", type=float, default=5.0, help="days between snapshots (default: 5)")
-    p.add_argument("--diag-start-years", type=float, default=5.0,
-                   help="start of pyqg's time-averaged diagnostics, years (default: 5)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the initial conditions (default: 0)")
-    p.add_argument("--call-interval", type=int, default=1, help="evaluate the network every k steps (default: 1)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads (default: 1; on a busy machine more threads measured much slower)")
-    p.add_argument("--energy-limit", type=float, default=1.0,
-                   help="kinetic energy (m2 s-2) above which a member counts as blown up (default: 1)")
-    p.add_argument("--checkpoint-years", type=float, default=1.0, help="years between checkpoints (default: 1)")
-    p.add_argument("--allow-out-of-regime", action="store_true",
-                   help="run even if the configuration differs from the model's training configuration")
-    p.add_argument("--out", required=True, type=Path, help="output folder")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
-    p.add_argument("--overwrite", action="store_true", help="start over even if OUT holds a rollout")
-    p.set_defaults(func=_cmd_rollout)
-    return p
-
-
-def _cmd_rollout(args: argparse.Namespace) -> int:
-    import torch
-
-    torch.set_num_threads(args.threads)
-    try:
-        overrides = dict(parse_assignment(a) for a in args.overrides)
-        config = get_config(args.config, {**overrides, "nx": args.nx}, coarse_nx=args.nx)
-        req = RolloutRequest(config=config, model=None if args.model == "none" else args.model,
-                             members=args.members, years=args.years, snapshot_days=args.snapshot_days,
-                             seed=args.seed, call_interval=args.call_interval, device=args.device,
-                             energy_limit=args.energy_limit, checkpoint_years=args.checkpoint_years,
-                             diag_start_years=args.diag_start_years, allow_out_of_regime=args.allow_out_of_regime)
-        ds = rollout(req, args.out, resume=args.resume, overwrite=args.overwrite)
-    except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as e:
-        print(f"roteq rollout: error: {e}", file=sys.stderr)
-        return 2
-    failed = int(ds["failed"].sum())
-    print(f"wrote {args.out / 'rollout.nc'}: {req.members} members x {req.years:g} years, "
-          f"{req.members - failed} finished stable, {failed} stopped by the monitor")
-    for i in np.flatnonzero(ds["failed"].values):
-        print(f"  member {i}: {ds['failure_reason'].values[i]} at year {ds['failure_time'].values[i] / YEAR:.2f}")
-    return 0

@@ -14,14 +14,12 @@ import numpy as np
 
 from roteq_param import symmetry
 from roteq_param.symmetry import Group, Kind
+from solver_coupling.pyqg.state import velocity
 
 
 def _velocity_from_psi(m, psi: np.ndarray) -> np.ndarray:
-    """(u, v) = (-d psi/dy, d psi/dx) with pyqg's FFT and wavenumbers; returns [nz, 2, ny, nx] in m/s."""
-    ph = m.fft(np.ascontiguousarray(psi, dtype=float))
-    u = m.ifft(-1j * m.l * ph)
-    v = m.ifft(1j * m.k * ph)
-    return np.stack([u, v], axis=1)
+    """(u, v) of a grid-space streamfunction with pyqg's FFT and wavenumbers: [nz, 2, ny, nx] in m/s."""
+    return np.stack(velocity(m, m.fft(np.ascontiguousarray(psi, dtype=float))), axis=1)
 
 
 def _vorticity(m, vel: np.ndarray) -> np.ndarray:

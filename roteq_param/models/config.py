@@ -1,0 +1,94 @@
+"""Architecture of a flux network (:class:`ModelConfig`): what a model card's ``architecture`` records."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields as dc_fields
+from typing import Any, Mapping
+
+from roteq_param.fields import Schema, qg_schema
+from roteq_param.symmetry import Group
+
+__all__ = ["ModelConfig", "ARCHS", "ACTIVATIONS"]
+
+ACTIVATIONS = ("relu", "elu")
+ARCHS = ("escnn", "cnn")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of a flux network.
+
+    Attributes
+    ----------
+    arch:
+        ``"escnn"`` (equivariant) or ``"cnn"`` (plain baseline with the same channel counts).
+    group:
+        Symmetry group, ``"C4"``, ``"C8"``, ``"D4"``, ... (:meth:`Group.parse`). For ``"cnn"`` it
+        is recorded only (the rotation-robustness table uses its exact elements).
+    channels:
+        Channels of each hidden layer. For ``"escnn"`` each must be a multiple of the group
+        order: ``channels / |G|`` regular fields.
+    kernel_sizes:
+        Odd kernel size of each hidden layer (same length as ``channels``).
+    out_kernel_size:
+        Odd kernel size of the output layer.
+    activation:
+        ``"relu"`` or ``"elu"``; pointwise, hence equivariant on regular fields (the group only
+        permutes their channels).
+    schema:
+        ``Schema.to_dict()`` of the input/output fields; ``None`` means ``qg_schema(2)``.
+    """
+
+    arch: str = "escnn"
+    group: str = "C4"
+    channels: tuple[int, ...] = (16, 16)
+    kernel_sizes: tuple[int, ...] = (3, 1)
+    out_kernel_size: int = 1
+    activation: str = "relu"
+    schema: dict | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+        object.__setattr__(self, "kernel_sizes", tuple(int(k) for k in self.kernel_sizes))
+        object.__setattr__(self, "group", Group.parse(self.group).name)
+        if self.arch not in ARCHS:
+            raise ValueError(f"unknown arch {self.arch!r}; expected one of {ARCHS}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {self.activation!r}; expected one of {ACTIVATIONS}")
+        if not self.channels:
+            raise ValueError("channels must list at least one hidden layer")
+        if len(self.kernel_sizes) != len(self.channels):
+            raise ValueError(f"kernel_sizes {self.kernel_sizes} must have one entry per hidden layer "
+                             f"(channels {self.channels})")
+        for k in self.kernel_sizes + (self.out_kernel_size,):
+            if k < 1 or k % 2 == 0:
+                raise ValueError(f"kernel sizes must be odd and positive, got {k}")
+        order = Group.parse(self.group).order
+        if self.arch == "escnn":
+            bad = [c for c in self.channels if c <= 0 or c % order]
+            if bad:
+                raise ValueError(f"escnn hidden channels must be positive multiples of |{self.group}| = {order}; "
+                                 f"got {list(self.channels)}")
+        elif any(c <= 0 for c in self.channels):
+            raise ValueError(f"hidden channels must be positive, got {list(self.channels)}")
+        # store the schema explicitly (None -> qg_schema(2)) so that equal configs compare equal
+        schema = qg_schema(2) if self.schema is None else Schema.from_dict(self.schema)
+        object.__setattr__(self, "schema", schema.to_dict())
+
+    def get_schema(self) -> Schema:
+        return Schema.from_dict(self.schema)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["channels"] = list(self.channels)
+        d["kernel_sizes"] = list(self.kernel_sizes)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "ModelConfig":
+        known = {f.name for f in dc_fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown model config key(s) {unknown}; known keys: {sorted(known)}")
+        return cls(**dict(d))
+

@@ -1,0 +1,103 @@
+"""Inference form of a flux network: plain torch, no escnn, circular padding restored."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from roteq_param.fields import Schema
+
+__all__ = ["ExportedFluxNet", "time_inference"]
+
+
+class ExportedFluxNet(nn.Module):
+    """Inference form of a :class:`FluxNet`: circular pad + ``F.conv2d`` layers, float32.
+
+    ``forward(x)`` takes the same stacked input ``[B, C_in, y, x]`` as :class:`FluxNet` and
+    returns ``[B, C_out, y, x]`` in physical units. The constant-vector channels are read at
+    grid point (0, 0) and enter as a bias (exact because ``Schema.stack`` broadcasts them);
+    the normalisation scales are folded into the first and last layers.
+    """
+
+    def __init__(self, schema: Schema, weights: list, in_scale: torch.Tensor, out_scale: torch.Tensor,
+                 activation: str):
+        super().__init__()
+        self.schema = schema
+        self.activation = activation
+        grid_idx, const_idx = [], []
+        for f in schema.inputs:
+            idx = list(range(schema.channel_slices("inputs")[f.name].start,
+                             schema.channel_slices("inputs")[f.name].stop))
+            (grid_idx if f.gridded else const_idx).extend(idx)
+        ws = [w.to(torch.float32) for w, _ in weights]
+        bs = [torch.zeros(w.shape[0]) if b is None else b.to(torch.float32) for w, (_, b) in zip(ws, weights)]
+        # Fold the normalisation into the weights: x / s_in enters layer 0, layer -1 is multiplied by s_out.
+        ws[0] = ws[0] / in_scale.to(torch.float32)[None, :, None, None]
+        ws[-1] = ws[-1] * out_scale.to(torch.float32)[:, None, None, None]
+        bs[-1] = bs[-1] * out_scale.to(torch.float32)
+        w0 = ws[0]
+        self.register_buffer("grid_idx", torch.tensor(grid_idx, dtype=torch.long))
+        self.register_buffer("const_idx", torch.tensor(const_idx, dtype=torch.long))
+        # Slicing is cheaper than index_select when the gridded channels come first and contiguous.
+        self._n_grid_prefix = len(grid_idx) if grid_idx == list(range(len(grid_idx))) else -1
+        self.register_buffer("w_first", w0[:, grid_idx].contiguous())
+        # A constant channel sees the same value under every tap: its conv is (sum of taps) * value.
+        self.register_buffer("w_const", w0[:, const_idx].sum(dim=(-2, -1)).contiguous())
+        self.register_buffer("b_first", bs[0].contiguous())
+        self.pads = [w.shape[-1] // 2 for w in ws]
+        self.weights = nn.ParameterList([nn.Parameter(w.contiguous(), requires_grad=False) for w in ws[1:]])
+        self.biases = nn.ParameterList([nn.Parameter(b.contiguous(), requires_grad=False) for b in bs[1:]])
+        self.eval()
+
+    def _act(self, h: torch.Tensor) -> torch.Tensor:
+        return torch.relu_(h) if self.activation == "relu" else F.elu(h, inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._n_grid_prefix >= 0:
+            grid = x[:, : self._n_grid_prefix]
+        else:
+            grid = x.index_select(1, self.grid_idx)
+        return self.forward_split(grid, x[:, self.const_idx, 0, 0])
+
+    def forward_split(self, grid: torch.Tensor, const: torch.Tensor) -> torch.Tensor:
+        """Same as ``forward`` with the gridded channels ``[B, C_grid, y, x]`` and the constant-vector
+        values ``[B, C_const]`` given separately (schema order), so nothing is broadcast over the grid."""
+        # [B, H] first-layer bias, including the constant vectors' contribution
+        bias = torch.addmm(self.b_first, const, self.w_const.T)
+        p = self.pads[0]
+        if p:
+            grid = F.pad(grid, (p, p, p, p), mode="circular")
+        h = self._act(F.conv2d(grid, self.w_first).add_(bias[:, :, None, None]))
+        n = len(self.weights)
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            p = self.pads[i + 1]
+            if p:
+                h = F.pad(h, (p, p, p, p), mode="circular")
+            h = F.conv2d(h, w, b)
+            if i < n - 1:
+                h = self._act(h)
+        return h
+
+
+def time_inference(model: ExportedFluxNet, n: int = 64, repeats: int = 200) -> float:
+    """Best-of-5 mean wall time (ms) of one exported call on one ``n x n`` state, current torch threads."""
+    g = torch.Generator().manual_seed(0)
+    arrays = {}
+    for f in model.schema.inputs:
+        shape = (2,) if not f.gridded else ((f.n_components,) if f.n_components > 1 else ()) + (n, n)
+        arrays[f.name] = torch.randn(shape, generator=g)
+    x = model.schema.stack(arrays, "inputs")[None]
+    with torch.no_grad():
+        for _ in range(20):
+            model(x)
+        best = math.inf
+        for _ in range(5):
+            t0 = time.perf_counter()
+            for _ in range(repeats):
+                model(x)
+            best = min(best, (time.perf_counter() - t0) / repeats)
+    return best * 1e3

@@ -1,0 +1,133 @@
+"""The one inference path: every solver coupling, benchmark and evaluation calls :class:`Predictor`.
+
+Named arrays go in (the schema's inputs, validated), named fluxes come out; underneath, one
+tensor-level call (:meth:`Predictor.stacked`) runs the exported network on the gridded channels
+and the constant-vector values. Speed work on inference belongs here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from roteq_param.arrays import is_torch
+from roteq_param.models.export import ExportedFluxNet
+from roteq_param.models.net import FluxNet
+from roteq_param.models.store import load_model
+
+__all__ = ["Predictor"]
+
+
+class Predictor:
+    """Named input arrays -> named output fluxes, through an exported model.
+
+    Parameters
+    ----------
+    model:
+        A :class:`FluxNet`, an :class:`ExportedFluxNet`, or a model name / directory.
+    device:
+        Where the network runs (``"cpu"``, ``"cuda"``, a ``torch.device``).
+    dtype:
+        Inference precision: ``torch.float32`` (default, what the solvers use) or
+        ``torch.float64`` (exactness checks).
+
+    ``Predictor(model)(arrays)`` validates ``arrays`` with ``Schema.validate`` (missing fields,
+    wrong shapes, non-float dtypes and NaN/inf raise :class:`~roteq_param.fields.SchemaError`
+    naming the field), evaluates without autograd and returns a dict of output fields in the
+    schema's units. numpy inputs give numpy outputs in the dtype of the first gridded input;
+    torch inputs give torch outputs on the predictor's device. Leading batch dimensions are
+    kept (none, one or more).
+    """
+
+    def __init__(self, model: FluxNet | ExportedFluxNet | str | os.PathLike, *, device: str | torch.device = "cpu",
+                 dtype: torch.dtype = torch.float32):
+        if isinstance(model, (str, os.PathLike)):
+            model = load_model(model)
+        if isinstance(model, FluxNet):
+            model = model.export()
+        if not isinstance(model, ExportedFluxNet):
+            raise TypeError(f"expected a FluxNet, an ExportedFluxNet or a model name/path, got {type(model).__name__}")
+        if dtype not in (torch.float32, torch.float64):
+            raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("device 'cuda' was requested but torch sees no CUDA GPU; use device='cpu'")
+        self.dtype = dtype
+        self.model = model.to(device=self.device, dtype=dtype).eval()
+        self.schema = model.schema
+        # Where each input field goes: a channel range of the gridded tensor or of the constants.
+        self._grid_parts, self._const_parts = [], []
+        n_grid = n_const = 0
+        for f in self.schema.inputs:
+            if f.gridded:
+                self._grid_parts.append((f.name, slice(n_grid, n_grid + f.n_components)))
+                n_grid += f.n_components
+            else:
+                self._const_parts.append((f.name, slice(n_const, n_const + f.n_components)))
+                n_const += f.n_components
+        self._n_grid, self._n_const = n_grid, n_const
+        self._out_parts = [(f, self.schema.channel_slices("outputs")[f.name]) for f in self.schema.outputs]
+        # A frozen TorchScript trace of forward_split: ~15% faster than eager per call at 64^2
+        # (measured, benchmarks/bench_models.py) and exact; conv/pad ops trace shape-generically,
+        # so one trace serves every batch and grid size.
+        example = (torch.zeros(1, n_grid, 16, 16, device=self.device, dtype=dtype),
+                   torch.zeros(1, n_const, device=self.device, dtype=dtype))
+        # torch 2.13 marks TorchScript deprecated; torch is pinned (==2.13.0), so silence that here only.
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            traced = torch.jit.trace_module(self.model, {"forward_split": example})
+            self._forward_split = torch.jit.freeze(traced, preserved_attrs=["forward_split"]).forward_split
+
+    # -- tensor level -----------------------------------------------------------------------------
+    def stacked(self, grid: torch.Tensor, const: torch.Tensor) -> torch.Tensor:
+        """Outputs ``[B, C_out, y, x]`` from gridded channels ``[B, C_grid, y, x]`` and constant-vector
+        values ``[B, C_const]`` (schema order, the predictor's device and dtype; not validated)."""
+        with torch.no_grad():
+            return self._forward_split(grid, const)
+
+    def pack(self, arrays: Mapping[str, Any], batch: tuple[int, ...], ny: int, nx: int
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Copy (and cast) named inputs into the ``(grid, const)`` tensors :meth:`stacked` reads.
+
+        No broadcast of the constant vectors over the grid and no concatenation: this runs every
+        solver step. numpy inputs are packed with numpy (cheaper per call than torch for these
+        small copies), then moved to the device once.
+        """
+        B = math.prod(batch)
+        if not is_torch(arrays[self._grid_parts[0][0]]):
+            np_dtype = np.float32 if self.dtype == torch.float32 else np.float64
+            grid_np = np.empty((B, self._n_grid, ny, nx), dtype=np_dtype)
+            const_np = np.empty((B, self._n_const), dtype=np_dtype)
+            for name, sl in self._grid_parts:
+                grid_np[:, sl] = np.reshape(arrays[name], (B, sl.stop - sl.start, ny, nx))
+            for name, sl in self._const_parts:
+                const_np[:, sl] = np.reshape(np.asarray(arrays[name]), (B, sl.stop - sl.start))
+            return torch.from_numpy(grid_np).to(self.device), torch.from_numpy(const_np).to(self.device)
+        grid = torch.empty((B, self._n_grid, ny, nx), dtype=self.dtype, device=self.device)
+        const = torch.empty((B, self._n_const), dtype=self.dtype, device=self.device)
+        for name, sl in self._grid_parts:
+            grid[:, sl].copy_(arrays[name].reshape(B, sl.stop - sl.start, ny, nx))
+        for name, sl in self._const_parts:
+            const[:, sl].copy_(torch.as_tensor(arrays[name]).reshape(B, sl.stop - sl.start))
+        return grid, const
+
+    # -- named level ------------------------------------------------------------------------------
+    def __call__(self, arrays: Mapping[str, Any]) -> dict[str, Any]:
+        batch, (ny, nx) = self.schema.validate(arrays, "inputs")
+        first = arrays[self._grid_parts[0][0]]
+        y = self.stacked(*self.pack(arrays, batch, ny, nx))
+        if not is_torch(first):
+            y, dtype = y.cpu().numpy(), np.asarray(first).dtype
+            return {f.name: y[:, sl].reshape(self._out_shape(f, batch, ny, nx)).astype(dtype)
+                    for f, sl in self._out_parts}
+        return {f.name: y[:, sl].reshape(self._out_shape(f, batch, ny, nx)).to(first.dtype)
+                for f, sl in self._out_parts}
+
+    @staticmethod
+    def _out_shape(f, batch: tuple[int, ...], ny: int, nx: int) -> tuple[int, ...]:
+        return (*batch, ny, nx) if f.n_components == 1 else (*batch, f.n_components, ny, nx)

@@ -1,0 +1,190 @@
+"""Trained models on disk: ``model.pt`` (config + weights), ``card.json`` and ``CARD.md``.
+
+``trained_models/<name>/`` holds ``model.pt`` (config + state dict), ``card.json`` (schema,
+group, architecture, training recipe with the dataset's sha256, metrics, inference cost) and
+``CARD.md`` (the same, for people). :func:`save_model` writes them atomically;
+:func:`load_model` reads them back with one call and explains what is wrong when it cannot.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from roteq_param.atomic import atomic_write_bytes
+from roteq_param.fields import Schema
+from roteq_param.models.config import ModelConfig
+from roteq_param.models.export import time_inference
+from roteq_param.models.net import FluxNet
+
+__all__ = ["ModelFileError", "MODEL_FORMAT", "TRAINED_MODELS_DIR", "sha256_file", "model_dir", "save_model", "load_card", "load_model"]
+
+MODEL_FORMAT = "roteq-fluxnet/1"
+TRAINED_MODELS_DIR = Path(__file__).resolve().parents[2] / "trained_models"
+
+
+class ModelFileError(RuntimeError):
+    """A trained-model directory or file is unreadable, corrupt or does not fit what was asked."""
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file (used to tie a model card to its training dataset)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def model_dir(name_or_path: str | os.PathLike) -> Path:
+    """A model directory: an existing path as given, else ``trained_models/<name>`` of this repository."""
+    p = Path(name_or_path)
+    if p.exists() or p.is_absolute() or len(p.parts) > 1:
+        return p
+    return TRAINED_MODELS_DIR / p
+
+
+def _card_markdown(card: Mapping[str, Any]) -> str:
+    arch = card["architecture"]
+    lines = [f"# Model card: {card['name']}", "",
+             f"Rotation-equivariant subgrid flux network ({arch['arch']}, group {card['group']}), "
+             f"format `{card['format']}`, created {card['created']}.", "",
+             "## Fields", "", "| role | name | kind | layer | units | description |", "|---|---|---|---|---|---|"]
+    for role in ("inputs", "outputs"):
+        for f in card["schema"][role]:
+            lines.append(f"| {role[:-1]} | `{f['name']}` | {f['kind']} | {f['layer'] if f['layer'] is not None else '-'} "
+                         f"| {f['units']} | {f['long_name']} |")
+    lines += ["", "## Architecture", "",
+              f"- hidden channels {arch['channels']}, kernel sizes {arch['kernel_sizes']}, "
+              f"output kernel {arch['out_kernel_size']}, activation {arch['activation']}, circular padding",
+              f"- {card['n_parameters']} trainable parameters", ""]
+    norm = card.get("normalization") or {}
+    if norm:
+        lines += ["## Normalisation (one scale per field, in the field's units)", ""]
+        for role, scales in norm.items():
+            lines.append(f"- {role}: " + ", ".join(f"`{k}` {v:.4g}" for k, v in scales.items()))
+        lines.append("")
+    lines += ["## Training", "", "```json", json.dumps(card.get("training", {}), indent=2, sort_keys=True), "```", "",
+              "## Metrics (held-out runs)", ""]
+    metrics = card.get("metrics", {})
+    if metrics:
+        lines += ["| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {v:.4f} |" if isinstance(v, (int, float)) else f"| {k} | {v} |"
+                  for k, v in sorted(_flatten(metrics).items())]
+    else:
+        lines.append("(none recorded)")
+    lines += ["", "## Inference cost", "", "```json", json.dumps(card.get("inference_cost", {}), indent=2), "```", ""]
+    return "\n".join(lines)
+
+
+def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, key + "/"))
+        else:
+            out[key] = v
+    return out
+
+
+def save_model(model: FluxNet, name_or_path: str | os.PathLike, *, training: Mapping[str, Any] | None = None,
+               metrics: Mapping[str, Any] | None = None, inference_cost: Mapping[str, Any] | None = None) -> Path:
+    """Write ``model.pt``, ``card.json`` and ``CARD.md`` (each atomically) and return the directory.
+
+    ``training`` is the data recipe (dataset path, its sha256, options), ``metrics`` the held-out
+    scores, ``inference_cost`` e.g. ms per 64^2 call; if not given it is measured here.
+    """
+    d = model_dir(name_or_path)
+    d.mkdir(parents=True, exist_ok=True)
+    if inference_cost is None:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            inference_cost = {"ms_per_call_64x64_1thread": round(time_inference(model.export()), 4)}
+        finally:
+            torch.set_num_threads(threads)
+    payload = {"format": MODEL_FORMAT, "config": model.config.to_dict(), "state_dict": model.canonical_state_dict()}
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    card = {
+        "name": d.name,
+        "format": MODEL_FORMAT,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "schema": model.schema.to_dict(),
+        "group": model.config.group,
+        "architecture": {k: v for k, v in model.config.to_dict().items() if k != "schema"},
+        "n_parameters": model.n_parameters(),
+        "normalization": {"inputs": model.field_scales("inputs"), "outputs": model.field_scales("outputs")},
+        "training": dict(training or {}),
+        "metrics": dict(metrics or {}),
+        "inference_cost": dict(inference_cost),
+        "model_sha256": hashlib.sha256(buf.getvalue()).hexdigest(),
+    }
+    atomic_write_bytes(d / "model.pt", buf.getvalue())
+    atomic_write_bytes(d / "card.json", (json.dumps(card, indent=2, sort_keys=True) + "\n").encode())
+    atomic_write_bytes(d / "CARD.md", _card_markdown(card).encode())
+    return d
+
+
+def load_card(name_or_path: str | os.PathLike) -> dict[str, Any]:
+    """The ``card.json`` of a trained model (name under ``trained_models/`` or a directory)."""
+    d = model_dir(name_or_path)
+    path = d / "card.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no model card {path} (a trained model directory holds model.pt, card.json, CARD.md; "
+                                f"known models: {_known_models()})")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelFileError(f"model card {path} is not valid JSON ({e}); the file is corrupt") from e
+
+
+def _known_models() -> list[str]:
+    if not TRAINED_MODELS_DIR.is_dir():
+        return []
+    return sorted(p.name for p in TRAINED_MODELS_DIR.iterdir() if (p / "model.pt").is_file())
+
+
+def load_model(name_or_path: str | os.PathLike, *, schema: Schema | None = None) -> FluxNet:
+    """Load a trained :class:`FluxNet` (in eval mode) from ``trained_models/<name>`` or a directory.
+
+    Checks that ``model.pt`` is readable and of this format, that ``card.json`` describes the
+    same schema as the weights, and (if given) that the schema is ``schema``. Raises
+    ``FileNotFoundError`` for missing files and :class:`ModelFileError` for anything corrupt or
+    mismatched, with the path and the reason in the message.
+    """
+    d = model_dir(name_or_path)
+    path = d / "model.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"no model weights {path} (known models under {TRAINED_MODELS_DIR}: {_known_models()})")
+    card = load_card(d)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises RuntimeError/EOFError/UnpicklingError for damaged files
+        raise ModelFileError(f"cannot read model weights {path}: {type(e).__name__}: {e} "
+                             "(the file is truncated or corrupt; re-save or re-train the model)") from e
+    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
+        got = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise ModelFileError(f"{path} is not a {MODEL_FORMAT} file (format {got!r})")
+    config = ModelConfig.from_dict(payload["config"])
+    model_schema = config.get_schema()
+    card_schema = Schema.from_dict(card.get("schema", {}))
+    if card_schema != model_schema:
+        raise ModelFileError(f"{d / 'card.json'} describes a different schema than the weights in {path}: "
+                             f"card {card_schema.to_json()} vs weights {model_schema.to_json()}")
+    if schema is not None and schema != model_schema:
+        raise ModelFileError(f"model {d} has schema {model_schema.to_json()}, but {schema.to_json()} was requested")
+    model = FluxNet(config)
+    try:
+        model.load_canonical_state_dict(payload["state_dict"])
+    except ValueError as e:
+        raise ModelFileError(f"{path}: {e}") from e
+    return model.eval()
