@@ -13,7 +13,9 @@ setup:
 demo: setup
 	$(PY) -m solver_coupling.cli demo
 
+# the import contracts (pyproject.toml [tool.importlinter]) first: they are the architecture
 test: setup
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -q tests
 
 bench: setup

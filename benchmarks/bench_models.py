@@ -1,4 +1,4 @@
-"""Inference cost of flux networks vs a bare pyqg 64^2 step (not a test; DESIGN §6 budget).
+"""Inference cost of flux networks vs a bare pyqg 64^2 step (not a test; docs/design.md §6 budget).
 
 Run: ``.venv/bin/python benchmarks/bench_models.py [--repeats 200] [--quick]``
 

@@ -1,4 +1,4 @@
-"""Coarse-graining operators, dealiased products and subgrid fluxes (DESIGN.md §3-§4).
+"""Coarse-graining operators, dealiased products and subgrid fluxes (docs/design.md §3-§4).
 
 Solver-agnostic and numpy-only (float64): the input is a high-resolution
 two-layer PV field ``q`` (s^-1) on a doubly periodic square of side ``L`` (m)
@@ -13,7 +13,7 @@ not depend on the grid size, so moving between grids is copying coefficients.
 Every spectrum produced here has its Nyquist row and column set to zero, at
 the high and at the coarse resolution: products are then exact with the 3/2
 rule, odd derivatives are well defined, and the identity between the two
-forms of the PV forcing holds to round-off (DESIGN §3).
+forms of the PV forcing holds to round-off (docs/design.md §3).
 
 Coarse-graining operators (overbar = filter then coarsen to ``n_c`` points)
 ------------------------------------------------------------------------

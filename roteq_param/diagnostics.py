@@ -1,4 +1,4 @@
-"""Rollout-stability and skill diagnostics (DESIGN.md §5), solver-agnostic.
+"""Rollout-stability and skill diagnostics (docs/design.md §5), solver-agnostic.
 
 Nothing here knows a solver: the pyqg side (``solver_coupling.pyqg.diagnostics``)
 turns snapshots into fields and 2-D spectral densities and hands them to
@@ -283,7 +283,7 @@ class SimilarityTable:
     units (W1: units of the quantity; spectra: units of ``E(k_r)``). ``baseline``
     names the unparameterized run set (it scores 0 by construction); ``ceiling``,
     if given, names an independent high-resolution set whose score is the
-    sampling-noise ceiling (DESIGN §5). ``stability[run]`` holds
+    sampling-noise ceiling (docs/design.md §5). ``stability[run]`` holds
     :func:`stability_summary` results as plain dicts.
     """
 
@@ -463,7 +463,7 @@ class Diagnostics:
     def distances(self, truth: "Diagnostics", k_max: float) -> dict[str, float]:
         """``D(self, truth)`` per diagnostic: W1 of distributions, RMSE of spectra on ``0 < k_r < k_max``.
 
-        ``k_max`` in rad/m (DESIGN §5: 2/3 of the coarse Nyquist wavenumber).
+        ``k_max`` in rad/m (docs/design.md §5: 2/3 of the coarse Nyquist wavenumber).
         """
         a, b = self.ds, truth.ds
         if a["k_r"].size != b["k_r"].size or not np.allclose(a["k_r"], b["k_r"], rtol=1e-12, atol=0):

@@ -6,7 +6,7 @@ and by the training loss (torch, float32/float64, autograd through
 ``[..., y, x]`` (any leading batch dimensions) and returns the same type,
 dtype and device.
 
-Conventions (DESIGN.md §2-§3)
+Conventions (docs/design.md §2-§3)
 -----------------------------
 * The domain is the square ``[0, L) x [0, L)`` with ``L`` in metres; grid
   point ``(j, i)`` sits at ``y_j = (j + 1/2) L/n``, ``x_i = (i + 1/2) L/n``.
@@ -257,7 +257,7 @@ class PVForcingOperator:
 
 
 def pv_forcing_from_fluxes(tau: Any, Fb: Any, F1: float, F2: float, L: float) -> Any:
-    """Two-layer PV forcing (s^-2) implied by momentum and buoyancy fluxes (DESIGN §3).
+    """Two-layer PV forcing (s^-2) implied by momentum and buoyancy fluxes (docs/design.md §3).
 
     ``S_1 = -curl(div tau_1) + F1 div F_1`` and
     ``S_2 = -curl(div tau_2) - F2 div F_2``, so that S is what is added to

@@ -3,7 +3,7 @@
 This module is the one place in roteq-param that rotates or reflects data.
 Training, evaluation, the solver hooks and the tests all call it.
 
-Conventions (DESIGN.md §2)
+Conventions (docs/design.md §2)
 --------------------------
 * Arrays are laid out ``[..., y, x]``: the last axis is x (index i), the one
   before it is y (index j), and y grows with j.

@@ -2,7 +2,7 @@
 # Create (or reuse) the project's virtual environment with pinned, working versions.
 #
 # Safe to run again: it does nothing when the environment already matches the pins.
-# Handles the install traps measured on this kind of machine (see ../shared/DESIGN.md §9):
+# Handles the install traps measured on this kind of machine (see docs/design.md §8):
 #   * escnn -> py3nj compiles Fortran: gfortran must exist first;
 #   * pyqg 0.7.2 builds only with numpy<2 and cython<3, without build isolation, and
 #     decides at build time whether to use FFTW, so pyfftw goes in before pyqg;

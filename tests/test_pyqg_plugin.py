@@ -229,3 +229,13 @@ def test_a_nan_member_does_not_poison_the_ensemble(net):
     ens.members[1].qh[0, 1, 1] = np.nan
     ens.step()
     assert np.isfinite(ens.members[0].q).all() and not np.isfinite(ens.members[1].q).all()
+
+
+def test_old_import_path_still_works_with_a_deprecation_warning():
+    import importlib
+    import sys
+
+    sys.modules.pop("solver_coupling.pyqg_plugin", None)
+    with pytest.warns(DeprecationWarning, match="solver_coupling.pyqg.plugin"):
+        old = importlib.import_module("solver_coupling.pyqg_plugin")
+    assert old.RotEqParameterization is RotEqParameterization

@@ -1,4 +1,18 @@
-"""Inference form of a flux network: plain torch, no escnn, circular padding restored."""
+"""Inference form of a flux network: plain torch, no escnn, circular padding restored.
+
+:meth:`FluxNet.export` returns an :class:`ExportedFluxNet`: a plain ``torch.nn.Module`` with
+float32 weights, no escnn at inference. Its filters come from ``R2Conv.expand_parameters()``
+(escnn's own ``export()`` silently turns circular padding into zero padding: escnn 1.0.11), and
+it pads circularly itself; ``tests/test_models.py`` checks exported == eval-mode escnn to 1e-5
+including the borders.
+
+Two exact simplifications make the exported graph cheaper than a literal translation:
+
+* constant-vector inputs (``beta``, ``U_i``) are constant over the grid, so their part of the
+  first convolution is a per-sample bias: ``sum_{taps} W[:, c] * value``. The exported net
+  convolves only the gridded channels (5 of the 11 in the QG schema) and adds that bias;
+* ``in_scale`` and ``out_scale`` are folded into the first and last conv weights.
+"""
 
 from __future__ import annotations
 

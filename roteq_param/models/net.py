@@ -1,4 +1,4 @@
-"""The C_N / D_N-equivariant flux network, a plain-CNN baseline, export to plain torch, save/load.
+"""The C_N / D_N-equivariant flux network and a plain-CNN baseline.
 
 What the network computes
 -------------------------
@@ -23,9 +23,9 @@ non-equivariant baseline, equal in cost after export. Every spatial conv pads ci
 
 Default architecture and why (measured, ``benchmarks/bench_models.py``)
 ------------------------------------------------------------------------
-The budget (DESIGN §6) is a parameterised 64^2 two-layer pyqg step <= 2x a bare step. A bare
-step measured 0.17-0.18 ms on one core here (faster than DESIGN's 0.3-0.4 ms), so the
-network gets about one bare step. Times per call on one 64^2 state, one torch thread, ratio to
+The budget when this default was chosen was a parameterised 64^2 two-layer pyqg step <= 2x a bare
+step (docs/design.md §6 has the current one). A bare step measured 0.17-0.18 ms on one core here,
+so the network got about one bare step. Times per call on one 64^2 state, one torch thread, ratio to
 a bare step measured in the same process (busy shared 2-core machine, best of 5):
 
 ====================================  ======  ========  ============  ==========  =========
@@ -59,13 +59,6 @@ nets are 2x-5x a bare step. TorchScript ``trace`` + ``freeze`` is 10-15% faster 
 what :class:`Predictor` uses; ``optimize_for_inference`` (mkldnn) is slower below ~32
 channels. The receptive field is 3x3: a wider stencil costs proportionally more.
 
-Two exact simplifications make the exported graph cheaper than a literal translation:
-
-* constant-vector inputs (``beta``, ``U_i``) are constant over the grid, so their part of the
-  first convolution is a per-sample bias: ``sum_{taps} W[:, c] * value``. The exported net
-  convolves only the gridded channels (5 of the 11 in the QG schema) and adds that bias;
-* ``in_scale`` and ``out_scale`` are folded into the first and last conv weights.
-
 Tried and not taken (30 epochs on one real 256^2 -> 64^2 eddy run, validation on another):
 a pointwise x^2 activation (the gradient model's quadratic family) was no better than ReLU
 with one hidden layer and unstable with two; [32, 32] and two 3x3 layers gave S R^2 within
@@ -76,21 +69,6 @@ is low; the PV forcing S, which the solver feels, is predicted better (R^2 ~0.2-
 Resolution transfer (outputs scaled by Delta^2 |grad u|^2 and dimensionless inputs) is not
 done: it needs the grid spacing as an input, and the per-field scales set from the training
 data already make the net well conditioned at the resolution it is trained and used at.
-
-Exported module and the escnn 1.0.11 traps
--------------------------------------------
-:meth:`FluxNet.export` returns an :class:`ExportedFluxNet`: a plain ``torch.nn.Module`` with
-float32 weights, no escnn at inference. Its filters come from ``R2Conv.expand_parameters()``
-(escnn's own ``export()`` would silently turn circular padding into zero padding), and it
-pads circularly itself; ``tests/test_models.py`` checks exported == eval-mode escnn to 1e-5
-including the borders.
-
-Trained models
---------------
-``trained_models/<name>/`` holds ``model.pt`` (config + state dict), ``card.json`` (schema,
-group, architecture, training recipe with the dataset's sha256, metrics, inference cost) and
-``CARD.md`` (the same, for people). :func:`save_model` writes them atomically;
-:func:`load_model` reads them back with one call and explains what is wrong when it cannot.
 """
 
 

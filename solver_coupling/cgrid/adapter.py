@@ -17,12 +17,12 @@ One call does::
     du (u-points), dv (v-points), db (centres)
 
 with ``du = -(d_x tau_xx + d_y tau_xy)``, ``dv = -(d_x tau_xy + d_y tau_yy)``
-(the "du = -div tau" convention of DESIGN.md §3) and ``db = -div Fb``. The
+(the "du = -div tau" convention of docs/design.md §3) and ``db = -div Fb``. The
 tendencies are ready to be added to a solver's momentum and tracer equations
 (e.g. veros' ``u_source`` / ``v_source``); their sums over wet points vanish to
 round-off.
 
-Buoyancy: following DESIGN.md §3, ``b`` is for the two-layer QG model the
+Buoyancy: following docs/design.md §3, ``b`` is for the two-layer QG model the
 interface field ``b = psi_1 - psi_2`` in m^2 s^-1 (one field, shape
 ``(ny, nx)``); a layered model may pass one tracer per layer, ``(nz_b, ny, nx)``.
 
@@ -36,6 +36,7 @@ from typing import Callable, NamedTuple
 
 import numpy as np
 
+from roteq_param import fluxform
 from roteq_param.fields import qg_fluxes, qg_inputs
 from roteq_param.models import Predictor
 from solver_coupling.cgrid.staggered import (
@@ -236,14 +237,14 @@ class GradientModel:
             fy = (np.roll(f, -1, axis=-2) - np.roll(f, 1, axis=-2)) / (2.0 * self.dy)
             return fx, fy
         ny, nx = f.shape[-2:]
-        k = 2j * np.pi * np.fft.rfftfreq(nx, self.dx)
-        l = 2j * np.pi * np.fft.fftfreq(ny, self.dy)[:, None]
+        k, l = fluxform.wavenumbers(nx, nx * self.dx, ny=ny, W=ny * self.dy)
+        ik, il = 1j * k, 1j * l
         if nx % 2 == 0:
-            k[-1] = 0.0  # the Nyquist mode has no well-defined odd derivative
+            ik[..., -1] = 0.0  # the Nyquist mode has no well-defined odd derivative
         if ny % 2 == 0:
-            l[ny // 2] = 0.0
+            il[ny // 2] = 0.0
         fh = np.fft.rfft2(f)
-        return np.fft.irfft2(k * fh, s=(ny, nx)), np.fft.irfft2(l * fh, s=(ny, nx))
+        return np.fft.irfft2(ik * fh, s=(ny, nx)), np.fft.irfft2(il * fh, s=(ny, nx))
 
     def __call__(self, u_c: np.ndarray, v_c: np.ndarray, b_c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(tau, Fb)`` at centres from ``u_c``, ``v_c`` (nz, ny, nx) and ``b_c`` (ny, nx) or (nz, ny, nx)."""

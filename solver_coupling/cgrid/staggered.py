@@ -2,7 +2,7 @@ r"""Numba kernels between an Arakawa C-grid and collocated cell centres.
 
 Index convention (the only one used in roteq-param)
 ---------------------------------------------------
-Arrays are laid out ``[..., y, x]`` (DESIGN.md §2): index ``j`` runs along y,
+Arrays are laid out ``[..., y, x]`` (docs/design.md §2): index ``j`` runs along y,
 index ``i`` along x, and y grows with j. The domain is doubly periodic with
 ``ny`` x ``nx`` cells of size ``dx`` x ``dy``; every kind of point therefore has
 exactly ``ny * nx`` locations and every array has shape ``[..., ny, nx]``.

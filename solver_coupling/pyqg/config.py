@@ -1,4 +1,4 @@
-"""Named pyqg two-layer configurations (DESIGN.md §4).
+"""Named pyqg two-layer configurations (docs/design.md §4).
 
 A configuration is a complete set of ``pyqg.QGModel`` keyword arguments for the
 high-resolution run plus the coarse grid size. Every pyqg parameter can be
@@ -27,7 +27,7 @@ YEAR = 360 * 86400.0
 
 # Parameters the data pipeline fixes itself, with the reason shown to a user who tries to set them.
 _RESERVED = {
-    "ntd": "it is fixed at 1: OpenMP threads make every step slower here (DESIGN §4); runs are parallelised instead",
+    "ntd": "it is fixed at 1: OpenMP threads make every step slower here (docs/design.md §4); runs are parallelised instead",
     "nz": "QGModel is a two-layer model",
     "tmax": "the run length is set by --years",
     "q_parameterization": "high-resolution reference runs are unparameterized",
@@ -35,7 +35,7 @@ _RESERVED = {
     "parameterization": "high-resolution reference runs are unparameterized",
 }
 
-# pyqg QGModel defaults, except dt = 3600 s (DESIGN §4) and a silent logger.
+# pyqg QGModel defaults, except dt = 3600 s (docs/design.md §4) and a silent logger.
 _EDDY = {
     "beta": 1.5e-11,
     "rd": 15000.0,

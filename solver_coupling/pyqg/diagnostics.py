@@ -68,7 +68,7 @@ class SnapshotDiagnostics:
     """A reusable coarse ``QGModel`` that evaluates pyqg's diagnostics on given PV snapshots.
 
     model_kwargs : QGModel keyword arguments (nx, L, rd, delta, H1, U1, U2, beta, rek, ...);
-        ``ntd=1`` and ``log_level=0`` are imposed (DESIGN §4: threads only slow pyqg down).
+        ``ntd=1`` and ``log_level=0`` are imposed (docs/design.md §4: threads only slow pyqg down).
     """
 
     def __init__(self, model_kwargs: Mapping[str, Any]):

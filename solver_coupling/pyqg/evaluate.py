@@ -1,4 +1,4 @@
-"""``roteq evaluate``: online skill and stability of parameterized pyqg rollouts (DESIGN.md §5).
+"""``roteq evaluate``: online skill and stability of parameterized pyqg rollouts (docs/design.md §5).
 
 Inputs are netCDF datasets with ``q`` (run, time, lev, y, x) in s-1 on the coarse
 grid, a ``time`` coordinate in s and a ``config`` attribute (JSON of QGModel

@@ -3,7 +3,7 @@
 At every call pyqg hands over the model ``m`` after advection and before the
 AB3 step. The plugin
 
-1. reads the coarse state from ``m.ph`` (DESIGN.md §3): the perturbation
+1. reads the coarse state from ``m.ph`` (docs/design.md §3): the perturbation
    velocity ``(u, v) = (-d psi/dy, d psi/dx)`` per layer [m/s], the interface
    variable ``b = psi_1 - psi_2`` [m^2/s], plus the constant vectors
    ``beta = (0, beta)`` [1/(m s)] and ``U_i = (U_i, 0)`` [m/s];

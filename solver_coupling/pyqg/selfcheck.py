@@ -5,7 +5,7 @@ reflections because pyqg keeps f0 fixed) and then differentiating with pyqg's
 own spectral operators must give the same velocity as rotating pyqg's (u, v) as
 a vector; forming (uu, uv, vv) from rotated velocities must equal rotating the
 tensor; vorticity must flip sign under reflections. These identities pin the
-conventions of DESIGN.md §2 against an independent implementation (pyqg's).
+conventions of docs/design.md §2 against an independent implementation (pyqg's).
 """
 
 from __future__ import annotations
