@@ -29,7 +29,7 @@ __all__ = ["ExportedFluxNet", "time_inference"]
 
 
 class ExportedFluxNet(nn.Module):
-    """Inference form of a :class:`FluxNet`: circular pad + ``F.conv2d`` layers, float32.
+    """Inference form of a :class:`FluxNet`: circular pad + ``F.conv2d`` layers (float32 by default).
 
     ``forward(x)`` takes the same stacked input ``[B, C_in, y, x]`` as :class:`FluxNet` and
     returns ``[B, C_out, y, x]`` in physical units. The constant-vector channels are read at
@@ -38,7 +38,7 @@ class ExportedFluxNet(nn.Module):
     """
 
     def __init__(self, schema: Schema, weights: list, in_scale: torch.Tensor, out_scale: torch.Tensor,
-                 activation: str):
+                 activation: str, dtype: torch.dtype = torch.float32):
         super().__init__()
         self.schema = schema
         self.activation = activation
@@ -47,12 +47,15 @@ class ExportedFluxNet(nn.Module):
             idx = list(range(schema.channel_slices("inputs")[f.name].start,
                              schema.channel_slices("inputs")[f.name].stop))
             (grid_idx if f.gridded else const_idx).extend(idx)
-        ws = [w.to(torch.float32) for w, _ in weights]
-        bs = [torch.zeros(w.shape[0]) if b is None else b.to(torch.float32) for w, (_, b) in zip(ws, weights)]
+        # Every fold is computed in float64 and rounded once at the end: a sum over taps done in
+        # float32 would round differently for a rotated filter and break exact equivariance.
+        f64 = torch.float64
+        ws = [w.to(f64) for w, _ in weights]
+        bs = [torch.zeros(w.shape[0], dtype=f64) if b is None else b.to(f64) for w, (_, b) in zip(ws, weights)]
         # Fold the normalisation into the weights: x / s_in enters layer 0, layer -1 is multiplied by s_out.
-        ws[0] = ws[0] / in_scale.to(torch.float32)[None, :, None, None]
-        ws[-1] = ws[-1] * out_scale.to(torch.float32)[:, None, None, None]
-        bs[-1] = bs[-1] * out_scale.to(torch.float32)
+        ws[0] = ws[0] / in_scale.to(f64)[None, :, None, None]
+        ws[-1] = ws[-1] * out_scale.to(f64)[:, None, None, None]
+        bs[-1] = bs[-1] * out_scale.to(f64)
         w0 = ws[0]
         self.register_buffer("grid_idx", torch.tensor(grid_idx, dtype=torch.long))
         self.register_buffer("const_idx", torch.tensor(const_idx, dtype=torch.long))
@@ -65,6 +68,7 @@ class ExportedFluxNet(nn.Module):
         self.pads = [w.shape[-1] // 2 for w in ws]
         self.weights = nn.ParameterList([nn.Parameter(w.contiguous(), requires_grad=False) for w in ws[1:]])
         self.biases = nn.ParameterList([nn.Parameter(b.contiguous(), requires_grad=False) for b in bs[1:]])
+        self.to(dtype)
         self.eval()
 
     def _act(self, h: torch.Tensor) -> torch.Tensor:

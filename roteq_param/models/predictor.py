@@ -48,12 +48,12 @@ class Predictor:
                  dtype: torch.dtype = torch.float32):
         if isinstance(model, (str, os.PathLike)):
             model = load_model(model)
-        if isinstance(model, FluxNet):
-            model = model.export()
-        if not isinstance(model, ExportedFluxNet):
-            raise TypeError(f"expected a FluxNet, an ExportedFluxNet or a model name/path, got {type(model).__name__}")
         if dtype not in (torch.float32, torch.float64):
             raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
+        if isinstance(model, FluxNet):
+            model = model.export(dtype)  # folded in float64, rounded once to dtype
+        if not isinstance(model, ExportedFluxNet):
+            raise TypeError(f"expected a FluxNet, an ExportedFluxNet or a model name/path, got {type(model).__name__}")
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("device 'cuda' was requested but torch sees no CUDA GPU; use device='cpu'")
