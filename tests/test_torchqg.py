@@ -15,7 +15,6 @@ import numpy as np
 import pyqg
 import pytest
 import torch
-import torch.nn.functional as F
 
 from solver_coupling.torchqg import TorchQGModel, pyqg_parameter_names
 from solver_coupling.torchqg import closures as tclosures

@@ -40,9 +40,8 @@ from __future__ import annotations
 
 import difflib
 import inspect
-import math
 import warnings
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 import pyqg
@@ -217,7 +216,6 @@ class TorchQGModel:
         self._hooks: list[Callable[["TorchQGModel"], None]] = []
         self._clock = _Clock()
         self._param_cache: tuple | None = None
-        self._recomputing = False
         zeros = torch.zeros((members, 2, self.nl, self.nk), dtype=self.cdtype, device=self.device)
         self.dqhdt_p, self.dqhdt_pp = zeros, zeros.clone()
         self.dqhdt = zeros.clone()
@@ -227,7 +225,7 @@ class TorchQGModel:
     def _init_grid(self) -> None:
         nx, nk = self.nx, self.nk
         dk, dl = 2.0 * np.pi / self.L, 2.0 * np.pi / self.W
-        ll = dl * np.append(np.arange(0.0, nx / 2), np.arange(-nx / 2, 0.0))
+        ll = dl * np.append(np.arange(0.0, nx / 2), np.arange(-nx / 2, 0.0))  # pyqg uses nx here (nx == ny)
         kk = dk * np.arange(0.0, nk)
         k, l = np.meshgrid(kk, ll)
         wv2 = k**2 + l**2
@@ -274,10 +272,7 @@ class TorchQGModel:
     # ------------------------------------------------------------------ parameters
     def param(self, name: str) -> torch.Tensor:
         """Parameter ``name`` as a float64 tensor of shape ``(P,)``, ``P`` = 1 or ``members``."""
-        v = self._phys[name]
-        if torch.is_tensor(v):
-            return v.to(torch.float64).reshape(-1)
-        return torch.tensor([v], dtype=torch.float64, device=self.device)
+        return self._col(self._phys[name])
 
     def _consts_version(self):
         key = []
