@@ -10,15 +10,22 @@
   autograd) and of ``pyqg.QGModel(ntd=1)._step_forward()``, one torch thread, in this one
   process; each figure is the best of ``--repeats`` timings, which filters out noise
   from other jobs on a shared machine.
+* ``memory``: resident memory held after the forward pass of a differentiable
+  ``unroll`` (w.r.t. ``rek``) with and without ``checkpoint_every``. Run it with
+  ``MALLOC_MMAP_THRESHOLD_=65536`` so glibc returns freed blocks to the OS and the
+  resident size tracks live tensors.
 
 Run: PYTHONHASHSEED=0 .venv/bin/python benchmarks/bench_torchqg.py fidelity --nx 64 256
      .venv/bin/python benchmarks/bench_torchqg.py diagnostics
      .venv/bin/python benchmarks/bench_torchqg.py speed
+     MALLOC_MMAP_THRESHOLD_=65536 .venv/bin/python benchmarks/bench_torchqg.py memory
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import os
 import time
 
 import numpy as np
@@ -108,6 +115,28 @@ def speed(a) -> None:
                   f"{r * members:8.0f} member-steps/s ({r * members / rate:.2f}x pyqg)")
 
 
+def _rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def memory(a) -> None:
+    for ckpt in (None, a.checkpoint_every):
+        np.random.seed(0)
+        twin = TorchQGModel(members=a.members, nx=64, dt=DT)
+        rek = torch.tensor(5.787e-7, dtype=torch.float64, requires_grad=True)
+        twin.rek = rek
+        before = _rss_mib()
+        t0 = time.perf_counter()
+        q = twin.unroll(a.steps, checkpoint_every=ckpt)
+        held = _rss_mib() - before
+        q.pow(2).sum().backward()
+        print(f"64^2 members={a.members} {a.steps} steps, checkpoint_every={ckpt}: {held:7.0f} MiB held after "
+              f"forward; forward+backward {time.perf_counter() - t0:.1f} s")
+        del q, twin, rek
+        gc.collect()
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -121,10 +150,14 @@ def main(argv=None) -> None:
     s = sub.add_parser("speed")
     s.add_argument("--n", type=int, default=500)
     s.add_argument("--repeats", type=int, default=5)
+    mem = sub.add_parser("memory")
+    mem.add_argument("--steps", type=int, default=300)
+    mem.add_argument("--members", type=int, default=8)
+    mem.add_argument("--checkpoint-every", type=int, default=20)
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    {"fidelity": fidelity, "diagnostics": diagnostics, "speed": speed}[a.cmd](a)
+    {"fidelity": fidelity, "diagnostics": diagnostics, "speed": speed, "memory": memory}[a.cmd](a)
 
 
 if __name__ == "__main__":
