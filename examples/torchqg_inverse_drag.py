@@ -13,7 +13,7 @@ The worked inverse problem:
 
 Optimising ``log rek`` keeps the drag positive and makes the step sizes scale-free.
 
-Run (about 10 s on one core)::
+Run (a few seconds on one core with L-BFGS, ~10 s with Adam)::
 
     python examples/torchqg_inverse_drag.py
     python examples/torchqg_inverse_drag.py --guess-factor 0.5 --optimizer adam

@@ -20,11 +20,19 @@ from solver_coupling.torchqg import TorchQGModel, pyqg_parameter_names
 from solver_coupling.torchqg import closures as tclosures
 from solver_coupling.torchqg.diagnostics import DIAGNOSTICS, SpectralDiagnostics
 
-torch.set_num_threads(1)  # the machine's other core is busy; also makes timings comparable
-
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = {"eddy": {}, "jet": {"rek": 7e-8, "delta": 0.1, "beta": 1e-11}}
 DT = 3600.0
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    # the test machines have 2 cores, one of them often busy with data generation; restored
+    # afterwards so the rest of the suite keeps its own setting
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def rel_err(a, b) -> float:
