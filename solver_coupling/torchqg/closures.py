@@ -9,13 +9,76 @@ stay independent. Like pyqg's, each class declares ``parameterization_type``:
 * :class:`BackscatterBiharmonic` is a *PV* parameterization: it returns ``dq`` in s^-2.
 
 Pass either as ``TorchQGModel(parameterization=...)``; the model routes it by type.
+
+:class:`FluxNetClosure` puts the project's trained equivariant network into the twin's graph, on
+the twin's device, through the same :class:`~roteq_param.forcing.PVForcing` as the pyqg hook.
 """
 
 from __future__ import annotations
 
+import os
+
 import torch
 
-__all__ = ["Smagorinsky", "BackscatterBiharmonic"]
+from roteq_param import fluxform, models
+from roteq_param.forcing import PVForcing
+
+__all__ = ["Smagorinsky", "BackscatterBiharmonic", "FluxNetClosure"]
+
+
+class FluxNetClosure:
+    """A trained flux network as an in-graph PV parameterization of :class:`TorchQGModel`.
+
+    Parameters
+    ----------
+    model:
+        A model name under ``trained_models/``, a model directory, or a :class:`~roteq_param.models.FluxNet`.
+    dtype:
+        Inference precision (default float32; the twin keeps its own precision for the state).
+    differentiable:
+        False (default): the exact, cheap inference path (:class:`~roteq_param.models.Predictor`, no
+        autograd). True: the :class:`FluxNet` itself runs in the graph, so gradients of a loss on the
+        twin's trajectory reach the network's weights (put the net in ``train()`` mode: escnn caches
+        its filters outside autograd in eval mode).
+
+    The network sees what the pyqg hook gives it: velocity and ``b = psi_1 - psi_2`` from the twin's
+    spectral streamfunction, beta = (0, beta) and U_i = (U_i, 0) per member; the returned forcing is
+    ``S`` in s^-2, shape ``(members, 2, ny, nx)``. Use ``TorchQGModel(call_interval=k)`` to reuse it.
+    """
+
+    parameterization_type = "q_parameterization"
+
+    def __init__(self, model: "str | os.PathLike | models.FluxNet" = "eddy-c4", *, dtype: torch.dtype = torch.float32,
+                 differentiable: bool = False):
+        self.net = model if isinstance(model, models.FluxNet) else models.load_model(model)
+        self.dtype = dtype
+        self.differentiable = differentiable
+        self._forcing: PVForcing | None = None
+        self._bound: tuple | None = None
+
+    def _bind(self, m) -> PVForcing:
+        rd, delta = (m.param(k) for k in ("rd", "delta"))
+        if rd.numel() != 1 or delta.numel() != 1:
+            raise ValueError("FluxNetClosure needs one rd and one delta for all members (the forcing operator's "
+                             "stretching coefficients are shared)")
+        key = (m.device, m.nx, float(m.L), float(rd), float(delta))
+        if self._bound != key:
+            F1, F2 = fluxform.stretching_coefficients(float(rd), float(delta))
+            if self.differentiable:
+                network = self.net.to(device=m.device, dtype=self.dtype)
+            else:
+                network = models.Predictor(self.net, device=m.device, dtype=self.dtype)
+            self._forcing = PVForcing(network, F1=F1, F2=F2, L=float(m.L), n=m.nx)
+            self._bound = key
+        return self._forcing
+
+    def __call__(self, m) -> torch.Tensor:
+        forcing = self._bind(m)
+        zeros = torch.zeros(m.members, dtype=torch.float64, device=m.device)
+        beta = torch.stack([zeros, m.param("beta").to(torch.float64).expand(m.members)], dim=-1)
+        U = torch.stack([torch.stack([m.param(k).to(torch.float64).expand(m.members), zeros], dim=-1)
+                         for k in ("U1", "U2")], dim=-2)
+        return forcing.from_spectral(m.ph, beta, U)
 
 
 class Smagorinsky:
