@@ -213,6 +213,8 @@ def add_rollout_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the initial conditions (default: 0)")
     p.add_argument("--call-interval", type=int, default=1, help="evaluate the network every k steps (default: 1)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    p.add_argument("--engine", choices=["pyqg", "torch"], default="pyqg",
+                   help="pyqg itself (CPU) or its torch twin (batched; CPU or --device cuda) (default: pyqg)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default: 1; on a busy machine more threads measured much slower)")
     p.add_argument("--energy-limit", type=float, default=1.0,
@@ -238,7 +240,8 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
                              members=args.members, years=args.years, snapshot_days=args.snapshot_days,
                              seed=args.seed, call_interval=args.call_interval, device=args.device,
                              energy_limit=args.energy_limit, checkpoint_years=args.checkpoint_years,
-                             diag_start_years=args.diag_start_years, allow_out_of_regime=args.allow_out_of_regime)
+                             diag_start_years=args.diag_start_years, allow_out_of_regime=args.allow_out_of_regime,
+                             engine=args.engine)
         ds = rollout(req, args.out, resume=args.resume, overwrite=args.overwrite)
     except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as e:
         print(f"roteq rollout: error: {e}", file=sys.stderr)

@@ -124,6 +124,11 @@ class RotEqParameterization(pyqg.QParameterization):
         return "q_parameterization"
 
     @property
+    def network(self) -> models.FluxNet:
+        """The loaded flux network (for other engines, e.g. the torch twin's in-graph closure)."""
+        return self._loaded.model
+
+    @property
     def weights_sha256(self) -> str:
         """sha256 of the weights file as loaded ("" for an in-memory model)."""
         return self._loaded.weights_sha256

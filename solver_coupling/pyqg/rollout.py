@@ -1,8 +1,16 @@
 """Long online rollouts of coarse pyqg ensembles, with or without the plugin (``roteq rollout``).
 
 M members start from seeded small-amplitude PV (the same recipe as the training
-runs) and are stepped in lockstep; with a model, one batched network call per
-step serves them all (:class:`~solver_coupling.pyqg.plugin.Ensemble`).
+runs) and are stepped in lockstep on one of two engines:
+
+* ``pyqg``: pyqg itself on the CPU; with a model, one batched network call per step
+  serves all members (:class:`~solver_coupling.pyqg.plugin.Ensemble`);
+* ``torch``: the torch twin (:class:`~solver_coupling.torchqg.TorchQGModel`, float64
+  state), all members in one tensor with the network in the same graph, on the CPU
+  or a CUDA GPU (``device``); its diagnostics are pyqg's, computed by
+  :class:`~solver_coupling.torchqg.diagnostics.SpectralDiagnostics`.
+
+Both write the same file, run the same monitor and checkpoint the same way.
 
 What is written to ``OUT/rollout.nc`` (netCDF4, CF attributes):
 
@@ -69,8 +77,13 @@ class RolloutRequest:
     checkpoint_years: float = 1.0
     diag_start_years: float = 5.0
     allow_out_of_regime: bool = False
+    engine: str = "pyqg"
 
     def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ValueError(f"unknown engine {self.engine!r}; expected one of {sorted(ENGINES)}")
+        if self.engine == "pyqg" and self.device != "cpu" and self.model is None:
+            raise ValueError("the pyqg engine steps on the CPU; use --engine torch to run the solver on a GPU")
         if self.members < 1:
             raise ValueError(f"members must be >= 1, got {self.members}")
         for name in ("years", "snapshot_days", "energy_limit", "check_hours", "checkpoint_years"):
@@ -94,24 +107,205 @@ class RolloutRequest:
         return d
 
 
-def _make_members(req: RolloutRequest):
-    """(members, ensemble or None, parameterization or None)."""
-    # pyqg's time averages are sampled at the snapshot interval: every step would double the cost
-    kwargs = req.config.model_kwargs(req.nx, tmax=req.years * YEAR, tavestart=req.diag_start_years * YEAR,
-                                     taveint=req.snapshot_days * DAY, log_level=0)
-    if req.model is None:
-        return [pyqg.QGModel(**kwargs) for _ in range(req.members)], None, None
-    param = RotEqParameterization(req.model, device=req.device, call_interval=req.call_interval,
-                                  allow_out_of_regime=req.allow_out_of_regime)
-    ens = Ensemble.build(param, req.members, **kwargs)
-    return ens.members, ens, param
+class _PyqgEngine:
+    """M pyqg members in lockstep (one batched network call per step through :class:`Ensemble`)."""
+
+    name = "pyqg"
+
+    def __init__(self, req: RolloutRequest):
+        # pyqg's time averages are sampled at the snapshot interval: every step would double the cost
+        kwargs = req.config.model_kwargs(req.nx, tmax=req.years * YEAR, tavestart=req.diag_start_years * YEAR,
+                                         taveint=req.snapshot_days * DAY, log_level=0)
+        self.param = self.ensemble = None
+        if req.model is None:
+            self.members = [pyqg.QGModel(**kwargs) for _ in range(req.members)]
+        else:
+            self.param = RotEqParameterization(req.model, device=req.device, call_interval=req.call_interval,
+                                               allow_out_of_regime=req.allow_out_of_regime)
+            self.ensemble = Ensemble.build(self.param, req.members, **kwargs)
+            self.members = self.ensemble.members
+
+    @property
+    def model_sha256(self) -> str:
+        return self.param.weights_sha256 if self.param is not None else ""
+
+    def verify_model_file(self) -> None:
+        if self.param is not None:
+            self.param.verify_model_file()
+
+    def set_q(self, qs: list[np.ndarray]) -> None:
+        for m, q in zip(self.members, qs):
+            m.q = q
+
+    def step(self, active: np.ndarray) -> None:
+        if self.ensemble is not None:
+            self.ensemble.step(active)
+        else:
+            for i in np.flatnonzero(active):
+                self.members[i]._step_forward()
+
+    def q(self, i: int) -> np.ndarray:
+        return self.members[i].q
+
+    def time(self, i: int) -> float:
+        return float(self.members[i].t)
+
+    def kinetic_energy(self, i: int) -> float:
+        """Layer-thickness-weighted domain-mean kinetic energy of the perturbation flow, m^2/s^2."""
+        m = self.members[i]
+        m._invert()  # ph for the state just reached (pyqg inverts at the start of the next step anyway)
+        u, v = velocity(m)
+        w = m.Hi / m.H
+        return float(0.5 * np.sum(w * np.mean(u**2 + v**2, axis=(-2, -1))))
+
+    def checkpoint(self) -> dict[str, np.ndarray]:
+        arrays = {}
+        for i, m in enumerate(self.members):
+            arrays[f"m{i}_qh"] = np.asarray(m.qh)
+            arrays[f"m{i}_dqhdt_p"] = np.asarray(m.dqhdt_p)
+            arrays[f"m{i}_dqhdt_pp"] = np.asarray(m.dqhdt_pp)
+            arrays[f"m{i}_clock"] = np.array([m.t, m.tc, m.ablevel], dtype=float)
+            for name, d in m.diagnostics.items():
+                # scalar budgets (EKEdiss, APEgen) accumulate 0-d values: they are state too
+                arrays[f"m{i}_diag_{name}_value"] = np.asarray(d.get("value", 0.0))
+                arrays[f"m{i}_diag_{name}_count"] = np.array(d["count"])
+        return arrays
+
+    def restore(self, ck) -> None:
+        for i, m in enumerate(self.members):
+            _advance_clock(m, int(ck[f"m{i}_clock"][1]))
+            m.qh = ck[f"m{i}_qh"]
+            m.dqhdt_p[:] = ck[f"m{i}_dqhdt_p"]
+            m.dqhdt_pp[:] = ck[f"m{i}_dqhdt_pp"]
+            if (m.t, m.tc, m.ablevel) != tuple(ck[f"m{i}_clock"]):
+                raise ValueError(f"member {i}: restored clock {(m.t, m.tc, m.ablevel)} differs from the "
+                                 f"checkpoint's {tuple(ck[f'm{i}_clock'])}")
+            for name, d in m.diagnostics.items():
+                value = ck[f"m{i}_diag_{name}_value"]
+                d["value"] = value if value.ndim else value[()]
+                d["count"] = int(ck[f"m{i}_diag_{name}_count"])
+
+    def diagnostics(self) -> dict[str, tuple[tuple[str, ...], np.ndarray, str, str]]:
+        """Time-averaged diagnostics sampled by every member: name -> (dims after run, values, units, meaning)."""
+        m0, out = self.members[0], {}
+        for name, d in m0.diagnostics.items():
+            if not all(m.diagnostics[name]["count"] for m in self.members):
+                continue
+            values = np.stack([np.real(m.get_diagnostic(name)) for m in self.members])
+            # pyqg labels its scalar budgets with a 'time' dim, but get_diagnostic returns the time mean
+            out[name] = (tuple(dim for dim in d["dims"] if dim != "time"), values, d["units"], d["description"])
+        return out
+
+    def coords(self) -> dict[str, np.ndarray]:
+        m0 = self.members[0]
+        return {"x": np.asarray(m0.x[0]), "y": np.asarray(m0.y[:, 0]), "k": m0.k[0], "l": m0.l[:, 0]}
 
 
-def _kinetic_energy(m) -> float:
-    """Layer-thickness-weighted domain-mean kinetic energy of the perturbation flow, m^2/s^2."""
-    u, v = velocity(m)
-    w = m.Hi / m.H
-    return float(0.5 * np.sum(w * np.mean(u**2 + v**2, axis=(-2, -1))))
+class _TorchEngine:
+    """M members of the torch twin in one batched tensor, the network in its graph, on any device."""
+
+    name = "torch"
+
+    def __init__(self, req: RolloutRequest):
+        import torch
+
+        from solver_coupling.torchqg import TorchQGModel
+        from solver_coupling.torchqg.closures import FluxNetClosure
+        from solver_coupling.torchqg.diagnostics import SpectralDiagnostics
+
+        self.torch = torch
+        kwargs = req.config.model_kwargs(req.nx, tmax=req.years * YEAR, tavestart=req.diag_start_years * YEAR,
+                                         taveint=req.snapshot_days * DAY, log_level=0)
+        self.param = None
+        closure = None
+        if req.model is not None:
+            # the same pre-flight checks as the pyqg engine: a probe pyqg model of this configuration
+            self.param = RotEqParameterization(req.model, allow_out_of_regime=req.allow_out_of_regime)
+            self.param.check_solver(pyqg.QGModel(**kwargs))
+            closure = FluxNetClosure(self.param.network)
+        self.twin = TorchQGModel(req.members, device=req.device, call_interval=req.call_interval,
+                                 parameterization=closure, **kwargs)
+        self.diag = SpectralDiagnostics(self.twin)
+        self._ke: tuple[int, np.ndarray] | None = None
+
+    @property
+    def model_sha256(self) -> str:
+        return self.param.weights_sha256 if self.param is not None else ""
+
+    def verify_model_file(self) -> None:
+        if self.param is not None:
+            self.param.verify_model_file()
+
+    def set_q(self, qs: list[np.ndarray]) -> None:
+        self.twin.q = self.torch.as_tensor(np.stack(qs), device=self.twin.device)
+
+    def step(self, active: np.ndarray) -> None:
+        # every member steps (one batched call); a failed member is NaN and isolated (per-member ops)
+        self.twin.step(1)
+
+    def q(self, i: int) -> np.ndarray:
+        return self.twin.q[i].cpu().numpy()
+
+    def time(self, i: int) -> float:
+        return float(self.twin.t)
+
+    def kinetic_energy(self, i: int) -> float:
+        """As the pyqg engine: thickness-weighted domain-mean KE of the perturbation flow, m^2/s^2."""
+        if self._ke is None or self._ke[0] != self.twin.tc:
+            t, c = self.twin, self.twin.constants()
+            qh = t.qh
+            ph = c["a"][:, :, 0] * qh[:, 0:1] + c["a"][:, :, 1] * qh[:, 1:2]
+            u, v = t.ifft(-t.il * ph), t.ifft(t.ik * ph)
+            w = (c["Hi"] / c["H"][:, None]).to(u.dtype)
+            ke = 0.5 * (w * (u**2 + v**2).mean(dim=(-2, -1))).sum(-1)
+            self._ke = (self.twin.tc, ke.cpu().numpy())
+        return float(self._ke[1][i])
+
+    def checkpoint(self) -> dict[str, np.ndarray]:
+        s = self.twin.get_state()
+        arrays = {f"twin_{k}": s[k].cpu().numpy() for k in ("q", "qh", "dqhdt_p", "dqhdt_pp")}
+        arrays["twin_clock"] = np.array([s["t"], s["tc"], s["ablevel"]], dtype=float)
+        arrays["twin_param_tc"] = np.array(-1 if s["param_tc"] is None else s["param_tc"])
+        for j, x in enumerate(s["param_cache"] or ()):
+            if x is not None:
+                arrays[f"twin_param_cache{j}"] = x.cpu().numpy()
+        arrays["diag_count"] = np.array(self.diag.count)
+        for name, value in self.diag.sums.items():
+            arrays[f"diag_{name}"] = value.cpu().numpy()
+        return arrays
+
+    def restore(self, ck) -> None:
+        dev = self.twin.device
+        t, tc, ablevel = ck["twin_clock"]
+        cache = None
+        if any(k.startswith("twin_param_cache") for k in ck.files):
+            cache = tuple(self.torch.as_tensor(ck[f"twin_param_cache{j}"], device=dev)
+                          if f"twin_param_cache{j}" in ck.files else None for j in range(3))
+        param_tc = int(ck["twin_param_tc"])
+        self.twin.set_state({**{k: self.torch.as_tensor(ck[f"twin_{k}"], device=dev)
+                                for k in ("q", "qh", "dqhdt_p", "dqhdt_pp")},
+                             "t": float(t), "tc": int(tc), "ablevel": int(ablevel), "param_cache": cache,
+                             "param_tc": None if param_tc < 0 else param_tc})
+        self.diag.count = int(ck["diag_count"])
+        self.diag.sums = {k[len("diag_"):]: self.torch.as_tensor(ck[k], device=dev)
+                          for k in ck.files if k.startswith("diag_") and k != "diag_count"}
+
+    def diagnostics(self) -> dict[str, tuple[tuple[str, ...], np.ndarray, str, str]]:
+        from solver_coupling.torchqg.diagnostics import DIAGNOSTICS
+
+        if not self.diag.count:
+            return {}
+        return {name: (DIAGNOSTICS[name][1], self.diag.get(name).real.cpu().numpy(), DIAGNOSTICS[name][0],
+                       DIAGNOSTICS[name][2]) for name in self.diag.names}
+
+    def coords(self) -> dict[str, np.ndarray]:
+        t = self.twin
+        return {"x": t.x[0].cpu().numpy(), "y": t.y[:, 0].cpu().numpy(), "k": t._kk64.cpu().numpy(),
+                "l": t._ll64.cpu().numpy()}
+
+
+ENGINES = {"pyqg": _PyqgEngine, "torch": _TorchEngine}
+"""Rollout engines by name: pyqg itself (CPU) or its torch twin (CPU or CUDA, batched)."""
 
 
 class _State:
@@ -133,18 +327,12 @@ class _State:
         self.total = total
 
 
-def _save_checkpoint(path: Path, members, st: _State) -> None:
-    arrays: dict[str, Any] = {"step": np.array(st.step), "failed": st.failed, "failure_time": st.failure_time,
+def _save_checkpoint(path: Path, engine, st: _State) -> None:
+    arrays: dict[str, Any] = {"engine": np.array(engine.name), "step": np.array(st.step), "failed": st.failed,
+                              "failure_time": st.failure_time,
                               "failure_reason": np.array([str(r) for r in st.failure_reason]),
-                              "q_snap": st.q[:, : st.step // st.snap_every], "ke": st.ke[:, : st.step // st.ke_every]}
-    for i, m in enumerate(members):
-        arrays[f"m{i}_qh"] = np.asarray(m.qh)
-        arrays[f"m{i}_dqhdt_p"] = np.asarray(m.dqhdt_p)
-        arrays[f"m{i}_dqhdt_pp"] = np.asarray(m.dqhdt_pp)
-        arrays[f"m{i}_clock"] = np.array([m.t, m.tc, m.ablevel], dtype=float)
-        for name, d in m.diagnostics.items():
-            arrays[f"m{i}_diag_{name}_value"] = np.asarray(d["value"]) if np.ndim(d.get("value", 0)) else np.array(0.0)
-            arrays[f"m{i}_diag_{name}_count"] = np.array(d["count"])
+                              "q_snap": st.q[:, : st.step // st.snap_every], "ke": st.ke[:, : st.step // st.ke_every],
+                              **engine.checkpoint()}
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     atomic_write_bytes(path, buf.getvalue())
@@ -164,9 +352,11 @@ def _advance_clock(m, tc: int) -> None:
         m._forward_timestep()
 
 
-def _load_checkpoint(path: Path, members, st: _State) -> None:
+def _load_checkpoint(path: Path, engine, st: _State) -> None:
     try:
         ck = np.load(path, allow_pickle=False)
+        if str(ck["engine"]) != engine.name:
+            raise ValueError(f"the checkpoint was written by the {ck['engine']} engine, this run uses {engine.name}")
         st.step = int(ck["step"])
         n_snap, n_ke = st.step // st.snap_every, st.step // st.ke_every
         st.q[:, :n_snap] = ck["q_snap"]
@@ -174,26 +364,14 @@ def _load_checkpoint(path: Path, members, st: _State) -> None:
         st.failed[:] = ck["failed"]
         st.failure_time[:] = ck["failure_time"]
         st.failure_reason[:] = ck["failure_reason"].astype(object)
-        for i, m in enumerate(members):
-            _advance_clock(m, int(ck[f"m{i}_clock"][1]))
-            m.qh = ck[f"m{i}_qh"]
-            m.dqhdt_p[:] = ck[f"m{i}_dqhdt_p"]
-            m.dqhdt_pp[:] = ck[f"m{i}_dqhdt_pp"]
-            if (m.t, m.tc, m.ablevel) != tuple(ck[f"m{i}_clock"]):
-                raise ValueError(f"member {i}: restored clock {(m.t, m.tc, m.ablevel)} differs from the "
-                                 f"checkpoint's {tuple(ck[f'm{i}_clock'])}")
-            for name, d in m.diagnostics.items():
-                value = ck[f"m{i}_diag_{name}_value"]
-                d["value"] = value if value.ndim else d.get("value", 0)
-                d["count"] = int(ck[f"m{i}_diag_{name}_count"])
+        engine.restore(ck)
     except (KeyError, ValueError, OSError, EOFError) as e:
         raise RuntimeError(f"checkpoint {path} is unreadable or from another rollout ({type(e).__name__}: {e}); "
                            "delete it to start over") from e
 
 
-def _dataset(req: RolloutRequest, members, st: _State, model_sha: str) -> xr.Dataset:
-    m0 = members[0]
-    x = np.asarray(m0.x[0]); y = np.asarray(m0.y[:, 0])
+def _dataset(req: RolloutRequest, engine, st: _State) -> xr.Dataset:
+    coords = engine.coords()
     ds = xr.Dataset(
         {
             "q": (("run", "time", "lev", "y", "x"), st.q,
@@ -208,36 +386,33 @@ def _dataset(req: RolloutRequest, members, st: _State, model_sha: str) -> xr.Dat
         coords={
             "run": np.arange(req.members), "time": ("time", st.snap_times, {"units": "s", "long_name": "model time"}),
             "ke_time": ("ke_time", st.ke_times, {"units": "s", "long_name": "model time"}),
-            "lev": np.arange(1, 3), "x": ("x", x, {"units": "m"}), "y": ("y", y, {"units": "m"}),
+            "lev": np.arange(1, 3), "x": ("x", coords["x"], {"units": "m"}), "y": ("y", coords["y"], {"units": "m"}),
         },
         attrs={
             "title": "roteq-param coarse pyqg rollout",
             "config": req.config.to_json(),
             "model": req.model or "none",
-            "model_sha256": model_sha,
+            "model_sha256": engine.model_sha256,
+            "engine": engine.name,
             "rollout": json.dumps(req.describe(), sort_keys=True, default=str),
             "steps_done": st.step,
             "Conventions": "CF-1.8",
         },
     )
-    for name, d in m0.diagnostics.items():
-        if not all(m.diagnostics[name]["count"] for m in members):
-            continue
-        values = np.stack([np.real(m.get_diagnostic(name)) for m in members])
-        # pyqg labels its scalar budgets with a 'time' dim, but get_diagnostic returns the time mean
-        dims = ("run",) + tuple(dim for dim in d["dims"] if dim != "time")
-        ds[name] = (dims, values, {"units": d["units"], "long_name": d["description"]})
+    for name, (dims, values, units, meaning) in engine.diagnostics().items():
+        ds[name] = (("run",) + tuple(dims), values, {"units": units, "long_name": meaning})
     if "k" in ds.dims:
-        ds = ds.assign_coords(k=("k", m0.k[0], {"units": "m-1"}), l=("l", m0.l[:, 0], {"units": "m-1"}))
+        ds = ds.assign_coords(k=("k", coords["k"], {"units": "m-1"}), l=("l", coords["l"], {"units": "m-1"}))
     return ds
 
 
 def rollout(req: RolloutRequest, out: str | os.PathLike, *, resume: bool = False, overwrite: bool = False,
-            progress: bool = True, on_step: Callable[[int, list], None] | None = None) -> xr.Dataset:
-    """Run the ensemble and write ``out/rollout.nc``; returns the dataset.
+            progress: bool = True, on_step: Callable[[int, Any], None] | None = None) -> xr.Dataset:
+    """Run the ensemble on ``req.engine`` and write ``out/rollout.nc``; returns the dataset.
 
-    ``on_step(step, members)``, if given, is called after every step, before the
-    stability monitor: a place for extra forcing, logging or fault injection.
+    ``on_step(step, engine)``, if given, is called after every step, before the stability monitor:
+    a place for extra forcing, logging or fault injection (``engine.members`` are the pyqg models,
+    ``engine.twin`` the torch twin).
     """
     out = Path(out)
     nc, ckpt = out / "rollout.nc", out / "checkpoint.npz"
@@ -245,24 +420,22 @@ def rollout(req: RolloutRequest, out: str | os.PathLike, *, resume: bool = False
         raise FileExistsError(f"{out} already holds a rollout; pass resume=True (--resume) to continue it "
                               "or overwrite=True (--overwrite) to start over")
     out.mkdir(parents=True, exist_ok=True)
-    members, ensemble, param = _make_members(req)
+    engine = ENGINES[req.engine](req)
     st = _State(req)
-    for i, m in enumerate(members):
-        m.q = initial_pv(req.config, req.seed, i)
+    engine.set_q([initial_pv(req.config, req.seed, i) for i in range(req.members)])
     if resume and ckpt.exists():
-        _load_checkpoint(ckpt, members, st)
+        _load_checkpoint(ckpt, engine, st)
     elif overwrite:
         ckpt.unlink(missing_ok=True)
-    model_sha = param.weights_sha256 if param is not None else ""
     check_every = req.steps(req.check_hours * 3600)
     ckpt_every = max(1, req.steps(req.checkpoint_years * YEAR))
-    label = f"{req.model or 'unparameterized'} x{req.members}"
+    label = f"{req.model or 'unparameterized'} x{req.members} ({req.engine})"
 
     def save() -> xr.Dataset:
         """Write the dataset, then the checkpoint (a kill between the two loses nothing on resume)."""
-        ds = _dataset(req, members, st, model_sha)
+        ds = _dataset(req, engine, st)
         atomic_to_netcdf(ds, nc)
-        _save_checkpoint(ckpt, members, st)
+        _save_checkpoint(ckpt, engine, st)
         return ds
 
     saved_at = None
@@ -270,19 +443,14 @@ def rollout(req: RolloutRequest, out: str | os.PathLike, *, resume: bool = False
     with tqdm(total=st.total, initial=st.step, desc=label, unit="step", disable=not progress) as bar:
         while st.step < st.total and not st.failed.all():
             active = ~st.failed
-            if ensemble is not None:
-                ensemble.step(active)
-            else:
-                for i in np.flatnonzero(active):
-                    members[i]._step_forward()
+            engine.step(active)
             st.step += 1
             if on_step is not None:
-                on_step(st.step, members)
+                on_step(st.step, engine)
             if st.step % check_every == 0 or st.step % st.ke_every == 0 or st.step % st.snap_every == 0:
-                _monitor(req, members, st)
+                _monitor(req, engine, st)
             if st.step % ckpt_every == 0 or st.step == st.total:
-                if param is not None:
-                    param.verify_model_file()
+                engine.verify_model_file()
                 ds, saved_at = save(), st.step
             bar.update(1)
             if st.step % 240 == 0:
@@ -295,30 +463,25 @@ def rollout(req: RolloutRequest, out: str | os.PathLike, *, resume: bool = False
     return ds if saved_at == st.step else save()
 
 
-def _monitor(req: RolloutRequest, members, st: _State) -> None:
+def _monitor(req: RolloutRequest, engine, st: _State) -> None:
     """Stability monitor + KE series + snapshots, for every active member."""
-    for i, m in enumerate(members):
+    for i in range(req.members):
         if st.failed[i]:
             continue
         reason = ""
-        if not np.all(np.isfinite(m.q)):
+        q = engine.q(i)
+        if not np.all(np.isfinite(q)):
             reason = "non-finite PV"
         else:
-            m._invert()  # ph for the state just reached (pyqg inverts at the start of the next step anyway)
-            ke = _kinetic_energy(m)
+            ke = engine.kinetic_energy(i)
             if not np.isfinite(ke) or ke > req.energy_limit:
                 reason = f"kinetic energy {ke:.3g} m2 s-2 exceeds the limit {req.energy_limit:g}"
             elif st.step % st.ke_every == 0:
                 st.ke[i, st.step // st.ke_every - 1] = ke
         if reason:
             st.failed[i] = True
-            st.failure_time[i] = m.t
+            st.failure_time[i] = engine.time(i)
             st.failure_reason[i] = reason
             continue
         if st.step % st.snap_every == 0:
-            st.q[i, st.step // st.snap_every - 1] = m.q
-
-
-# ---------------------------------------------------------------------------------------------
-# command line
-# ---------------------------------------------------------------------------------------------
+            st.q[i, st.step // st.snap_every - 1] = q

@@ -78,7 +78,11 @@ class FluxNetClosure:
         beta = torch.stack([zeros, m.param("beta").to(torch.float64).expand(m.members)], dim=-1)
         U = torch.stack([torch.stack([m.param(k).to(torch.float64).expand(m.members), zeros], dim=-1)
                          for k in ("U1", "U2")], dim=-2)
-        return forcing.from_spectral(m.ph, beta, U)
+        # a member that went non-finite is the rollout monitor's business; the network sees zeros
+        # for it, so the batch's other members are not refused
+        finite = torch.isfinite(torch.view_as_real(m.ph)).flatten(1).all(1)
+        ph = m.ph if bool(finite.all()) else torch.where(finite[:, None, None, None], m.ph, torch.zeros_like(m.ph))
+        return forcing.from_spectral(ph, beta, U)
 
 
 class Smagorinsky:
