@@ -19,6 +19,8 @@ import numpy as np
 from roteq_param import coarsen
 from roteq_param.models import ModelConfig
 from roteq_param.train import TrainOptions, train
+from solver_coupling.pyqg import bench as pyqg_bench
+from solver_coupling.pyqg import demo as pyqg_demo
 from solver_coupling.pyqg import envcheck
 from solver_coupling.pyqg.bench import bench
 from solver_coupling.pyqg.config import CONFIGS, YEAR, get_config, parse_assignment
@@ -215,6 +217,8 @@ def add_rollout_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     p.add_argument("--engine", choices=["pyqg", "torch"], default="pyqg",
                    help="pyqg itself (CPU) or its torch twin (batched; CPU or --device cuda) (default: pyqg)")
+    p.add_argument("--precision", choices=["float64", "float32"], default="float64",
+                   help="the torch engine's state precision (default: float64; pyqg is always float64)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (default: 1; on a busy machine more threads measured much slower)")
     p.add_argument("--energy-limit", type=float, default=1.0,
@@ -241,7 +245,7 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
                              seed=args.seed, call_interval=args.call_interval, device=args.device,
                              energy_limit=args.energy_limit, checkpoint_years=args.checkpoint_years,
                              diag_start_years=args.diag_start_years, allow_out_of_regime=args.allow_out_of_regime,
-                             engine=args.engine)
+                             engine=args.engine, precision=args.precision)
         ds = rollout(req, args.out, resume=args.resume, overwrite=args.overwrite)
     except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as e:
         print(f"roteq rollout: error: {e}", file=sys.stderr)
@@ -345,28 +349,36 @@ def _print(result: dict[str, Any]) -> None:
     print(f"torch threads: {result['threads']}")
     print(f"bare 64^2 step          {1e3 * t['bare_64']:8.3f} ms")
     for k, r in result["ratio_param_over_bare"].items():
-        print(f"param 64^2 step ({k:>3})  {1e3 * t['param_64_' + k]:8.3f} ms   ratio to bare {r:5.2f}  (target <= 2)")
+        print(f"param 64^2 step ({k:>3})  {1e3 * t['param_64_' + k]:8.3f} ms   ratio to bare {r:5.2f}  (target <= 3)")
     print(f"high-res 256^2 step     {1e3 * t['highres_256']:8.3f} ms   ratio to param k1 "
           f"{result['ratio_highres_over_param_k1']:5.2f}  (target >= 5)")
+    if "pyqg_jax" in result:
+        print(result["pyqg_jax"])
     for dev in ("cpu", "cuda"):
-        ens = result[f"ensemble_{dev}"]
-        if isinstance(ens, str):
-            print(f"ensemble on {dev}: {ens}")
+        table = result[f"throughput_{dev}"]
+        if isinstance(table, str):
+            print(f"throughput on {dev}: {table}")
             continue
-        print(f"ensemble throughput on {dev} (member-years per wall-hour):")
-        for M, row in ens.items():
-            print(f"  M = {int(M):4d}: {row['member_years_per_wall_hour']:8.1f}   "
-                  f"({1e3 * row['seconds_per_ensemble_step']:.2f} ms per ensemble step)")
+        sizes = sorted({int(M) for rows in table.values() for M in rows})
+        print(f"throughput on {dev}, member-years per wall-hour (eddy 64^2):")
+        print("  " + f"{'M':>16}" + "".join(f"{M:>10d}" for M in sizes))
+        for name, rows in table.items():
+            cells = [rows.get(str(M)) for M in sizes]
+            print("  " + f"{name:>16}" + "".join(
+                f"{c['member_years_per_wall_hour']:10.0f}" if isinstance(c, dict) else f"{'-' if c is None else 'OOM':>10}"
+                for c in cells))
 
 
 def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("bench", help="measure the plugin's cost as ratios to bare pyqg steps",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                              description=pyqg_bench.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="eddy-c4", help="trained model name or directory (default: eddy-c4)")
     p.add_argument("--steps", type=int, default=200, help="steps per timing block (default: 200)")
     p.add_argument("--repeats", type=int, default=7, help="interleaved timing blocks (default: 7)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default: 1, like pyqg's ntd=1)")
     p.add_argument("--members", type=int, nargs="+", default=[1, 4, 16, 64], help="CPU ensemble sizes")
+    p.add_argument("--gpu-members", type=int, nargs="+", default=[1, 16, 64, 256, 1024, 4096],
+                   help="GPU ensemble sizes (when torch sees a CUDA GPU)")
     p.add_argument("--json", type=Path, help="also write the figures to this JSON file")
     p.set_defaults(func=_cmd_bench)
     return p
@@ -375,7 +387,7 @@ def add_bench_parser(subparsers) -> argparse.ArgumentParser:
 def _cmd_bench(args: argparse.Namespace) -> int:
     try:
         result = bench(args.model, steps=args.steps, repeats=args.repeats, members=tuple(args.members),
-                       threads=args.threads)
+                       threads=args.threads, gpu_members=tuple(args.gpu_members))
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         print(f"roteq bench: error: {e}", file=sys.stderr)
         return 2
@@ -393,7 +405,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def add_demo_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("demo", help="run the shipped model online in pyqg and score it (a few minutes)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                              description=pyqg_demo.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="eddy-c4", help="trained model (default: eddy-c4)")
     p.add_argument("--years", type=float, default=4.0, help="model years per member (default: 4)")
     p.add_argument("--members", type=int, default=2, help="ensemble members per set (default: 2)")

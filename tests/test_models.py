@@ -182,3 +182,22 @@ def test_predictor_named_arrays_and_errors(tmp_path):
         pred(nan)
     with pytest.raises(SchemaError, match="U_1"):
         pred({k: v for k, v in arrays.items() if k != "U_1"})
+
+
+class ArbitraryObject(dict):
+    """Not an allowed global for weights-only loading: torch refuses it and suggests unsafe loading."""
+
+
+def test_unsafe_weights_file_error_never_advises_unsafe_loading(tmp_path):
+    """A model.pt holding arbitrary Python objects is refused, and neither the message nor the
+    chained traceback passes on torch's advice to load with weights_only=False."""
+    import traceback
+
+    model = build_model(channels=(4,), kernel_sizes=(3,))
+    d = save_model(model, tmp_path / "m", inference_cost={})
+    torch.save(ArbitraryObject(format="roteq-fluxnet/1"), d / "model.pt")
+    with pytest.raises(ModelFileError) as info:
+        load_model(d)
+    text = "".join(traceback.format_exception(info.value))
+    assert "cannot read model weights" in text
+    assert "weights_only" not in text

@@ -169,8 +169,11 @@ def load_model(name_or_path: str | os.PathLike, *, schema: Schema | None = None)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises RuntimeError/EOFError/UnpicklingError for damaged files
-        raise ModelFileError(f"cannot read model weights {path}: {type(e).__name__}: {e} "
-                             "(the file is truncated or corrupt; re-save or re-train the model)") from e
+        # torch's own text can advise weights_only=False, i.e. running code from an untrusted file:
+        # it is neither shown nor chained
+        raise ModelFileError(f"cannot read model weights {path} ({type(e).__name__}): the file is truncated or corrupt, "
+                             f"or not a roteq weights file ({MODEL_FORMAT}); re-save or re-train the model. It is "
+                             "loaded as data only, never as code.") from None
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         got = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise ModelFileError(f"{path} is not a {MODEL_FORMAT} file (format {got!r})")

@@ -177,6 +177,7 @@ def _restore(opts: TrainOptions, ckpt_path: Path, data: QGData, model: FluxNet, 
     try:
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated or foreign file
+        # (torch's own text can advise weights_only=False: it is neither shown nor chained)
         raise ValueError(f"--resume: cannot read checkpoint {ckpt_path} ({type(e).__name__}); the file is "
                          "truncated or corrupt: delete it to start over") from None
     # epochs and patience may change between sessions, and the dataset is identified by its

@@ -78,8 +78,12 @@ class RolloutRequest:
     diag_start_years: float = 5.0
     allow_out_of_regime: bool = False
     engine: str = "pyqg"
+    precision: str = "float64"  # the torch engine's state; pyqg is always float64
 
     def __post_init__(self) -> None:
+        if self.precision not in ("float64", "float32") or (self.engine == "pyqg" and self.precision != "float64"):
+            raise ValueError(f"precision must be float64, or float32 with the torch engine; got {self.precision!r} "
+                             f"with the {self.engine} engine")
         if self.engine not in ENGINES:
             raise ValueError(f"unknown engine {self.engine!r}; expected one of {sorted(ENGINES)}")
         if self.engine == "pyqg" and self.device != "cpu" and self.model is None:
@@ -224,7 +228,7 @@ class _TorchEngine:
             self.param.check_solver(pyqg.QGModel(**kwargs))
             closure = FluxNetClosure(self.param.network)
         self.twin = TorchQGModel(req.members, device=req.device, call_interval=req.call_interval,
-                                 parameterization=closure, **kwargs)
+                                 dtype=getattr(torch, req.precision), parameterization=closure, **kwargs)
         self.diag = SpectralDiagnostics(self.twin)
         self._ke: tuple[int, np.ndarray] | None = None
 
