@@ -7,7 +7,8 @@ taken in the same process are not (much). Reported:
 * high-res 256^2 step / parameterized 64^2 step (target >= 5);
 * ensemble throughput in member-years per wall-hour against the ensemble size M for each
   engine: pyqg + plugin (one batched network call per step), the torch twin with the network
-  in its graph (:class:`~solver_coupling.torchqg.TorchQGModel`), both unparameterized too, and
+  in its graph (:class:`~solver_coupling.torchqg.TorchQGModel`; "twin32": its float32 state),
+  both unparameterized too, and
   pyqg-jax (``jit`` + ``vmap``, unparameterized) where it is installed; on the CPU and, when
   torch sees a CUDA GPU, on the GPU (M up to 4096, or the largest that fits).
 
@@ -72,6 +73,7 @@ def bench(model: str, *, steps: int = 200, repeats: int = 7, members: tuple[int,
         "ratio_highres_over_bare": t["highres_256"] / t["bare_64"],
     }
     engines = {"pyqg + plugin": _pyqg_ensemble(model), "twin + closure": _twin_ensemble(model, "cpu"),
+               "twin32 + closure": _twin_ensemble(model, "cpu", torch.float32),
                "pyqg": _pyqg_ensemble(None), "twin": _twin_ensemble(None, "cpu")}
     jax_stepper = _pyqg_jax_ensemble()
     if isinstance(jax_stepper, str):
@@ -82,6 +84,7 @@ def bench(model: str, *, steps: int = 200, repeats: int = 7, members: tuple[int,
     if torch.cuda.is_available():
         result["throughput_cuda"] = {name: _throughput(make, gpu_members, steps, repeats) for name, make in
                                      {"twin + closure": _twin_ensemble(model, "cuda"),
+                                      "twin32 + closure": _twin_ensemble(model, "cuda", torch.float32),
                                       "twin": _twin_ensemble(None, "cuda")}.items()}
     else:
         result["throughput_cuda"] = "no CUDA GPU visible to torch on this machine: GPU rows not measured"
@@ -103,14 +106,16 @@ def _pyqg_ensemble(model: str | None) -> Callable[[int], Callable[[], None]]:
     return make
 
 
-def _twin_ensemble(model: str | None, device: str) -> Callable[[int], Callable[[], None]]:
-    """M members of the torch twin (float64 state; the network in float32 in the same graph)."""
+def _twin_ensemble(model: str | None, device: str, dtype: torch.dtype = torch.float64
+                   ) -> Callable[[int], Callable[[], None]]:
+    """M members of the torch twin (state in ``dtype``; the network in float32 in the same graph)."""
     from solver_coupling.torchqg import TorchQGModel
     from solver_coupling.torchqg.closures import FluxNetClosure
 
     def make(M: int) -> Callable[[], None]:
         kwargs = get_config("eddy", {"nx": 64}, coarse_nx=64).model_kwargs(**_EDDY64)
-        twin = TorchQGModel(M, device=device, parameterization=FluxNetClosure(model) if model else None, **kwargs)
+        twin = TorchQGModel(M, device=device, dtype=dtype, parameterization=FluxNetClosure(model) if model else None,
+                            **kwargs)
         if device == "cuda":
             return lambda: (twin.step(1), torch.cuda.synchronize())
         return lambda: twin.step(1)

@@ -1,0 +1,100 @@
+"""Where a parameterized 64^2 step spends its time, and what was tried to cut it (not a test).
+
+One process, one torch thread, best of 5 blocks; every figure is also given as a ratio to a bare
+pyqg 64^2 step measured in the same process. Parts of the hook (shipped model unless named):
+
+* ``state in``: pyqg's ph -> torch, u, v, b by one batched inverse FFT, packing for the network;
+* ``network``: the traced exported net (first 7x7 layer and the 1x1 layers separately);
+* ``forcing out``: fluxes -> S by the fused spectral operator, back to numpy;
+* and the whole hook call.
+
+Variants of the network tried: channels-last memory format, ``torch.compile`` (inductor), and the
+first layer as a spectral product (FFT convolution, which could share the hook's FFT).
+
+Run: ``.venv/bin/python benchmarks/bench_inference.py [MODEL]``
+"""
+
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from roteq_param import fields, models
+from roteq_param.forcing import PVForcing
+from solver_coupling.pyqg.config import get_config
+from solver_coupling.pyqg.plugin import RotEqParameterization
+from solver_coupling.pyqg.state import constants
+
+
+def best_ms(f, n=100) -> float:
+    for _ in range(5):
+        f()
+    best = float("inf")
+    for _ in range(5):
+        t0 = time.perf_counter()
+        for _ in range(n):
+            f()
+        best = min(best, (time.perf_counter() - t0) / n)
+    return best * 1e3
+
+
+def main(name: str = "eddy-c4") -> None:
+    torch.set_num_threads(1)
+    q = np.load(Path(__file__).resolve().parents[1] / "tests" / "data" / "eddy64_state.npz")["q"]
+    m = get_config("eddy", {"nx": 64}, coarse_nx=64).make_model(log_level=0, tmax=1e12, tavestart=1e12)
+    m.q = q
+    m._invert()
+    net = models.load_model(name)
+    predictor = models.Predictor(net)
+    forcing = PVForcing(predictor, F1=m.F1, F2=m.F2, L=m.L, n=64)
+    hook = RotEqParameterization(net)
+    beta, U = constants(m)
+    rows = {}
+    rows["bare pyqg 64^2 step"] = best_ms(m._step_forward)
+    rows["hook, whole call"] = best_ms(lambda: hook(m))
+    grid = torch.fft.irfft2(torch.as_tensor(m.ph).to(torch.complex64), s=(64, 64))
+    state = fields.qg_inputs(torch.randn(2, 64, 64), torch.randn(2, 64, 64), torch.randn(64, 64),
+                             torch.as_tensor(beta, dtype=torch.float32), torch.as_tensor(U, dtype=torch.float32))
+    g, c = predictor.pack(state, (), 64, 64)
+    y = predictor.stacked(g, c)
+    rows["network (traced export)"] = best_ms(lambda: predictor.stacked(g, c))
+    ex = net.export()
+    pad = ex.pads[0]
+    rows["  first layer (7x7 conv)"] = best_ms(lambda: F.conv2d(F.pad(g, (pad,) * 4, mode="circular"), ex.w_first))
+    h = torch.relu(F.conv2d(F.pad(g, (pad,) * 4, mode="circular"), ex.w_first))
+    with torch.no_grad():
+        rows["  1x1 layers"] = best_ms(lambda: F.conv2d(torch.relu(F.conv2d(h, ex.weights[0], ex.biases[0])),
+                                                        ex.weights[1], ex.biases[1]))
+    rows["state in (ph -> u, v, b -> packed)"] = best_ms(lambda: predictor.pack(
+        fields.qg_inputs(grid[0:2], grid[0:2], grid[0], torch.as_tensor(beta), torch.as_tensor(U)), (), 64, 64)) \
+        + best_ms(lambda: torch.fft.irfft2(torch.as_tensor(np.stack([m.ph[0]] * 5)).to(torch.complex64), s=(64, 64)))
+    fl = y.index_select(1, forcing._flux_channels).reshape(2, 5, 64, 64)
+    rows["forcing out (fluxes -> S -> numpy)"] = best_ms(lambda: forcing.operator(fl).double().numpy())
+    # variants of the first layer
+    w_cl = ex.w_first.contiguous(memory_format=torch.channels_last)
+    g_cl = g.contiguous(memory_format=torch.channels_last)
+    rows["variant: first layer, channels-last"] = best_ms(
+        lambda: F.conv2d(F.pad(g_cl, (pad,) * 4, mode="circular"), w_cl))
+    k = ex.w_first.shape[-1]
+    wp = torch.zeros(ex.w_first.shape[0], ex.w_first.shape[1], 64, 64)
+    wp[..., :k, :k] = ex.w_first
+    w_hat = torch.fft.rfft2(torch.roll(wp, (-(k // 2), -(k // 2)), (-2, -1))).conj()  # cross-correlation
+    rows["variant: first layer as FFT product"] = best_ms(
+        lambda: torch.fft.irfft2(torch.einsum("bchw,ochw->bohw", torch.fft.rfft2(g), w_hat), s=(64, 64)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        compiled = torch.compile(ex.forward_split, dynamic=False)
+        with torch.no_grad():
+            compiled(g, c)
+            rows["variant: torch.compile (inductor), whole net"] = best_ms(lambda: compiled(g, c))
+    bare = rows["bare pyqg 64^2 step"]
+    for label, ms in rows.items():
+        print(f"{label:>46}: {ms:7.3f} ms  ({ms / bare:5.2f} x bare step)")
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])
