@@ -36,7 +36,8 @@ from roteq_param.arrays import is_torch
 from . import symmetry
 from .symmetry import Element, Group, Kind
 
-__all__ = ["Field", "Schema", "SchemaError", "qg_schema", "qg_inputs", "qg_fluxes", "qg_flux_channels",
+__all__ = ["Field", "Schema", "SchemaError", "qg_schema", "qg_inputs", "qg_constants", "qg_grid_sources", "qg_fluxes",
+           "qg_flux_channels",
            "DatasetVariable", "QG_DATASET", "QG_DATASET_ATTRS", "qg_dataset_fields",
            "escnn_gspace", "escnn_element", "escnn_field_type"]
 
@@ -339,8 +340,28 @@ def qg_inputs(u: Any, v: Any, b: Any, beta: Any, U: Any) -> dict[str, Any]:
     stack = _stack_fn(u)
     out = {_VEL.format(i + 1): stack([u[..., i, :, :], v[..., i, :, :]], -3) for i in range(u.shape[-3])}
     out[_B] = b
-    out[_BETA] = beta
-    out.update({_U.format(i + 1): U[..., i, :] for i in range(u.shape[-3])})
+    out.update(qg_constants(beta, U))
+    return out
+
+
+def qg_constants(beta: Any, U: Any) -> dict[str, Any]:
+    """The constant-vector inputs of :func:`qg_schema`: ``beta`` ``[..., 2]`` in 1/(m s) and ``U``
+    ``[..., nz, 2]`` in m/s."""
+    return {_BETA: beta, **{_U.format(i + 1): U[..., i, :] for i in range(U.shape[-2])}}
+
+
+def qg_grid_sources(schema: Schema) -> list[tuple[str, int | None]]:
+    """What each gridded input channel of a :func:`qg_schema` is, in channel order: ``("u", layer)``,
+    ``("v", layer)`` (layers from 1) or ``("b", None)``; lets a solver build the network's gridded
+    input straight from its streamfunction."""
+    out: list[tuple[str, int | None]] = []
+    for f in schema.inputs:
+        if f.name == _B:
+            out.append(("b", None))
+        elif f.name.startswith(_VEL.format("")):
+            out += [("u", f.layer), ("v", f.layer)]
+        elif f.gridded:
+            raise ValueError(f"field {f.name!r} is not a QG state field")
     return out
 
 

@@ -63,6 +63,26 @@ class PVForcing:
         cdtype = torch.complex64 if dtype == torch.float32 else torch.complex128
         self._ik = torch.as_tensor(1j * k, dtype=cdtype, device=device)
         self._il = torch.as_tensor(1j * l, dtype=cdtype, device=device)
+        self._cdtype = cdtype
+        # The hot path as two fused spectral operators (built once; each call is then one
+        # contraction + FFT on the way in and one FFT + contraction on the way out):
+        #   in:  spectral psi (2 layers) -> the network's gridded channels, in its own channel order;
+        #   out: every output channel -> S per layer (the flux-form operator, 0 for unused channels).
+        ik = np.broadcast_to(1j * k, (self.n, self.n // 2 + 1))
+        il = np.broadcast_to(1j * l, (self.n, self.n // 2 + 1))
+        to_grid = np.zeros((len(fields.qg_grid_sources(self.schema)), 2, self.n, self.n // 2 + 1), complex)
+        for c, (what, layer) in enumerate(fields.qg_grid_sources(self.schema)):
+            if what == "b":
+                to_grid[c, 0], to_grid[c, 1] = 1.0, -1.0
+            else:
+                to_grid[c, layer - 1] = -il if what == "u" else ik
+        self._to_grid = torch.as_tensor(to_grid, dtype=cdtype, device=device)
+        to_s = np.zeros((2, self.schema.n_channels("outputs"), self.n, self.n // 2 + 1), complex)
+        channels = fields.qg_flux_channels(self.schema)
+        to_s[0, channels[:5]] = self.operator.multipliers[0]
+        to_s[1, channels[5:]] = self.operator.multipliers[1]
+        self._to_s = torch.as_tensor(to_s, dtype=cdtype, device=device)
+        self._const_cache: tuple | None = None
 
     def _outputs(self, state: Mapping[str, Any], batch: tuple[int, ...]) -> torch.Tensor:
         """Stacked network outputs ``[B, C_out, n, n]`` for named inputs."""
@@ -87,28 +107,53 @@ class PVForcing:
 
         ``ph`` is ``[..., 2, n, n//2+1]`` in pyqg's layout (rfft2 along (y, x), unnormalised
         forward transform) [m^2/s]; ``beta`` the vector (0, beta) [1/(m s)]; ``U`` the background
-        velocities ``[2, 2]`` [m/s]. numpy in gives float64 numpy out (pyqg); a torch tensor in
-        gives a tensor on the network's device. A non-finite state raises
-        :class:`~roteq_param.fields.SchemaError` naming the field.
+        velocities ``[2, 2]`` [m/s] (or per-member ``[..., 2]`` and ``[..., 2, 2]``). numpy in gives
+        float64 numpy out (pyqg); a torch tensor in gives a tensor on the network's device. A
+        non-finite state raises :class:`~roteq_param.fields.SchemaError` naming the field.
         """
         torch_in = is_torch(ph)
-        cdtype = self._ik.dtype
-        P = (ph if torch_in else torch.as_tensor(np.asarray(ph))).to(device=self._ik.device, dtype=cdtype)
-        p1, p2 = P[..., 0, :, :], P[..., 1, :, :]
-        # u = -d psi/dy, v = d psi/dx per layer, and b = psi_1 - psi_2: one batched inverse FFT
-        spec = torch.stack([-self._il * p1, -self._il * p2, self._ik * p1, self._ik * p2, p1 - p2], dim=-3)
-        grid = torch.fft.irfft2(spec, s=(self.n, self.n))
-        batch = tuple(grid.shape[:-3])
-        dtype = self.dtype
-        beta_t = torch.as_tensor(np.asarray(beta) if not is_torch(beta) else beta, dtype=dtype,
-                                 device=grid.device).expand(*batch, 2)
-        U_t = torch.as_tensor(np.asarray(U) if not is_torch(U) else U, dtype=dtype,
-                              device=grid.device).expand(*batch, 2, 2)
-        state = fields.qg_inputs(grid[..., 0:2, :, :], grid[..., 2:4, :, :], grid[..., 4, :, :], beta_t, U_t)
-        if not bool(torch.isfinite(grid).all()):
-            self.schema.validate(state, "inputs")  # raises, naming the field
-        S = self._forcing(state, batch)
+        P = (ph if torch_in else torch.from_numpy(np.asarray(ph))).to(device=self.device, dtype=self._cdtype)
+        batch = tuple(P.shape[:-3])
+        # u = -d psi/dy, v = d psi/dx per layer and b = psi_1 - psi_2, in the network's channel order
+        grid = torch.fft.irfft2(torch.einsum("clyk,...lyk->...cyk", self._to_grid, P), s=(self.n, self.n))
+        # NaN/inf reach the sum; only then is the state checked field by field for the message
+        if not bool(torch.isfinite(grid.sum())):
+            named = dict(zip(fields.qg_grid_sources(self.schema), grid.unbind(-3)))
+            u = torch.stack([named["u", i] for i in (1, 2)], -3)
+            v = torch.stack([named["v", i] for i in (1, 2)], -3)
+            self.schema.validate(fields.qg_inputs(u, v, named["b", None], *self._constant_arrays(beta, U)),
+                                 "inputs")
+        if self.net is not None:  # training through a solver: the general (differentiable) route
+            state = fields.qg_inputs(*self._split(grid), *self._constant_arrays(beta, U, batch))
+            S = self._forcing(state, batch)
+        else:
+            B = grid.numel() // (grid.shape[-3] * self.n * self.n)
+            y = self.predictor.stacked(grid.reshape(B, -1, self.n, self.n), self._constants(beta, U, B))
+            with torch.no_grad():
+                sh = torch.einsum("lcyk,bcyk->blyk", self._to_s, torch.fft.rfft2(y))
+                S = torch.fft.irfft2(sh, s=(self.n, self.n)).reshape(*batch, 2, self.n, self.n)
         return S if torch_in else S.detach().to(torch.float64).cpu().numpy()
+
+    def _split(self, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        named = dict(zip(fields.qg_grid_sources(self.schema), grid.unbind(-3)))
+        return (torch.stack([named["u", i] for i in (1, 2)], -3), torch.stack([named["v", i] for i in (1, 2)], -3),
+                named["b", None])
+
+    def _constant_arrays(self, beta: Any, U: Any, batch: tuple[int, ...] = ()) -> tuple[torch.Tensor, torch.Tensor]:
+        as_t = lambda x: (x if is_torch(x) else torch.from_numpy(np.asarray(x, dtype=np.float64))).to(  # noqa: E731
+            device=self.device, dtype=self.dtype)
+        beta, U = as_t(beta), as_t(U)
+        return (beta.expand(*batch, 2), U.expand(*batch, 2, 2)) if batch else (beta, U)
+
+    def _constants(self, beta: Any, U: Any, B: int) -> torch.Tensor:
+        """The predictor's ``[B, C_const]`` constants, reused while (beta, U) and B stay the same."""
+        if is_torch(beta) or is_torch(U):
+            return self.predictor.pack_constants(fields.qg_constants(*self._constant_arrays(beta, U)), B)
+        key = (np.asarray(beta, dtype=np.float64).tobytes(), np.asarray(U, dtype=np.float64).tobytes(), B)
+        if self._const_cache is None or self._const_cache[0] != key:
+            self._const_cache = (key, self.predictor.pack_constants(fields.qg_constants(*self._constant_arrays(beta, U)),
+                                                                    B))
+        return self._const_cache[1]
 
     def fluxes(self, state: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """``(tau [..., nz, 3, y, x], Fb [..., nz, 2, y, x])`` as tensors on the device."""

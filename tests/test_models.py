@@ -201,3 +201,15 @@ def test_unsafe_weights_file_error_never_advises_unsafe_loading(tmp_path):
     text = "".join(traceback.format_exception(info.value))
     assert "cannot read model weights" in text
     assert "weights_only" not in text
+
+
+def test_converted_copy_leaves_other_networks_alone():
+    """escnn shares sampled bases between equal layers of different networks: a float64 copy made with
+    FluxNet.converted must not turn the bases of other (or later) networks into float64."""
+    a = build_model(channels=(4,), kernel_sizes=(3,))
+    b = a.converted(torch.float64)
+    c = build_model(channels=(4,), kernel_sizes=(3,))
+    x = random_inputs(a.schema, batch=1, n=8)
+    assert a(x).dtype == c(x).dtype == torch.float32
+    assert b(x.double()).dtype == torch.float64
+    torch.testing.assert_close(b(x.double()).float(), a(x), rtol=1e-5, atol=1e-6)

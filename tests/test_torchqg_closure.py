@@ -66,12 +66,15 @@ def test_gradients_reach_the_network_weights():
     """A loss on a 3-step unroll: autograd's directional derivative along a random direction of
     every network weight equals a central finite difference (float64, 16^2)."""
     torch.manual_seed(0)
-    net = models.build_model(group="C4", channels=(4,), kernel_sizes=(3,)).double().train()
+    net = models.build_model(group="C4", channels=(4,), kernel_sizes=(3,)).converted(torch.float64).train()
     rng = np.random.default_rng(0)
     q0 = np.stack([1e-6 * rng.standard_normal((16, 16)), 1e-7 * rng.standard_normal((16, 16))])
     scale = {"vel_1": 1e-3, "vel_2": 1e-4, "b": 10.0, "beta": 1.5e-11, "U_1": 0.025, "U_2": 1.0}
     net.set_normalization(scale, {f.name: 1e-7 if f.name.startswith("tau") else 1e-3 for f in net.schema.outputs})
     params = [p for p in net.parameters() if p.requires_grad]
+    with pytest.raises(ValueError, match="converted"):
+        FluxNetClosure(models.build_model(group="C4", channels=(4,), kernel_sizes=(3,)), dtype=torch.float64,
+                       differentiable=True)(TorchQGModel(members=1, nx=16, dtype=torch.float64))
     direction = [torch.randn_like(p) for p in params]
 
     def loss() -> torch.Tensor:

@@ -74,6 +74,7 @@ data already make the net well conditioned at the resolution it is trained and u
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any, Mapping
 
@@ -180,6 +181,16 @@ class FluxNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_normalized(x) * self.out_scale[:, None, None]
+
+    def converted(self, dtype: torch.dtype, device: str | torch.device | None = None) -> "FluxNet":
+        """A copy of the network in ``dtype`` (and on ``device``); the original is untouched.
+
+        Use this, not ``net.double()`` or ``net.to(...)``: escnn 1.0.11 shares the sampled kernel bases
+        of equal layers between networks through a global cache, so converting one network in place
+        converts the bases of every other network built in the process (measured: a later
+        ``load_model`` then failed with a dtype mismatch inside escnn).
+        """
+        return copy.deepcopy(self).to(device=device, dtype=dtype)
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)

@@ -102,19 +102,22 @@ class Predictor:
         if not is_torch(arrays[self._grid_parts[0][0]]):
             np_dtype = np.float32 if self.dtype == torch.float32 else np.float64
             grid_np = np.empty((B, self._n_grid, ny, nx), dtype=np_dtype)
-            const_np = np.empty((B, self._n_const), dtype=np_dtype)
             for name, sl in self._grid_parts:
                 grid_np[:, sl] = np.reshape(arrays[name], (B, sl.stop - sl.start, ny, nx))
-            for name, sl in self._const_parts:
-                const_np[:, sl] = np.reshape(np.asarray(arrays[name]), (B, sl.stop - sl.start))
-            return torch.from_numpy(grid_np).to(self.device), torch.from_numpy(const_np).to(self.device)
+            return torch.from_numpy(grid_np).to(self.device), self.pack_constants(arrays, B)
         grid = torch.empty((B, self._n_grid, ny, nx), dtype=self.dtype, device=self.device)
-        const = torch.empty((B, self._n_const), dtype=self.dtype, device=self.device)
         for name, sl in self._grid_parts:
             grid[:, sl].copy_(arrays[name].reshape(B, sl.stop - sl.start, ny, nx))
+        return grid, self.pack_constants(arrays, B)
+
+    def pack_constants(self, arrays: Mapping[str, Any], B: int) -> torch.Tensor:
+        """The constant-vector inputs as the ``[B, C_const]`` tensor :meth:`stacked` reads."""
+        const = torch.empty((B, self._n_const), dtype=self.dtype, device=self.device)
         for name, sl in self._const_parts:
-            const[:, sl].copy_(torch.as_tensor(arrays[name]).reshape(B, sl.stop - sl.start))
-        return grid, const
+            value = arrays[name]
+            value = value if is_torch(value) else torch.from_numpy(np.asarray(value, dtype=np.float64))
+            const[:, sl].copy_(value.reshape(-1, sl.stop - sl.start).expand(B, -1))
+        return const
 
     # -- named level ------------------------------------------------------------------------------
     def __call__(self, arrays: Mapping[str, Any]) -> dict[str, Any]:

@@ -65,7 +65,13 @@ class FluxNetClosure:
         if self._bound != key:
             F1, F2 = fluxform.stretching_coefficients(float(rd), float(delta))
             if self.differentiable:
-                network = self.net.to(device=m.device, dtype=self.dtype)
+                # gradients must reach this very network, so it is not copied; escnn shares bases
+                # between networks, so it is not converted in place either (FluxNet.converted)
+                if self.net.in_scale.dtype != self.dtype or self.net.in_scale.device != torch.device(m.device):
+                    raise ValueError(f"a differentiable closure runs the network as it is: it is "
+                                     f"{self.net.in_scale.dtype} on {self.net.in_scale.device}, the closure wants "
+                                     f"{self.dtype} on {m.device}; pass net.converted({self.dtype}, '{m.device}')")
+                network = self.net
             else:
                 network = models.Predictor(self.net, device=m.device, dtype=self.dtype)
             self._forcing = PVForcing(network, F1=F1, F2=F2, L=float(m.L), n=m.nx)
