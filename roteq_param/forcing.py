@@ -115,7 +115,8 @@ class PVForcing:
         P = (ph if torch_in else torch.from_numpy(np.asarray(ph))).to(device=self.device, dtype=self._cdtype)
         batch = tuple(P.shape[:-3])
         # u = -d psi/dy, v = d psi/dx per layer and b = psi_1 - psi_2, in the network's channel order
-        grid = torch.fft.irfft2(torch.einsum("clyk,...lyk->...cyk", self._to_grid, P), s=(self.n, self.n))
+        # (a broadcast product and a sum: einsum turns this into many tiny matrix products, 5x slower)
+        grid = torch.fft.irfft2((self._to_grid * P[..., None, :, :, :]).sum(-3), s=(self.n, self.n))
         # NaN/inf reach the sum; only then is the state checked field by field for the message
         if not bool(torch.isfinite(grid.sum())):
             named = dict(zip(fields.qg_grid_sources(self.schema), grid.unbind(-3)))
@@ -130,7 +131,7 @@ class PVForcing:
             B = grid.numel() // (grid.shape[-3] * self.n * self.n)
             y = self.predictor.stacked(grid.reshape(B, -1, self.n, self.n), self._constants(beta, U, B))
             with torch.no_grad():
-                sh = torch.einsum("lcyk,bcyk->blyk", self._to_s, torch.fft.rfft2(y))
+                sh = (self._to_s * torch.fft.rfft2(y)[:, None]).sum(2)
                 S = torch.fft.irfft2(sh, s=(self.n, self.n)).reshape(*batch, 2, self.n, self.n)
         return S if torch_in else S.detach().to(torch.float64).cpu().numpy()
 
