@@ -24,15 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = {"eddy": {}, "jet": {"rek": 7e-8, "delta": 0.1, "beta": 1e-11}}
 DT = 3600.0
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    # the test machines have 2 cores, one of them often busy with data generation; restored
-    # afterwards so the rest of the suite keeps its own setting
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def rel_err(a, b) -> float:

@@ -16,12 +16,7 @@ from solver_coupling.torchqg import TorchQGModel
 from solver_coupling.torchqg.closures import FluxNetClosure
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -111,23 +111,16 @@ class RolloutRequest:
         return d
 
 
-class _PyqgEngine:
-    """M pyqg members in lockstep (one batched network call per step through :class:`Ensemble`)."""
+class _Engine:
+    """What both engines share: the solver settings of a request and the loaded model's identity."""
 
-    name = "pyqg"
+    name = ""
 
     def __init__(self, req: RolloutRequest):
         # pyqg's time averages are sampled at the snapshot interval: every step would double the cost
-        kwargs = req.config.model_kwargs(req.nx, tmax=req.years * YEAR, tavestart=req.diag_start_years * YEAR,
-                                         taveint=req.snapshot_days * DAY, log_level=0)
-        self.param = self.ensemble = None
-        if req.model is None:
-            self.members = [pyqg.QGModel(**kwargs) for _ in range(req.members)]
-        else:
-            self.param = RotEqParameterization(req.model, device=req.device, call_interval=req.call_interval,
-                                               allow_out_of_regime=req.allow_out_of_regime)
-            self.ensemble = Ensemble.build(self.param, req.members, **kwargs)
-            self.members = self.ensemble.members
+        self.kwargs = req.config.model_kwargs(req.nx, tmax=req.years * YEAR, tavestart=req.diag_start_years * YEAR,
+                                              taveint=req.snapshot_days * DAY, log_level=0)
+        self.param: RotEqParameterization | None = None
 
     @property
     def model_sha256(self) -> str:
@@ -136,6 +129,24 @@ class _PyqgEngine:
     def verify_model_file(self) -> None:
         if self.param is not None:
             self.param.verify_model_file()
+
+
+class _PyqgEngine(_Engine):
+    """M pyqg members in lockstep (one batched network call per step through :class:`Ensemble`)."""
+
+    name = "pyqg"
+
+    def __init__(self, req: RolloutRequest):
+        super().__init__(req)
+        kwargs = self.kwargs
+        self.ensemble = None
+        if req.model is None:
+            self.members = [pyqg.QGModel(**kwargs) for _ in range(req.members)]
+        else:
+            self.param = RotEqParameterization(req.model, device=req.device, call_interval=req.call_interval,
+                                               allow_out_of_regime=req.allow_out_of_regime)
+            self.ensemble = Ensemble.build(self.param, req.members, **kwargs)
+            self.members = self.ensemble.members
 
     def set_q(self, qs: list[np.ndarray]) -> None:
         for m, q in zip(self.members, qs):
@@ -205,7 +216,7 @@ class _PyqgEngine:
         return {"x": np.asarray(m0.x[0]), "y": np.asarray(m0.y[:, 0]), "k": m0.k[0], "l": m0.l[:, 0]}
 
 
-class _TorchEngine:
+class _TorchEngine(_Engine):
     """M members of the torch twin in one batched tensor, the network in its graph, on any device."""
 
     name = "torch"
@@ -217,10 +228,9 @@ class _TorchEngine:
         from solver_coupling.torchqg.closures import FluxNetClosure
         from solver_coupling.torchqg.diagnostics import SpectralDiagnostics
 
+        super().__init__(req)
         self.torch = torch
-        kwargs = req.config.model_kwargs(req.nx, tmax=req.years * YEAR, tavestart=req.diag_start_years * YEAR,
-                                         taveint=req.snapshot_days * DAY, log_level=0)
-        self.param = None
+        kwargs = self.kwargs
         closure = None
         if req.model is not None:
             # the same pre-flight checks as the pyqg engine: a probe pyqg model of this configuration
@@ -231,14 +241,6 @@ class _TorchEngine:
                                  dtype=getattr(torch, req.precision), parameterization=closure, **kwargs)
         self.diag = SpectralDiagnostics(self.twin)
         self._ke: tuple[int, np.ndarray] | None = None
-
-    @property
-    def model_sha256(self) -> str:
-        return self.param.weights_sha256 if self.param is not None else ""
-
-    def verify_model_file(self) -> None:
-        if self.param is not None:
-            self.param.verify_model_file()
 
     def set_q(self, qs: list[np.ndarray]) -> None:
         self.twin.q = self.torch.as_tensor(np.stack(qs), device=self.twin.device)
