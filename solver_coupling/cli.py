@@ -202,7 +202,9 @@ def add_rollout_parser(subparsers) -> argparse.ArgumentParser:
         "rollout", help="run coarse pyqg ensembles online, with or without a trained model",
         description="Runs M coarse pyqg members for Y model years (360-day years), with the trained "
                     "parameterization (--model) or without (--model none), and writes OUT/rollout.nc.")
-    p.add_argument("--model", default="eddy-c4", help="trained model name or directory, or 'none' (default: eddy-c4)")
+    p.add_argument("--model", default="eddy-c4",
+                   help="trained model name or directory, 'none', or a pyqg baseline closure: "
+                        "'backscatter' (Ross et al.'s tuning) or 'smagorinsky' (default: eddy-c4)")
     p.add_argument("--config", default="eddy", help="named configuration (default: eddy)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
                    help="override a pyqg parameter (repeatable)")

@@ -142,3 +142,15 @@ def test_rollout_command_errors(tmp_path):
     model = _save_small_model(tmp_path / "m64", {**_solver_dict(), "nx": 64, "ny": 64})
     r = run("--model", str(model), "--set", f"nx={NX}", "--nx", str(NX), "--years", "0.01", "--out", str(tmp_path / "z"))
     assert r.returncode == 2 and "nx: the model was trained for nx=64" in r.stderr
+
+
+def test_baseline_closures_run_on_both_engines_alike(tmp_path):
+    """pyqg's own BackscatterBiharmonic (Ross et al.'s tuning) on the pyqg engine and its torch port on
+    the twin give the same rollout; the monitor and the file are those of any rollout."""
+    a = rollout(_request(model="backscatter"), tmp_path / "pyqg", progress=False)
+    b = rollout(_request(model="backscatter", engine="torch"), tmp_path / "torch", progress=False)
+    assert a.attrs["model"] == "backscatter" and not a["failed"].any()
+    np.testing.assert_allclose(b["q"].values, a["q"].values, rtol=0, atol=1e-6 * np.abs(a["q"].values).max())
+    bare = rollout(_request(), tmp_path / "none", progress=False)
+    scale = np.abs(a["q"].values).max()
+    assert np.abs(bare["q"].values - a["q"].values).max() > 1e-5 * scale  # the closure acts, above that tolerance

@@ -50,6 +50,7 @@ import xarray as xr
 from tqdm import tqdm
 
 from roteq_param.atomic import atomic_to_netcdf, atomic_write_bytes
+from solver_coupling.pyqg.baselines import BASELINES, pyqg_baseline, torch_baseline
 from solver_coupling.pyqg.config import YEAR, PyqgConfig
 from solver_coupling.pyqg.data import initial_pv
 from solver_coupling.pyqg.plugin import Ensemble, RotEqParameterization
@@ -142,6 +143,9 @@ class _PyqgEngine(_Engine):
         self.ensemble = None
         if req.model is None:
             self.members = [pyqg.QGModel(**kwargs) for _ in range(req.members)]
+        elif req.model in BASELINES:
+            self.members = [pyqg.QGModel(parameterization=pyqg_baseline(req.model), **kwargs)
+                            for _ in range(req.members)]
         else:
             self.param = RotEqParameterization(req.model, device=req.device, call_interval=req.call_interval,
                                                allow_out_of_regime=req.allow_out_of_regime)
@@ -232,7 +236,9 @@ class _TorchEngine(_Engine):
         self.torch = torch
         kwargs = self.kwargs
         closure = None
-        if req.model is not None:
+        if req.model in BASELINES:
+            closure = torch_baseline(req.model)
+        elif req.model is not None:
             # the same pre-flight checks as the pyqg engine: a probe pyqg model of this configuration
             self.param = RotEqParameterization(req.model, allow_out_of_regime=req.allow_out_of_regime)
             self.param.check_solver(pyqg.QGModel(**kwargs))
