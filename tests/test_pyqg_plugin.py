@@ -239,3 +239,18 @@ def test_old_import_path_still_works_with_a_deprecation_warning():
     with pytest.warns(DeprecationWarning, match="solver_coupling.pyqg.plugin"):
         old = importlib.import_module("solver_coupling.pyqg_plugin")
     assert old.RotEqParameterization is RotEqParameterization
+
+
+def test_regime_check_accepts_the_training_configuration_up_to_the_group():
+    """The shipped C4 model accepts eddy turned through 180 degrees (beta -> -beta, U -> -U) and says so;
+    a configuration no group element reaches (beta flipped alone) is still refused, naming beta."""
+    cfg = lambda **kw: pyqg.QGModel(nx=64, dt=3600.0, ntd=1, log_level=0, **kw)  # noqa: E731
+    P = RotEqParameterization("eddy-c4")
+    P.check_solver(cfg())
+    assert P.matched_element is None
+    P.check_solver(cfg(beta=-1.5e-11, U1=-0.025))
+    assert P.matched_element == symmetry.Element(4, 2) and "rot180" in repr(P)
+    with pytest.raises(ModelMismatchError, match=r"beta: trained 1.5e-11, solver -1.5e-11.*no element"):
+        P.check_solver(cfg(beta=-1.5e-11))
+    with pytest.raises(ModelMismatchError, match="rek"):
+        P.check_solver(cfg(beta=-1.5e-11, U1=-0.025, rek=1e-7))  # the turn cannot explain other settings

@@ -37,8 +37,9 @@ import numpy as np
 import pyqg
 import torch
 
-from roteq_param import fluxform, models
+from roteq_param import fields, fluxform, models
 from roteq_param.fields import SchemaError
+from roteq_param.symmetry import Element, Group
 from roteq_param.forcing import PVForcing
 from solver_coupling.pyqg.config import SOLVER_REGIME, SOLVER_STRUCTURAL, solver_config_of
 from solver_coupling.pyqg.state import constants
@@ -103,6 +104,11 @@ class RotEqParameterization(pyqg.QParameterization):
         Allow physical parameters (L, rd, delta, beta, U1, U2, H1, H2, rek) that differ
         from the model's training configuration; a :class:`OutOfRegimeWarning` says so.
         Grid and number of layers must always match.
+
+    A configuration equal to the training one up to an exact element g of the network's group
+    (beta and U turned or mirrored by g, e.g. beta -> -beta with U -> -U for a 180-degree turn) is
+    accepted without the flag: it is the same physics in another frame. ``matched_element`` then
+    names g (None when the configuration is the training one).
     """
 
     def __init__(self, model: str | Any = DEFAULT_MODEL, *, device: str = "cpu", call_interval: int = 1,
@@ -115,6 +121,7 @@ class RotEqParameterization(pyqg.QParameterization):
         self.call_interval = int(call_interval)
         self.allow_out_of_regime = allow_out_of_regime
         self._forcing: PVForcing | None = None
+        self.matched_element: Element | None = None
         self._bound_to: int | None = None
         self._cached: np.ndarray | None = None
         self._calls = 0
@@ -170,11 +177,43 @@ class RotEqParameterization(pyqg.QParameterization):
                                          f"{key}={actual[key]}")
         off = [f"{k}: trained {declared[k]:g}, solver {actual[k]:g}" for k in SOLVER_REGIME
                if k in declared and not math.isclose(float(declared[k]), actual[k], rel_tol=1e-6, abs_tol=1e-30)]
-        if off:
-            msg = "the solver runs outside the model's training configuration (" + "; ".join(off) + ")"
+        self.matched_element = self._group_element_between(declared, actual) if off else None
+        if off and self.matched_element is None:
+            msg = ("the solver runs outside the model's training configuration (" + "; ".join(off) + "), and no "
+                   f"element of the model's group {self._symmetry_group()} maps one onto the other")
             if not self.allow_out_of_regime:
                 raise ModelMismatchError(msg + "; pass allow_out_of_regime=True to run anyway")
             warnings.warn(msg, OutOfRegimeWarning, stacklevel=3)
+
+    def _symmetry_group(self) -> Group:
+        """The group the network is exactly equivariant under (trivial for the plain-CNN baseline)."""
+        net = self._loaded.model
+        return net.group if net.config.arch == "escnn" else Group.parse("C1")
+
+    def _group_element_between(self, declared: dict, actual: dict) -> Element | None:
+        """The exact group element g that turns the training configuration into the solver's, if any.
+
+        An equivariant network sees beta and U as constant (pseudo)vectors, so a whole configuration
+        turned or mirrored by g (beta -> g.beta, U_i -> g.U_i, every scalar setting equal) is the same
+        physics in another frame: the network's output is exactly the turned output.
+        """
+        scalars = [k for k in SOLVER_REGIME if k not in ("beta", "U1", "U2")]
+        if any(k in declared and not math.isclose(float(declared[k]), actual[k], rel_tol=1e-6, abs_tol=1e-30)
+               for k in scalars) or not all(k in declared for k in ("beta", "U1", "U2")):
+            return None
+
+        def constants(c: dict) -> dict:
+            return fields.qg_constants(np.array([0.0, float(c["beta"])]),
+                                       np.array([[float(c["U1"]), 0.0], [float(c["U2"]), 0.0]]))
+
+        trained, solver = constants(declared), constants(actual)
+        schema = self._loaded.model.schema
+        for g in self._symmetry_group().exact_elements():
+            moved = schema.transform(g, trained)
+            if all(np.abs(moved[k] - solver[k]).max() <= 1e-6 * max(np.abs(solver[k]).max(), np.abs(moved[k]).max(),
+                                                                    1e-300) for k in solver):
+                return g
+        return None
 
     def bind(self, m: pyqg.QGModel) -> PVForcing:
         """Check ``m`` and build the forcing operator for it (done on the first call)."""
@@ -199,8 +238,9 @@ class RotEqParameterization(pyqg.QParameterization):
         return self._cached
 
     def __repr__(self) -> str:
+        frame = f", solver frame = {self.matched_element} of the training one" if self.matched_element else ""
         return (f"RotEqParameterization({self._loaded.card.get('name', 'in-memory model')!r}, device={self.device!r}, "
-                f"call_interval={self.call_interval})")
+                f"call_interval={self.call_interval}{frame})")
 
 
 class _Precomputed(pyqg.QParameterization):
