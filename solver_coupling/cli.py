@@ -354,6 +354,8 @@ def _print(result: dict[str, Any]) -> None:
         print(f"param 64^2 step ({k:>3})  {1e3 * t['param_64_' + k]:8.3f} ms   ratio to bare {r:5.2f}  (target <= 3)")
     print(f"high-res 256^2 step     {1e3 * t['highres_256']:8.3f} ms   ratio to param k1 "
           f"{result['ratio_highres_over_param_k1']:5.2f}  (target >= 5)")
+    print(f"backscatter 64^2 step   {1e3 * t['backscatter_64']:8.3f} ms   ratio to bare "
+          f"{result['ratio_backscatter_over_bare']:5.2f}  (pyqg's closure, for comparison)")
     if "pyqg_jax" in result:
         print(result["pyqg_jax"])
     for dev in ("cpu", "cuda"):

@@ -5,6 +5,7 @@ taken in the same process are not (much). Reported:
 
 * parameterized 64^2 step / bare 64^2 step (target <= 2), for several call intervals;
 * high-res 256^2 step / parameterized 64^2 step (target >= 5);
+* pyqg's backscatter closure (Ross et al.'s tuning) / bare 64^2 step, for comparison;
 * ensemble throughput in member-years per wall-hour against the ensemble size M for each
   engine: pyqg + plugin (one batched network call per step), the torch twin with the network
   in its graph (:class:`~solver_coupling.torchqg.TorchQGModel`; "twin32": its float32 state),
@@ -24,6 +25,7 @@ from typing import Any, Callable
 import pyqg
 import torch
 
+from solver_coupling.pyqg.baselines import pyqg_baseline
 from solver_coupling.pyqg.config import YEAR, get_config
 from solver_coupling.pyqg.plugin import Ensemble, RotEqParameterization
 
@@ -62,7 +64,9 @@ def bench(model: str, *, steps: int = 200, repeats: int = 7, members: tuple[int,
     params = {k: RotEqParameterization(model, call_interval=k) for k in (1, 2, 4)}
     param_models = {k: _spun_up(64, p) for k, p in params.items()}
     high = _spun_up(256, steps=20)
-    cases = {"bare_64": bare._step_forward, "highres_256": high._step_forward}
+    backscatter = _spun_up(64, pyqg_baseline("backscatter"))
+    cases = {"bare_64": bare._step_forward, "highres_256": high._step_forward,
+             "backscatter_64": backscatter._step_forward}
     cases.update({f"param_64_k{k}": m._step_forward for k, m in param_models.items()})
     t = _interleaved(cases, steps, repeats)
     result: dict[str, Any] = {
@@ -71,6 +75,7 @@ def bench(model: str, *, steps: int = 200, repeats: int = 7, members: tuple[int,
         "ratio_param_over_bare": {f"k{k}": t[f"param_64_k{k}"] / t["bare_64"] for k in params},
         "ratio_highres_over_param_k1": t["highres_256"] / t["param_64_k1"],
         "ratio_highres_over_bare": t["highres_256"] / t["bare_64"],
+        "ratio_backscatter_over_bare": t["backscatter_64"] / t["bare_64"],
     }
     engines = {"pyqg + plugin": _pyqg_ensemble(model), "twin + closure": _twin_ensemble(model, "cpu"),
                "twin32 + closure": _twin_ensemble(model, "cpu", torch.float32),
