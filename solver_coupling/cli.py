@@ -133,7 +133,7 @@ def _int_list(text: str) -> tuple[int, ...]:
 def _cmd_train(args: argparse.Namespace) -> int:
     try:
         model = ModelConfig(arch=args.arch, group=args.group, channels=args.channels, kernel_sizes=args.kernel_sizes,
-                            out_kernel_size=args.out_kernel_size, activation=args.activation)
+                            out_kernel_size=args.out_kernel_size, activation=args.activation, dilations=args.dilations)
         opts = TrainOptions(
             data=args.data, out=args.out, name=args.name, model=model, epochs=args.epochs,
             batch_size=args.batch_size, lr=args.lr, min_lr_factor=args.min_lr_factor,
@@ -167,6 +167,8 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
                    help="hidden channels per layer, comma-separated (multiples of |G| for escnn; default 16,16)")
     p.add_argument("--kernel-sizes", type=_int_list, default=m.kernel_sizes,
                    help="odd kernel size per hidden layer (default 3,1)")
+    p.add_argument("--dilations", type=_int_list, default=None,
+                   help="dilation per hidden layer (default 1 each), e.g. 1,2,4 for a 15-cell view with 3x3 stencils")
     p.add_argument("--out-kernel-size", type=int, default=m.out_kernel_size)
     p.add_argument("--activation", choices=["relu", "elu"], default=m.activation)
     p.add_argument("--epochs", type=int, default=d.epochs)

@@ -32,6 +32,10 @@ class ModelConfig:
         Odd kernel size of each hidden layer (same length as ``channels``).
     out_kernel_size:
         Odd kernel size of the output layer.
+    dilations:
+        Dilation of each hidden layer (default 1 each): a k x k stencil with taps d cells apart, so
+        layers with dilations 1, 2, 4 see 15 cells across with three 3 x 3 stencils. Exactly
+        equivariant for 90-degree elements (the dilated stencil maps onto itself).
     activation:
         ``"relu"`` or ``"elu"``; pointwise, hence equivariant on regular fields (the group only
         permutes their channels).
@@ -46,10 +50,16 @@ class ModelConfig:
     out_kernel_size: int = 1
     activation: str = "relu"
     schema: dict | None = None
+    dilations: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
         object.__setattr__(self, "kernel_sizes", tuple(int(k) for k in self.kernel_sizes))
+        dilations = (1,) * len(self.channels) if self.dilations is None else tuple(int(d) for d in self.dilations)
+        object.__setattr__(self, "dilations", dilations)
+        if len(dilations) != len(self.channels) or any(d < 1 for d in dilations):
+            raise ValueError(f"dilations {list(dilations)} must be positive, one per hidden layer "
+                             f"(channels {list(self.channels)})")
         object.__setattr__(self, "group", Group.parse(self.group).name)
         if self.arch not in ARCHS:
             raise ValueError(f"unknown arch {self.arch!r}; expected one of {ARCHS}")
@@ -75,6 +85,11 @@ class ModelConfig:
         schema = qg_schema(2) if self.schema is None else Schema.from_dict(self.schema)
         object.__setattr__(self, "schema", schema.to_dict())
 
+    @property
+    def receptive_field(self) -> int:
+        """Grid cells across that one output value depends on."""
+        return 1 + sum(d * (k - 1) for k, d in zip(self.kernel_sizes, self.dilations)) + (self.out_kernel_size - 1)
+
     def get_schema(self) -> Schema:
         return Schema.from_dict(self.schema)
 
@@ -82,6 +97,7 @@ class ModelConfig:
         d = asdict(self)
         d["channels"] = list(self.channels)
         d["kernel_sizes"] = list(self.kernel_sizes)
+        d["dilations"] = list(self.dilations)
         return d
 
     @classmethod

@@ -38,7 +38,7 @@ class ExportedFluxNet(nn.Module):
     """
 
     def __init__(self, schema: Schema, weights: list, in_scale: torch.Tensor, out_scale: torch.Tensor,
-                 activation: str, dtype: torch.dtype = torch.float32):
+                 activation: str, dtype: torch.dtype = torch.float32, dilations: tuple[int, ...] | None = None):
         super().__init__()
         self.schema = schema
         self.activation = activation
@@ -65,7 +65,8 @@ class ExportedFluxNet(nn.Module):
         # A constant channel sees the same value under every tap: its conv is (sum of taps) * value.
         self.register_buffer("w_const", w0[:, const_idx].sum(dim=(-2, -1)).contiguous())
         self.register_buffer("b_first", bs[0].contiguous())
-        self.pads = [w.shape[-1] // 2 for w in ws]
+        self.dilations = [1] * len(ws) if dilations is None else [int(d) for d in dilations]
+        self.pads = [d * (w.shape[-1] // 2) for w, d in zip(ws, self.dilations)]
         self.weights = nn.ParameterList([nn.Parameter(w.contiguous(), requires_grad=False) for w in ws[1:]])
         self.biases = nn.ParameterList([nn.Parameter(b.contiguous(), requires_grad=False) for b in bs[1:]])
         self.to(dtype)
@@ -89,13 +90,13 @@ class ExportedFluxNet(nn.Module):
         p = self.pads[0]
         if p:
             grid = F.pad(grid, (p, p, p, p), mode="circular")
-        h = self._act(F.conv2d(grid, self.w_first).add_(bias[:, :, None, None]))
+        h = self._act(F.conv2d(grid, self.w_first, dilation=self.dilations[0]).add_(bias[:, :, None, None]))
         n = len(self.weights)
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
             p = self.pads[i + 1]
             if p:
                 h = F.pad(h, (p, p, p, p), mode="circular")
-            h = F.conv2d(h, w, b)
+            h = F.conv2d(h, w, b, dilation=self.dilations[i + 1])
             if i < n - 1:
                 h = self._act(h)
         return h

@@ -139,9 +139,10 @@ class FluxNet(nn.Module):
         self.in_type, self.out_type = in_type, out_type
         act = enn.ReLU if cfg.activation == "relu" else enn.ELU
         layers, t = [], in_type
-        for c, k in zip(cfg.channels, cfg.kernel_sizes):
+        for c, k, d in zip(cfg.channels, cfg.kernel_sizes, cfg.dilations):
             hidden = enn.FieldType(gspace, [gspace.regular_repr] * (c // self.group.order))
-            layers += [enn.R2Conv(t, hidden, k, padding=k // 2, padding_mode="circular"), act(hidden)]
+            layers += [enn.R2Conv(t, hidden, k, padding=d * (k // 2), dilation=d, padding_mode="circular"),
+                       act(hidden)]
             t = hidden
         k = cfg.out_kernel_size
         layers.append(enn.R2Conv(t, out_type, k, padding=k // 2, padding_mode="circular"))
@@ -151,8 +152,8 @@ class FluxNet(nn.Module):
         cfg = self.config
         act = nn.ReLU if cfg.activation == "relu" else nn.ELU
         layers, c_prev = [], c_in
-        for c, k in zip(cfg.channels, cfg.kernel_sizes):
-            layers += [nn.Conv2d(c_prev, c, k, padding=k // 2, padding_mode="circular"), act()]
+        for c, k, d in zip(cfg.channels, cfg.kernel_sizes, cfg.dilations):
+            layers += [nn.Conv2d(c_prev, c, k, padding=d * (k // 2), dilation=d, padding_mode="circular"), act()]
             c_prev = c
         k = cfg.out_kernel_size
         layers.append(nn.Conv2d(c_prev, c_out, k, padding=k // 2, padding_mode="circular"))
@@ -235,7 +236,7 @@ class FluxNet(nn.Module):
         """Plain-torch inference module computing the same function (no escnn needed), in ``dtype``."""
         weights = self._layer_weights()
         return ExportedFluxNet(self.schema, weights, self.in_scale.clone(), self.out_scale.clone(),
-                               self.config.activation, dtype)
+                               self.config.activation, dtype, dilations=self.config.dilations + (1,))
 
 
 def _signed_permutation(rho: np.ndarray, what: str) -> np.ndarray:

@@ -63,6 +63,7 @@ def _card_markdown(card: Mapping[str, Any]) -> str:
                          f"| {f['units']} | {f['long_name']} |")
     lines += ["", "## Architecture", "",
               f"- hidden channels {arch['channels']}, kernel sizes {arch['kernel_sizes']}, "
+              f"dilations {arch.get('dilations', [1] * len(arch['channels']))}, "
               f"output kernel {arch['out_kernel_size']}, activation {arch['activation']}, circular padding",
               f"- {card['n_parameters']} trainable parameters", ""]
     norm = card.get("normalization") or {}
