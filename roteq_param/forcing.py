@@ -61,8 +61,6 @@ class PVForcing:
         self._flux_channels = torch.tensor(fields.qg_flux_channels(self.schema), device=device)
         k, l = fluxform.wavenumbers(self.n, L)  # pyqg's k, l (Nyquist kept, as pyqg's own velocity has it)
         cdtype = torch.complex64 if dtype == torch.float32 else torch.complex128
-        self._ik = torch.as_tensor(1j * k, dtype=cdtype, device=device)
-        self._il = torch.as_tensor(1j * l, dtype=cdtype, device=device)
         self._cdtype = cdtype
         # The hot path as two fused spectral operators (built once; each call is then one
         # contraction + FFT on the way in and one FFT + contraction on the way out):
@@ -119,10 +117,7 @@ class PVForcing:
         grid = torch.fft.irfft2((self._to_grid * P[..., None, :, :, :]).sum(-3), s=(self.n, self.n))
         # NaN/inf reach the sum; only then is the state checked field by field for the message
         if not bool(torch.isfinite(grid.sum())):
-            named = dict(zip(fields.qg_grid_sources(self.schema), grid.unbind(-3)))
-            u = torch.stack([named["u", i] for i in (1, 2)], -3)
-            v = torch.stack([named["v", i] for i in (1, 2)], -3)
-            self.schema.validate(fields.qg_inputs(u, v, named["b", None], *self._constant_arrays(beta, U)),
+            self.schema.validate(fields.qg_inputs(*self._split(grid), *self._constant_arrays(beta, U, batch)),
                                  "inputs")
         if self.net is not None:  # training through a solver: the general (differentiable) route
             state = fields.qg_inputs(*self._split(grid), *self._constant_arrays(beta, U, batch))
@@ -136,6 +131,7 @@ class PVForcing:
         return S if torch_in else S.detach().to(torch.float64).cpu().numpy()
 
     def _split(self, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(u, v, b) of the two layers from the gridded channels built by :meth:`from_spectral`."""
         named = dict(zip(fields.qg_grid_sources(self.schema), grid.unbind(-3)))
         return (torch.stack([named["u", i] for i in (1, 2)], -3), torch.stack([named["v", i] for i in (1, 2)], -3),
                 named["b", None])
