@@ -94,3 +94,9 @@ def test_gradients_reach_the_network_weights():
     minus = float(loss())
     numeric = (plus - minus) / (2 * h)
     assert abs(analytic - numeric) <= 1e-5 * abs(numeric), (analytic, numeric)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_is_a_clear_error():
+    with pytest.raises(ValueError, match="sees no CUDA GPU"):
+        TorchQGModel(members=1, nx=16, device="cuda")

@@ -184,6 +184,9 @@ class TorchQGModel:
         cfg.update(pyqg_kwargs)
         self.members = members
         self.device = torch.device(device) if device is not None else torch.device("cpu")
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {str(self.device)!r} was requested but torch sees no CUDA GPU on this machine; "
+                             "use device='cpu'")
         self.dtype = dtype
         self.cdtype = torch.complex128 if dtype == torch.float64 else torch.complex64
         self.call_interval = call_interval
