@@ -195,6 +195,45 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+def _cmd_train_online(args: argparse.Namespace) -> int:
+    from solver_coupling.torchqg.online_training import OnlineOptions, train_online
+
+    try:
+        summary = train_online(OnlineOptions(
+            data=args.data, init=args.init, out=args.out, name=args.name, unroll=args.unroll,
+            iterations=args.iterations, batch=args.batch, lr=args.lr, val_runs=args.val_runs, seed=args.seed,
+            checkpoint_every=args.checkpoint_every, threads=args.threads,
+            progress=False if args.no_progress else None))
+    except (ValueError, FileNotFoundError) as e:
+        print(f"roteq train-online: error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, indent=2, default=str))
+    return 0
+
+
+def add_train_online_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "train-online", help="fine-tune a model through the torch twin against truth trajectories",
+        description="A-posteriori training: unroll the torch twin with the network in its graph from "
+                    "coarse-grained truth windows (`roteq generate --window-steps`) and minimise the trajectory "
+                    "error, with a curriculum on the unroll length.")
+    p.add_argument("--data", required=True, help="dataset with trajectory windows (q_traj)")
+    p.add_argument("--init", required=True, help="model to start from (name or directory)")
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--name", default=None, help="save as trained_models/<NAME> (or a path); default <out>/model")
+    p.add_argument("--unroll", type=_int_list, default=(4, 8, 16), help="unroll lengths, one stage each (4,8,16)")
+    p.add_argument("--iterations", type=int, default=50, help="iterations per stage (default 50)")
+    p.add_argument("--batch", type=int, default=4, help="windows per iteration (default 4)")
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--val-runs", type=int, default=1, help="last runs held out (default 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--checkpoint-every", type=int, default=8, help="steps per gradient-checkpoint block")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_cmd_train_online)
+    return p
+
+
 # ---------------------------------------------------------------------------------------------
 # rollout
 # ---------------------------------------------------------------------------------------------
@@ -453,6 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_generate_parser(sub)
     add_coarsen_parser(sub)
     add_train_parser(sub)
+    add_train_online_parser(sub)
     add_rollout_parser(sub)
     add_evaluate_parser(sub)
     add_bench_parser(sub)

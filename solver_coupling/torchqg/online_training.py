@@ -1,0 +1,164 @@
+"""Training a flux network through the torch twin (a-posteriori training).
+
+The network runs inside :class:`~solver_coupling.torchqg.TorchQGModel` (``FluxNetClosure`` with
+``differentiable=True``); the twin starts from coarse-grained truth PV at the start of a trajectory
+window and is unrolled for ``n`` steps; the loss compares every step with the coarse-grained truth
+stored in the dataset (``q_traj``, written by ``roteq generate --window-steps``):
+
+    loss = mean over steps, members and layers of  mean_xy (q_twin - q_truth)^2 / mean_xy(q_truth^2)
+
+(per layer, so both layers count). Gradients flow through the solver and the network to the weights
+of the escnn network, which stays exactly equivariant (it is the same ``FluxNet``). A curriculum
+grows the unroll length stage by stage (Frezat et al. 2022). ``checkpoint_every`` keeps long unrolls
+in memory (``torch.utils.checkpoint`` blocks).
+
+This module is the online counterpart of :mod:`roteq_param.train` and belongs to the coupling side:
+it needs the twin, hence pyqg's equations.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from roteq_param import models
+from roteq_param.models.store import sha256_file
+
+__all__ = ["TrajectoryWindows", "load_windows", "window_loss", "OnlineOptions", "train_online"]
+
+# pyqg settings of the coarse solver that the twin takes (the dataset's "solver" attribute holds them)
+_TWIN_KEYS = ("nx", "L", "W", "rd", "delta", "H1", "U1", "U2", "beta", "rek")
+
+
+@dataclass
+class TrajectoryWindows:
+    """Coarse truth trajectories: ``q`` ``[R, W, S + 1, 2, n, n]`` in s^-1 (run, window, step), and the
+    coarse solver they belong to (``twin_kwargs``: pyqg parameter names, SI units; ``dt`` in s)."""
+
+    q: torch.Tensor
+    twin_kwargs: dict[str, Any]
+    path: str = ""
+    sha256: str = ""
+
+    @property
+    def steps(self) -> int:
+        return self.q.shape[2] - 1
+
+
+def load_windows(path: str | os.PathLike) -> TrajectoryWindows:
+    """Read ``q_traj`` and the coarse solver settings from a dataset written by ``roteq generate``."""
+    import xarray as xr
+
+    path = str(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"dataset {path} does not exist (make one with `roteq generate --window-steps N`)")
+    with xr.open_dataset(path) as ds:
+        if "q_traj" not in ds:
+            raise ValueError(f"dataset {path} has no trajectory windows (q_traj); generate it with --window-steps")
+        if "solver" not in ds.attrs:
+            raise ValueError(f"dataset {path} does not record its coarse solver (attribute 'solver')")
+        solver = json.loads(ds.attrs["solver"])
+        config = json.loads(ds.attrs.get("config", "{}")).get("params", {})
+        kwargs = {k: solver[k] for k in _TWIN_KEYS if k in solver}
+        kwargs["dt"] = float(ds["wstep"].attrs.get("dt_s", config.get("dt", 3600.0)))
+        if "filterfac" in config:
+            kwargs["filterfac"] = float(config["filterfac"])
+        q = torch.from_numpy(np.ascontiguousarray(ds["q_traj"].values, dtype=np.float32))
+    return TrajectoryWindows(q, kwargs, path, sha256_file(path))
+
+
+def window_loss(net: models.FluxNet, windows: TrajectoryWindows, runs: torch.Tensor, starts: torch.Tensor,
+                n: int, *, checkpoint_every: int | None = None) -> torch.Tensor:
+    """Normalised trajectory loss of ``net`` in the twin over ``n`` steps from the given windows.
+
+    ``runs`` and ``starts`` index the windows (one twin member each); the twin and the network run in
+    the network's dtype on its device.
+    """
+    from solver_coupling.torchqg import TorchQGModel
+    from solver_coupling.torchqg.closures import FluxNetClosure
+
+    if not 1 <= n <= windows.steps:
+        raise ValueError(f"unroll length {n} must be between 1 and the windows' {windows.steps} steps")
+    dtype, device = net.in_scale.dtype, net.in_scale.device
+    truth = windows.q[runs, starts, : n + 1].to(device=device, dtype=dtype)  # [B, n+1, 2, y, x]
+    twin = TorchQGModel(len(runs), device=device, dtype=dtype,
+                        parameterization=FluxNetClosure(net, dtype=dtype, differentiable=True), **windows.twin_kwargs)
+    twin.q = truth[:, 0]
+    traj = twin.unroll(n, save_every=1, checkpoint_every=checkpoint_every)  # [n, B, 2, y, x]
+    target = truth[:, 1:].transpose(0, 1)
+    scale = target.pow(2).mean(dim=(-2, -1), keepdim=True).clamp_min(1e-30)
+    return ((traj - target).pow(2) / scale).mean()
+
+
+@dataclass
+class OnlineOptions:
+    """A fine-tuning run through the twin. ``init`` is the model to start from (name or directory),
+    ``unroll`` the curriculum (one stage per length), ``iterations`` per stage, ``batch`` windows per
+    iteration; the last ``val_runs`` runs are held out and scored at the end of every stage."""
+
+    data: str
+    init: str
+    out: str
+    name: str | None = None
+    unroll: tuple[int, ...] = (4, 8, 16)
+    iterations: int = 50
+    batch: int = 4
+    lr: float = 1e-4
+    val_runs: int = 1
+    seed: int = 0
+    checkpoint_every: int | None = 8
+    threads: int | None = 1
+    progress: bool | None = None
+
+
+def train_online(opts: OnlineOptions) -> dict[str, Any]:
+    """Fine-tune ``opts.init`` through the twin; saves the model with its card and returns a summary."""
+    from tqdm.auto import tqdm
+
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    windows = load_windows(opts.data)
+    R, W = windows.q.shape[:2]
+    if not 1 <= opts.val_runs < R:
+        raise ValueError(f"val_runs must be between 1 and {R - 1} (the dataset has {R} runs)")
+    torch.manual_seed(opts.seed)
+    gen = torch.Generator().manual_seed(opts.seed)
+    init_dir = models.model_dir(opts.init)
+    net = models.load_model(init_dir).train()
+    card = models.load_card(init_dir)
+    optim = torch.optim.Adam(net.parameters(), lr=opts.lr)
+    train_runs, val_runs = R - opts.val_runs, torch.arange(R - opts.val_runs, R)
+    val_idx = (val_runs.repeat_interleave(W), torch.arange(W).repeat(len(val_runs)))
+    history = []
+    for n in opts.unroll:
+        bar = tqdm(range(opts.iterations), desc=f"unroll {n}", disable=None if opts.progress is None else not opts.progress)
+        for _ in bar:
+            runs = torch.randint(train_runs, (opts.batch,), generator=gen)
+            starts = torch.randint(W, (opts.batch,), generator=gen)
+            loss = window_loss(net, windows, runs, starts, n, checkpoint_every=opts.checkpoint_every)
+            optim.zero_grad(set_to_none=True)
+            loss.backward()
+            optim.step()
+            bar.set_postfix(loss=f"{float(loss):.3g}")
+        with torch.no_grad():
+            val = float(window_loss(net, windows, *val_idx, n))
+        history.append({"unroll": n, "val_loss": val, "last_train_loss": float(loss)})
+    net.eval()
+    training = {**card.get("training", {}),
+                "online": {"init": str(init_dir), "init_sha256": card.get("model_sha256", ""), "dataset": opts.data,
+                           "dataset_sha256": windows.sha256, "unroll": list(opts.unroll),
+                           "iterations": opts.iterations, "batch": opts.batch, "lr": opts.lr, "seed": opts.seed,
+                           "val_runs": val_runs.tolist(), "history": history}}
+    target = opts.name if opts.name else Path(opts.out) / "model"
+    Path(opts.out).mkdir(parents=True, exist_ok=True)
+    # the offline metrics of the starting model do not describe this one: only the online losses are recorded
+    model_path = models.save_model(net, target, training=training, metrics={"online": history})
+    return {"model_dir": str(model_path), "history": history,
+            "val_loss_first_stage": history[0]["val_loss"] if history else math.nan}

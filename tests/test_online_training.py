@@ -1,0 +1,65 @@
+"""Training through the torch twin: the loss is the twin's trajectory against coarse-grained truth
+windows from `roteq generate --window-steps`, and a gradient step on it improves it."""
+
+import numpy as np
+import pytest
+import torch
+
+from conftest_models import tiny_dataset
+from roteq_param import models
+from solver_coupling.torchqg.online_training import OnlineOptions, load_windows, train_online, window_loss
+
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"),
+              pytest.mark.filterwarnings("ignore:PYTHONHASHSEED is not set")]
+
+
+@pytest.fixture(scope="module")
+def windows_file(tmp_path_factory):
+    return tiny_dataset(tmp_path_factory.mktemp("win") / "tiny.nc", window_steps=4)
+
+
+def _net(seed=0):
+    torch.manual_seed(seed)
+    net = models.build_model(group="C4", channels=(8,), kernel_sizes=(3,))
+    net.set_normalization({"vel_1": 3e-3, "vel_2": 1e-3, "b": 30.0, "beta": 1.5e-11, "U_1": 0.025, "U_2": 1.0},
+                          {f.name: 1e-6 if f.name.startswith("tau") else 1e-2 for f in net.schema.outputs})
+    return net.train()
+
+
+def test_windows_are_the_coarse_truth_at_every_step(windows_file):
+    w = load_windows(windows_file)
+    assert w.q.shape[2] == 5 and w.steps == 4 and w.twin_kwargs["nx"] == 16 and w.twin_kwargs["dt"] == 3600.0
+    assert torch.isfinite(w.q).all() and float(w.q.abs().max()) > 0
+    # consecutive steps differ by one time step's evolution, not by a snapshot interval
+    step = float((w.q[:, :, 1] - w.q[:, :, 0]).abs().max() / w.q.abs().max())
+    assert 0 < step < 0.2
+
+
+def test_a_gradient_step_through_the_twin_lowers_the_trajectory_loss(windows_file):
+    w = load_windows(windows_file)
+    net = _net()
+    runs, starts = torch.tensor([0, 1]), torch.tensor([0, 0])
+    loss = window_loss(net, w, runs, starts, 3)
+    params = [p for p in net.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(loss, params)
+    assert all(torch.isfinite(g).all() for g in grads) and any(float(g.abs().max()) > 0 for g in grads)
+    norm2 = sum(float((g ** 2).sum()) for g in grads)
+    step = 1e-3 * float(loss) / norm2  # a small steepest-descent step: first order predicts -1e-3 loss
+    with torch.no_grad():
+        for p, g in zip(params, grads):
+            p.sub_(step * g)
+    after = window_loss(net, w, runs, starts, 3)
+    assert float(after) < float(loss), (float(after), float(loss))
+
+
+def test_train_online_writes_a_model_with_its_history(windows_file, tmp_path):
+    start = models.save_model(_net().eval(), tmp_path / "start", inference_cost={})
+    summary = train_online(OnlineOptions(data=windows_file, init=str(start), out=str(tmp_path / "run"),
+                                         name=str(tmp_path / "tuned"), unroll=(2, 3), iterations=2, batch=2,
+                                         lr=1e-3, progress=False))
+    card = models.load_card(summary["model_dir"])
+    assert [h["unroll"] for h in card["training"]["online"]["history"]] == [2, 3]
+    assert np.isfinite([h["val_loss"] for h in summary["history"]]).all()
+    tuned = models.load_model(summary["model_dir"])
+    assert any(not torch.equal(a, b) for a, b in zip(tuned.state_dict().values(),
+                                                      models.load_model(start).state_dict().values()))
