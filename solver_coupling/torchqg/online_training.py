@@ -138,6 +138,8 @@ def train_online(opts: OnlineOptions) -> dict[str, Any]:
     val_idx = (val_runs.repeat_interleave(W), torch.arange(W).repeat(len(val_runs)))
     history = []
     for n in opts.unroll:
+        with torch.no_grad():
+            before = float(window_loss(net, windows, *val_idx, n))
         bar = tqdm(range(opts.iterations), desc=f"unroll {n}", disable=None if opts.progress is None else not opts.progress)
         for _ in bar:
             runs = torch.randint(train_runs, (opts.batch,), generator=gen)
@@ -149,7 +151,7 @@ def train_online(opts: OnlineOptions) -> dict[str, Any]:
             bar.set_postfix(loss=f"{float(loss):.3g}")
         with torch.no_grad():
             val = float(window_loss(net, windows, *val_idx, n))
-        history.append({"unroll": n, "val_loss": val, "last_train_loss": float(loss)})
+        history.append({"unroll": n, "val_loss_before": before, "val_loss": val, "last_train_loss": float(loss)})
     net.eval()
     training = {**card.get("training", {}),
                 "online": {"init": str(init_dir), "init_sha256": card.get("model_sha256", ""), "dataset": opts.data,
