@@ -148,10 +148,11 @@ def train_online(opts: OnlineOptions) -> dict[str, Any]:
             optim.zero_grad(set_to_none=True)
             loss.backward()
             optim.step()
-            bar.set_postfix(loss=f"{float(loss):.3g}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.3g}")
         with torch.no_grad():
             val = float(window_loss(net, windows, *val_idx, n))
-        history.append({"unroll": n, "val_loss_before": before, "val_loss": val, "last_train_loss": float(loss)})
+        history.append({"unroll": n, "val_loss_before": before, "val_loss": val,
+                        "last_train_loss": float(loss.detach())})
     net.eval()
     training = {**card.get("training", {}),
                 "online": {"init": str(init_dir), "init_sha256": card.get("model_sha256", ""), "dataset": opts.data,
