@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-__all__ = ["temporary_path", "atomic_write_bytes", "atomic_to_netcdf"]
+__all__ = ["temporary_path", "atomic_write_bytes", "atomic_to_netcdf", "atomic_savefig"]
 
 
 def temporary_path(path: str | os.PathLike) -> Path:
@@ -45,3 +45,12 @@ def atomic_to_netcdf(ds: Any, path: str | os.PathLike) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_savefig(fig: Any, path: str | os.PathLike, **kwargs: Any) -> None:
+    """Save a matplotlib figure to ``path`` atomically (format from the suffix; ``kwargs`` to ``savefig``)."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format=Path(path).suffix.lstrip(".") or "png", **kwargs)
+    atomic_write_bytes(path, buf.getvalue())

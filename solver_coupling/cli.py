@@ -27,7 +27,7 @@ from solver_coupling.pyqg.config import CONFIGS, YEAR, get_config, parse_assignm
 from solver_coupling.pyqg.data import Request, UsageError, coarsen_files, generate
 from solver_coupling.pyqg.demo import run_demo
 from solver_coupling.pyqg.evaluate import (BASELINE, CEILING, TRUTH, EvaluateConfig, Reference, evaluate,
-                                            load_runs)
+                                            load_runs, write_results)
 from solver_coupling.pyqg.rollout import RolloutRequest, rollout
 
 
@@ -337,13 +337,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"roteq evaluate: error: {err}", file=sys.stderr)
         raise SystemExit(2)
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "evaluate.json"), "w") as f:
-        f.write(table.to_json())
+    write_results(args.out, table, figures)
     if args.save_reference:
         reference.save(args.save_reference)
         print(f"wrote the truth reference {args.save_reference}")
-    for stem, fig in figures.items():
-        fig.savefig(os.path.join(args.out, f"{stem}.png"), dpi=110)
     print(table.format())
     print(f"wrote {os.path.join(args.out, 'evaluate.json')} and {len(figures)} PNG figures")
     return 0

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from roteq_param import models
 from solver_coupling.pyqg.config import get_config
-from solver_coupling.pyqg.evaluate import EvaluateConfig, Reference, evaluate
+from solver_coupling.pyqg.evaluate import EvaluateConfig, Reference, evaluate, write_results
 from solver_coupling.pyqg.rollout import RolloutRequest, rollout
 from solver_coupling.pyqg.selfcheck import symmetry_selfcheck
 
@@ -55,9 +55,7 @@ def run_demo(model: str, *, years: float, members: int, score_years: float, out:
     print(f"3. skill over the last {score_years:g} years against the shipped high-res reference")
     table, figures, _ = evaluate(reference, base, {model: param}, EvaluateConfig(last_years=score_years))
     print(table.format())
-    for stem, fig in figures.items():
-        fig.savefig(out / f"{stem}.png", dpi=100)
-    (out / "evaluate.json").write_text(table.to_json())
+    write_results(out, table, figures, dpi=100)
     stable = int(members - param["failed"].sum())
     summary = table.summary(model)
     print(f"\nsummary: {stable}/{members} parameterized members stable for {years:g} years; "

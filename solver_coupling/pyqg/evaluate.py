@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -37,12 +38,12 @@ import xarray as xr
 from matplotlib.figure import Figure
 
 from roteq_param import diagnostics as dg
-from roteq_param.atomic import atomic_to_netcdf
+from roteq_param.atomic import atomic_savefig, atomic_to_netcdf, atomic_write_bytes
 from solver_coupling.pyqg.config import SOLVER_KWARGS
 from solver_coupling.pyqg.data import UsageError
 from solver_coupling.pyqg.diagnostics import model_kwargs_from_attrs, summarise
 
-__all__ = ["EvaluateConfig", "Reference", "evaluate", "load_runs"]
+__all__ = ["EvaluateConfig", "Reference", "evaluate", "load_runs", "write_results"]
 
 TRUTH, BASELINE, CEILING = "truth", "baseline", "truth-b"
 
@@ -259,3 +260,13 @@ def evaluate(truth: xr.Dataset | Sequence[xr.Dataset] | Reference, baseline: xr.
         "snapshots": dg.plot_snapshots(shown),
     }
     return table, figures, stored
+
+
+def write_results(out: str | os.PathLike, table: dg.SimilarityTable, figures: Mapping[str, Figure],
+                  dpi: int = 110) -> None:
+    """``out/evaluate.json`` and one PNG per figure, each written atomically."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / "evaluate.json", table.to_json().encode())
+    for stem, fig in figures.items():
+        atomic_savefig(fig, out / f"{stem}.png", dpi=dpi)
