@@ -6,12 +6,14 @@ file system, so the final ``os.replace`` is atomic) and renames it into place.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-__all__ = ["temporary_path", "atomic_write_bytes", "atomic_to_netcdf", "atomic_savefig"]
+__all__ = ["temporary_path", "atomic_write_bytes", "atomic_to_netcdf", "atomic_savefig", "OutputLocked",
+           "exclusive_output"]
 
 
 def temporary_path(path: str | os.PathLike) -> Path:
@@ -54,3 +56,31 @@ def atomic_savefig(fig: Any, path: str | os.PathLike, **kwargs: Any) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format=Path(path).suffix.lstrip(".") or "png", **kwargs)
     atomic_write_bytes(path, buf.getvalue())
+
+
+class OutputLocked(RuntimeError):
+    """Another process is writing to the same output folder."""
+
+
+@contextlib.contextmanager
+def exclusive_output(folder: str | os.PathLike) -> Iterator[None]:
+    """Hold ``folder/.lock`` (an advisory ``flock``) while writing into ``folder``.
+
+    A second process that asks for the same folder is refused at once with :class:`OutputLocked`
+    instead of interleaving its files with the first one's. The lock dies with its process, so a
+    killed job leaves nothing to clean up.
+    """
+    import fcntl
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fh = open(folder / ".lock", "a+")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputLocked(f"{folder} is being written by another process (lock {folder / '.lock'}); wait for it "
+                               "to finish or choose another output") from None
+        yield
+    finally:
+        fh.close()

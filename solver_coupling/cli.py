@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from roteq_param import coarsen
+from roteq_param.atomic import OutputLocked
 from roteq_param.models import ModelConfig
 from roteq_param.train import TrainOptions, train
 from solver_coupling.pyqg import bench as pyqg_bench
@@ -142,7 +143,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             seed=args.seed, resume=args.resume, stop_after=args.stop_after, threads=args.threads,
             progress=False if args.no_progress else None, command=" ".join(["roteq", *sys.argv[1:]]))
         summary = train(opts)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, OutputLocked) as e:
         print(f"roteq train: error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(summary, indent=2, default=str))

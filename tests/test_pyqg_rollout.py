@@ -154,3 +154,18 @@ def test_baseline_closures_run_on_both_engines_alike(tmp_path):
     bare = rollout(_request(), tmp_path / "none", progress=False)
     scale = np.abs(a["q"].values).max()
     assert np.abs(bare["q"].values - a["q"].values).max() > 1e-5 * scale  # the closure acts, above that tolerance
+
+
+def test_a_second_process_on_the_same_output_is_refused_and_the_lock_dies_with_its_holder(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from roteq_param.atomic import exclusive_output\n"
+                               "with exclusive_output(sys.argv[1]):\n    print('locked', flush=True); time.sleep(60)",
+                               str(tmp_path / "r")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RuntimeError, match="being written by another process"):
+            rollout(_request(years=0.01), tmp_path / "r", progress=False)
+        assert not (tmp_path / "r" / "rollout.nc").exists()  # nothing interleaved
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert rollout(_request(years=0.01), tmp_path / "r", progress=False)["q"].size  # the kill freed it

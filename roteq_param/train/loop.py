@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from roteq_param import symmetry
-from roteq_param.atomic import atomic_write_bytes
+from roteq_param.atomic import atomic_write_bytes, exclusive_output
 from roteq_param.models import FluxNet, ModelConfig, build_model, save_model, time_inference
 from roteq_param.symmetry import Group, Kind
 from roteq_param.train.data import QGData, field_scales, load_dataset, pv_forcing
@@ -266,8 +266,12 @@ def train(opts: TrainOptions) -> dict[str, Any]:
 
     if opts.threads:
         torch.set_num_threads(opts.threads)
+    with exclusive_output(opts.out):  # one writer per run directory: a second process is refused
+        return _train(opts, tqdm)
+
+
+def _train(opts: TrainOptions, tqdm) -> dict[str, Any]:
     out = Path(opts.out)
-    out.mkdir(parents=True, exist_ok=True)
     ckpt_path, csv_path = out / CHECKPOINT, out / METRICS_CSV
 
     data = load_dataset(opts.data, s_target=opts.s_target)

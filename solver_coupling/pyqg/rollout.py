@@ -49,7 +49,7 @@ import pyqg
 import xarray as xr
 from tqdm import tqdm
 
-from roteq_param.atomic import atomic_to_netcdf, atomic_write_bytes
+from roteq_param.atomic import atomic_to_netcdf, atomic_write_bytes, exclusive_output
 from solver_coupling.pyqg.baselines import BASELINES, pyqg_baseline, torch_baseline
 from solver_coupling.pyqg.config import YEAR, PyqgConfig
 from solver_coupling.pyqg.data import initial_pv
@@ -427,52 +427,54 @@ def rollout(req: RolloutRequest, out: str | os.PathLike, *, resume: bool = False
     ``engine.twin`` the torch twin).
     """
     out = Path(out)
-    nc, ckpt = out / "rollout.nc", out / "checkpoint.npz"
-    if not resume and not overwrite and (nc.exists() or ckpt.exists()):
-        raise FileExistsError(f"{out} already holds a rollout; pass resume=True (--resume) to continue it "
-                              "or overwrite=True (--overwrite) to start over")
-    out.mkdir(parents=True, exist_ok=True)
-    engine = ENGINES[req.engine](req)
-    st = _State(req)
-    engine.set_q([initial_pv(req.config, req.seed, i) for i in range(req.members)])
-    if resume and ckpt.exists():
-        _load_checkpoint(ckpt, engine, st)
-    elif overwrite:
-        ckpt.unlink(missing_ok=True)
-    check_every = req.steps(req.check_hours * 3600)
-    ckpt_every = max(1, req.steps(req.checkpoint_years * YEAR))
-    label = f"{req.model or 'unparameterized'} x{req.members} ({req.engine})"
+    # one writer per folder: a second process is refused, not interleaved
+    with exclusive_output(out):
+        nc, ckpt = out / "rollout.nc", out / "checkpoint.npz"
+        if not resume and not overwrite and (nc.exists() or ckpt.exists()):
+            raise FileExistsError(f"{out} already holds a rollout; pass resume=True (--resume) to continue it "
+                                  "or overwrite=True (--overwrite) to start over")
+        out.mkdir(parents=True, exist_ok=True)
+        engine = ENGINES[req.engine](req)
+        st = _State(req)
+        engine.set_q([initial_pv(req.config, req.seed, i) for i in range(req.members)])
+        if resume and ckpt.exists():
+            _load_checkpoint(ckpt, engine, st)
+        elif overwrite:
+            ckpt.unlink(missing_ok=True)
+        check_every = req.steps(req.check_hours * 3600)
+        ckpt_every = max(1, req.steps(req.checkpoint_years * YEAR))
+        label = f"{req.model or 'unparameterized'} x{req.members} ({req.engine})"
 
-    def save() -> xr.Dataset:
-        """Write the dataset, then the checkpoint (a kill between the two loses nothing on resume)."""
-        ds = _dataset(req, engine, st)
-        atomic_to_netcdf(ds, nc)
-        _save_checkpoint(ckpt, engine, st)
-        return ds
+        def save() -> xr.Dataset:
+            """Write the dataset, then the checkpoint (a kill between the two loses nothing on resume)."""
+            ds = _dataset(req, engine, st)
+            atomic_to_netcdf(ds, nc)
+            _save_checkpoint(ckpt, engine, st)
+            return ds
 
-    saved_at = None
-    start, start_step = time.perf_counter(), st.step
-    with tqdm(total=st.total, initial=st.step, desc=label, unit="step", disable=not progress) as bar:
-        while st.step < st.total and not st.failed.all():
-            active = ~st.failed
-            engine.step(active)
-            st.step += 1
-            if on_step is not None:
-                on_step(st.step, engine)
-            if st.step % check_every == 0 or st.step % st.ke_every == 0 or st.step % st.snap_every == 0:
-                _monitor(req, engine, st)
-            if st.step % ckpt_every == 0 or st.step == st.total:
-                engine.verify_model_file()
-                ds, saved_at = save(), st.step
-            bar.update(1)
-            if st.step % 240 == 0:
-                hours = (time.perf_counter() - start) / 3600
-                years = (st.step - start_step) * req.config.dt / YEAR
-                bar.set_postfix({"model yr/wall h": f"{years / hours:.0f}",
-                                 "member-yr/h": f"{years * active.sum() / hours:.0f}",
-                                 "failed": int(st.failed.sum())})
-    # the run ended on a checkpoint, or stopped early because every member failed
-    return ds if saved_at == st.step else save()
+        saved_at = None
+        start, start_step = time.perf_counter(), st.step
+        with tqdm(total=st.total, initial=st.step, desc=label, unit="step", disable=not progress) as bar:
+            while st.step < st.total and not st.failed.all():
+                active = ~st.failed
+                engine.step(active)
+                st.step += 1
+                if on_step is not None:
+                    on_step(st.step, engine)
+                if st.step % check_every == 0 or st.step % st.ke_every == 0 or st.step % st.snap_every == 0:
+                    _monitor(req, engine, st)
+                if st.step % ckpt_every == 0 or st.step == st.total:
+                    engine.verify_model_file()
+                    ds, saved_at = save(), st.step
+                bar.update(1)
+                if st.step % 240 == 0:
+                    hours = (time.perf_counter() - start) / 3600
+                    years = (st.step - start_step) * req.config.dt / YEAR
+                    bar.set_postfix({"model yr/wall h": f"{years / hours:.0f}",
+                                     "member-yr/h": f"{years * active.sum() / hours:.0f}",
+                                     "failed": int(st.failed.sum())})
+        # the run ended on a checkpoint, or stopped early because every member failed
+        return ds if saved_at == st.step else save()
 
 
 def _monitor(req: RolloutRequest, engine, st: _State) -> None:
