@@ -14,6 +14,10 @@ in memory (``torch.utils.checkpoint`` blocks).
 
 This module is the online counterpart of :mod:`roteq_param.train` and belongs to the coupling side:
 it needs the twin, hence pyqg's equations.
+
+Caution (measured, README "Torch twin and GPU rollouts"): with unrolls of 4-16 steps and Adam at lr 1e-4
+the loss barely constrains the closure (the held-out loss fell ~1 % while the forcing changed by O(1)),
+and the fine-tuned model's long runs ran away in energy. Check any fine-tuned model online.
 """
 
 from __future__ import annotations
