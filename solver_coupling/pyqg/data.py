@@ -7,25 +7,14 @@ snapshot every ``snapshot_hours`` after the spin-up with
 ``coarsen_files`` does the same for existing pyqg output (``m.to_dataset()``
 written to netCDF).
 
-Dataset layout (float32 on disk; computed in float64)
------------------------------------------------------
-dims ``run, time, lev (1, 2), comp ("x", "y"), tcomp ("xx", "xy", "yy"), y, x``
-
-====================  ================================  ===========  ==========================================
-variable              dims                              units        meaning
-====================  ================================  ===========  ==========================================
-u, v                  run, time, lev, y, x              m s-1        coarse velocity anomaly
-b                     run, time, y, x                   m2 s-1       coarse eta = psi_1 - psi_2 (interface)
-q                     run, time, lev, y, x              s-1          coarse PV anomaly (diagnostics)
-beta_vec              run, comp                         m-1 s-1      constant vector (0, beta)
-U_vec                 run, lev, comp                    m s-1        background velocity (U_i, 0) per layer
-tau                   run, time, lev, tcomp, y, x       m2 s-2       bar(u u) - bar(u) bar(u)
-Fb                    run, time, lev, comp, y, x        m3 s-2       bar(u eta) - bar(u) bar(eta)
-S_direct              run, time, lev, y, x              s-2          -div(bar(u q) - bar(u) bar(q))
-S_flux                run, time, lev, y, x              s-2          forcing implied by tau and Fb
-====================  ================================  ===========  ==========================================
-
-``x``, ``y`` are coarse cell centres in m, ``time`` is model time in s.
+Dataset layout
+--------------
+:data:`roteq_param.fields.QG_DATASET` (the one table the writer here and the training reader share):
+coarse ``u, v, b, q``, the constant vectors ``beta_vec, U_vec``, the fluxes ``tau, Fb``, the forcing
+``S_direct, S_flux`` and, with ``window_steps``, the trajectory windows ``q_traj``; float32 on disk,
+computed in float64; ``x``, ``y`` are coarse cell centres in m, ``time`` is model time in s. Global
+attributes: ``F1, F2, L``, the sign and ``b`` conventions, the configuration JSON and ``solver`` (the
+coarse solver settings a model trained on the data is tied to).
 
 Crash safety and reproducibility
 --------------------------------
