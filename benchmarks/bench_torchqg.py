@@ -15,7 +15,11 @@
   ``MALLOC_MMAP_THRESHOLD_=65536`` so glibc returns freed blocks to the OS and the
   resident size tracks live tensors.
 
+* ``closure``: the shipped closure in float64 on both sides (pyqg + plugin against the twin with
+  ``FluxNetClosure``) from the stored spun-up 64^2 eddy state.
+
 Run: PYTHONHASHSEED=0 .venv/bin/python benchmarks/bench_torchqg.py fidelity --nx 64 256
+     .venv/bin/python benchmarks/bench_torchqg.py closure
      .venv/bin/python benchmarks/bench_torchqg.py diagnostics
      .venv/bin/python benchmarks/bench_torchqg.py speed
      MALLOC_MMAP_THRESHOLD_=65536 .venv/bin/python benchmarks/bench_torchqg.py memory
@@ -137,6 +141,24 @@ def memory(a) -> None:
         gc.collect()
 
 
+def closure(a) -> None:
+    """The shipped closure in float64 on both sides: pyqg + plugin against twin + FluxNetClosure."""
+    from pathlib import Path
+
+    from solver_coupling.pyqg.plugin import RotEqParameterization
+    from solver_coupling.torchqg.closures import FluxNetClosure
+
+    q = np.load(Path(__file__).resolve().parents[1] / "tests" / "data" / "eddy64_state.npz")["q"]
+    m = pyqg.QGModel(nx=64, dt=DT, ntd=1, log_level=0, tmax=DT * a.steps,
+                     parameterization=RotEqParameterization(a.model, dtype=torch.float64))
+    m.q = q
+    twin = TorchQGModel.from_pyqg(m, dtype=torch.float64, parameterization=FluxNetClosure(a.model, dtype=torch.float64))
+    m.run()
+    twin.step(a.steps)
+    print(f"{a.model}, {a.steps} steps from the stored 64^2 eddy state, float64: "
+          f"max|q_twin - q_pyqg| / max|q_pyqg| = {rel_err(twin.q[0], m.q):.2e}")
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -150,6 +172,9 @@ def main(argv=None) -> None:
     s = sub.add_parser("speed")
     s.add_argument("--n", type=int, default=500)
     s.add_argument("--repeats", type=int, default=5)
+    c = sub.add_parser("closure")
+    c.add_argument("--model", default="eddy-c4")
+    c.add_argument("--steps", type=int, default=1000)
     mem = sub.add_parser("memory")
     mem.add_argument("--steps", type=int, default=300)
     mem.add_argument("--members", type=int, default=8)
@@ -157,7 +182,8 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    {"fidelity": fidelity, "diagnostics": diagnostics, "speed": speed, "memory": memory}[a.cmd](a)
+    {"fidelity": fidelity, "diagnostics": diagnostics, "speed": speed, "memory": memory,
+     "closure": closure}[a.cmd](a)
 
 
 if __name__ == "__main__":
