@@ -166,6 +166,8 @@ class Schema:
         extra = sorted(set(arrays) - {f.name for f in fields})
         if extra and not allow_extra:
             raise SchemaError(f"unexpected {which} field(s) {extra}; the schema expects {[f.name for f in fields]}")
+        batch_from = "the caller" if batch_shape is not None else None
+        grid_from = "the caller" if grid_shape is not None else None
         for f in fields:
             x = arrays[f.name]
             shape = tuple(getattr(x, "shape", ()))
@@ -175,19 +177,21 @@ class Schema:
             trailing = _trailing_shape(f, grid_shape)
             core = len(trailing)
             if len(shape) < core or any(t is not None and s != t for s, t in zip(shape[len(shape) - core:], trailing)):
-                grid = "" if grid_shape is None else f" with grid (ny, nx) = {tuple(grid_shape)}"
+                grid = "" if grid_shape is None else f" with grid (ny, nx) = {tuple(grid_shape)} (set by {grid_from})"
                 raise SchemaError(f"field {f.name!r} ({f.kind.value}): expected shape {_layout(f)}{grid}, got {shape}")
             lead = shape[: len(shape) - core]
             if f.gridded:
                 g = shape[-2:]
                 if grid_shape is None:
-                    grid_shape = (int(g[0]), int(g[1]))
+                    grid_shape, grid_from = (int(g[0]), int(g[1])), repr(f.name)
                 elif tuple(g) != tuple(grid_shape):
-                    raise SchemaError(f"field {f.name!r}: grid {tuple(g)} differs from the other fields' {tuple(grid_shape)}")
+                    raise SchemaError(f"field {f.name!r}: grid {tuple(g)} differs from {tuple(grid_shape)}, the grid set "
+                                      f"by {grid_from}")
             if batch_shape is None:
-                batch_shape = lead
+                batch_shape, batch_from = lead, repr(f.name)
             elif lead != tuple(batch_shape):
-                raise SchemaError(f"field {f.name!r}: leading (batch) shape {lead} differs from {tuple(batch_shape)}")
+                raise SchemaError(f"field {f.name!r}: leading (batch) shape {lead} differs from {tuple(batch_shape)}, "
+                                  f"the batch shape set by {batch_from}")
             if not _all_finite(x):
                 raise SchemaError(f"field {f.name!r} contains NaN or infinite values")
         if grid_shape is None:

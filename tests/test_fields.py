@@ -109,7 +109,7 @@ def test_schema_json_round_trip():
     (lambda a: a.__setitem__("vel_1", a["vel_1"][:, :1]), r"'vel_1' \(vector\): expected shape \[\.\.\., 2, y, x\]"),
     (lambda a: a.__setitem__("beta", np.zeros((2, 3))), r"'beta' \(constant_pseudovector\)"),
     (lambda a: a["b"].__setitem__((0, 1, 1), np.nan), r"'b' contains NaN"),
-    (lambda a: a.__setitem__("vel_2", np.zeros((2, 2, 6, 6))), r"'vel_2' \(vector\): expected shape \[\.\.\., 2, y, x\] with grid \(ny, nx\) = \(8, 8\), got \(2, 2, 6, 6\)"),
+    (lambda a: a.__setitem__("vel_2", np.zeros((2, 2, 6, 6))), r"'vel_2' \(vector\): expected shape \[\.\.\., 2, y, x\] with grid \(ny, nx\) = \(8, 8\) \(set by 'vel_1'\), got \(2, 2, 6, 6\)"),
     (lambda a: a.__setitem__("U_1", np.zeros((5, 2))), r"'U_1': leading \(batch\) shape \(5,\)"),
     (lambda a: a.__setitem__("b", np.zeros((2, 8, 8), dtype=int)), r"'b': expected a floating-point array"),
     (lambda a: a.__setitem__("zeta", np.zeros((2, 8, 8))), r"unexpected inputs field\(s\) \['zeta'\]"),
