@@ -50,7 +50,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
                           window_steps=args.window_steps, window_every=args.window_every)
         generate(request, args.out, overwrite=args.overwrite, workers=args.workers, scheduler=args.scheduler,
                  serial=args.serial)
-    except ValueError as err:  # UsageError and configuration errors
+    except (ValueError, OutputLocked) as err:  # UsageError, configuration errors, a locked output
         _fail("generate", err)
     print(args.out)
     return 0

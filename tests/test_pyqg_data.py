@@ -192,3 +192,26 @@ def test_cli_errors_exit_2_and_write_nothing(tmp_path, capsys):
     assert args.func(args) == 0
     with xr.open_dataset(out) as ds:
         assert ds.sizes["time"] == 3  # t = 0, 108 and 216 h (0.025 y)
+
+
+def test_a_second_generate_on_the_same_output_is_refused(tmp_path, capsys):
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "data.nc"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from roteq_param.atomic import exclusive_output\n"
+                               "with exclusive_output(sys.argv[1]):\n    print('locked', flush=True); time.sleep(60)",
+                               f"{out}.parts"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        args = _parse(["generate", "--set", "nx=32", "--coarse-nx", "16", "--years", str(216 * 3600 / YEAR),
+                       "--spinup-years", str(108 * 3600 / YEAR), "--snapshot-hours", "36", "--serial",
+                       "--out", str(out)])
+        with pytest.raises(SystemExit) as exc:
+            args.func(args)
+        assert exc.value.code == 2 and "being written by another process" in capsys.readouterr().err
+        assert not out.exists()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()

@@ -43,7 +43,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from roteq_param import coarsen
-from roteq_param.atomic import atomic_to_netcdf
+from roteq_param.atomic import atomic_to_netcdf, exclusive_output
 from roteq_param.fields import QG_DATASET, QG_DATASET_ATTRS
 from solver_coupling.pyqg.config import YEAR, PyqgConfig, get_config
 
@@ -445,27 +445,28 @@ def generate(request: Request, out: str, *, overwrite: bool = False, workers: in
     if workers is not None and workers < 1:
         raise UsageError(f"--workers must be >= 1; got {workers}")
     parts_dir = out + ".parts"
-    os.makedirs(parts_dir, exist_ok=True)
-    _remove_stale_temporaries(os.path.join(parts_dir, ""))
-    _remove_stale_temporaries(out)
+    # one writer per output: a second process is refused instead of racing for the same parts
+    with exclusive_output(parts_dir):
+        _remove_stale_temporaries(os.path.join(parts_dir, ""))
+        _remove_stale_temporaries(out)
 
-    paths = [_part_path(parts_dir, r) for r in range(request.runs)]
-    pending = [r for r, p in enumerate(paths) if not _part_is_reusable(p, request.fingerprint(r), overwrite)]
-    wisdom = _load_or_make_wisdom(parts_dir, request.config)
+        paths = [_part_path(parts_dir, r) for r in range(request.runs)]
+        pending = [r for r, p in enumerate(paths) if not _part_is_reusable(p, request.fingerprint(r), overwrite)]
+        wisdom = _load_or_make_wisdom(parts_dir, request.config)
 
-    overall = tqdm(total=request.runs, initial=request.runs - len(pending), unit="run", desc="ensemble",
-                   disable=None if progress is None else not progress)
-    if serial or not pending:
-        for r in pending:
-            run_member(request, r, parts_dir, wisdom, progress)
-            overall.update(1)
-    else:
-        _run_on_dask(request, pending, parts_dir, wisdom, workers, scheduler, overall, progress)
-    overall.close()
+        overall = tqdm(total=request.runs, initial=request.runs - len(pending), unit="run", desc="ensemble",
+                       disable=None if progress is None else not progress)
+        if serial or not pending:
+            for r in pending:
+                run_member(request, r, parts_dir, wisdom, progress)
+                overall.update(1)
+        else:
+            _run_on_dask(request, pending, parts_dir, wisdom, workers, scheduler, overall, progress)
+        overall.close()
 
-    _assemble(paths, out, request.attrs())
-    shutil.rmtree(parts_dir)
-    return out
+        _assemble(paths, out, request.attrs())
+        shutil.rmtree(parts_dir)
+        return out
 
 
 def _run_on_dask(request: Request, pending: list[int], parts_dir: str, wisdom: tuple, workers: int | None,
