@@ -4,9 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["is_torch"]
+__all__ = ["is_torch", "stack"]
 
 
 def is_torch(x: Any) -> bool:
     """True for a torch tensor (checked by module name, so numpy-only callers never import torch)."""
     return type(x).__module__.startswith("torch")
+
+
+def stack(parts: list, axis: int) -> Any:
+    """``np.stack`` or ``torch.stack`` along ``axis``, whichever the parts are."""
+    if is_torch(parts[0]):
+        import torch
+
+        return torch.stack(parts, dim=axis)
+    import numpy as np
+
+    return np.stack(parts, axis=axis)

@@ -31,7 +31,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from roteq_param.arrays import is_torch
+from roteq_param.arrays import is_torch, stack
 
 from . import symmetry
 from .symmetry import Element, Group, Kind
@@ -341,7 +341,6 @@ def qg_inputs(u: Any, v: Any, b: Any, beta: Any, U: Any) -> dict[str, Any]:
     ``beta``: ``[..., 2]`` in 1/(m s) (pyqg: (0, beta)); ``U``: ``[..., nz, 2]`` in m/s (pyqg:
     (U_i, 0) per layer).
     """
-    stack = _stack_fn(u)
     out = {_VEL.format(i + 1): stack([u[..., i, :, :], v[..., i, :, :]], -3) for i in range(u.shape[-3])}
     out[_B] = b
     out.update(qg_constants(beta, U))
@@ -372,7 +371,6 @@ def qg_grid_sources(schema: Schema) -> list[tuple[str, int | None]]:
 def qg_fluxes(outputs: Mapping[str, Any]) -> tuple[Any, Any]:
     """``(tau [..., nz, 3, y, x], Fb [..., nz, 2, y, x])`` from named outputs of :func:`qg_schema`."""
     nz = sum(1 for name in outputs if name.startswith(_TAU.format("")))
-    stack = _stack_fn(outputs[_TAU.format(1)])
     return (stack([outputs[_TAU.format(i)] for i in range(1, nz + 1)], -4),
             stack([outputs[_FB.format(i)] for i in range(1, nz + 1)], -4))
 
@@ -384,14 +382,6 @@ def qg_flux_channels(schema: Schema) -> list[int]:
     layers = sorted({f.layer for f in schema.outputs})
     return [c for i in layers for name in (_TAU.format(i), _FB.format(i))
             for c in range(out[name].start, out[name].stop)]
-
-
-def _stack_fn(x: Any):
-    if is_torch(x):
-        import torch
-
-        return lambda parts, axis: torch.stack(parts, dim=axis)
-    return lambda parts, axis: np.stack(parts, axis=axis)
 
 
 # ---------------------------------------------------------------------------------------------

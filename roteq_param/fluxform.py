@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from roteq_param.arrays import is_torch
+from roteq_param.arrays import is_torch, stack
 
 __all__ = [
     "wavenumbers",
@@ -144,17 +144,9 @@ def laplacian(f: Any, L: float) -> Any:
     return _apply(f, L, "lap")
 
 
-def _stack(parts: list, axis: int) -> Any:
-    if is_torch(parts[0]):
-        import torch
-
-        return torch.stack(parts, dim=axis)
-    return np.stack(parts, axis=axis)
-
-
 def gradient(f: Any, L: float) -> Any:
     """Gradient ``[..., 2(x, y), y, x]`` of a scalar ``[..., y, x]``; units [f] m^-1."""
-    return _stack([ddx(f, L), ddy(f, L)], axis=-3)
+    return stack([ddx(f, L), ddy(f, L)], axis=-3)
 
 
 def _check_components(a: Any, d: int, what: str) -> None:
@@ -182,7 +174,7 @@ def tensor_divergence(tau: Any, L: float) -> Any:
     """
     _check_components(tau, 3, "a symmetric tensor field (xx, xy, yy)")
     txx, txy, tyy = tau[..., 0, :, :], tau[..., 1, :, :], tau[..., 2, :, :]
-    return _stack([ddx(txx, L) + ddy(txy, L), ddx(txy, L) + ddy(tyy, L)], axis=-3)
+    return stack([ddx(txx, L) + ddy(txy, L), ddx(txy, L) + ddy(tyy, L)], axis=-3)
 
 
 def momentum_tendency(tau: Any, L: float) -> Any:
@@ -316,7 +308,7 @@ def invert_pv(q: Any, F1: float, F2: float, L: float) -> Any:
     """
     fft, qh, n = _spectral(q)
     a = _multiplier(q, inversion_matrix(n, L, F1, F2) + 0j)
-    ph = _stack([a[0, 0] * qh[..., 0, :, :] + a[0, 1] * qh[..., 1, :, :],
+    ph = stack([a[0, 0] * qh[..., 0, :, :] + a[0, 1] * qh[..., 1, :, :],
                  a[1, 0] * qh[..., 0, :, :] + a[1, 1] * qh[..., 1, :, :]], -3)
     return fft.irfft2(ph, s=(n, n))
 
@@ -326,7 +318,7 @@ def velocity_from_streamfunction(psi: Any, L: float) -> Any:
 
     ``psi`` is ``[..., y, x]``; the result is ``[..., 2(x, y), y, x]``.
     """
-    return _stack([-ddy(psi, L), ddx(psi, L)], axis=-3)
+    return stack([-ddy(psi, L), ddx(psi, L)], axis=-3)
 
 
 def pv_from_streamfunction(psi: Any, F1: float, F2: float, L: float) -> Any:
@@ -336,4 +328,4 @@ def pv_from_streamfunction(psi: Any, F1: float, F2: float, L: float) -> Any:
     """
     lap = laplacian(psi, L)
     eta = psi[..., 0, :, :] - psi[..., 1, :, :]
-    return _stack([lap[..., 0, :, :] - F1 * eta, lap[..., 1, :, :] + F2 * eta], -3)
+    return stack([lap[..., 0, :, :] - F1 * eta, lap[..., 1, :, :] + F2 * eta], -3)

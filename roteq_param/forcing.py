@@ -57,13 +57,12 @@ class PVForcing:
         if len(layers) != 2:
             raise ValueError(f"the two-layer PV forcing needs fluxes for 2 layers, the schema has {layers}")
         self.n = int(n)
-        self.operator = fluxform.PVForcingOperator(self.n, L, F1, F2)
-        self._flux_channels = torch.tensor(fields.qg_flux_channels(self.schema), device=device)
+        operator = fluxform.PVForcingOperator(self.n, L, F1, F2)
         k, l = fluxform.wavenumbers(self.n, L)  # pyqg's k, l (Nyquist kept, as pyqg's own velocity has it)
         cdtype = torch.complex64 if dtype == torch.float32 else torch.complex128
         self._cdtype = cdtype
-        # The hot path as two fused spectral operators (built once; each call is then one
-        # contraction + FFT on the way in and one FFT + contraction on the way out):
+        # Two fused spectral operators (built once; each call is then one contraction + FFT on the
+        # way in and one FFT + contraction on the way out):
         #   in:  spectral psi (2 layers) -> the network's gridded channels, in its own channel order;
         #   out: every output channel -> S per layer (the flux-form operator, 0 for unused channels).
         ik = np.broadcast_to(1j * k, (self.n, self.n // 2 + 1))
@@ -77,8 +76,8 @@ class PVForcing:
         self._to_grid = torch.as_tensor(to_grid, dtype=cdtype, device=device)
         to_s = np.zeros((2, self.schema.n_channels("outputs"), self.n, self.n // 2 + 1), complex)
         channels = fields.qg_flux_channels(self.schema)
-        to_s[0, channels[:5]] = self.operator.multipliers[0]
-        to_s[1, channels[5:]] = self.operator.multipliers[1]
+        to_s[0, channels[:5]] = operator.multipliers[0]
+        to_s[1, channels[5:]] = operator.multipliers[1]
         self._to_s = torch.as_tensor(to_s, dtype=cdtype, device=device)
         self._const_cache: tuple | None = None
 
@@ -90,10 +89,14 @@ class PVForcing:
         return self.predictor.stacked(*self.predictor.pack(state, batch, self.n, self.n))
 
     def _forcing(self, state: Mapping[str, Any], batch: tuple[int, ...]) -> torch.Tensor:
-        y = self._outputs(state, batch)
-        fluxes = y.index_select(1, self._flux_channels).reshape(*batch, 2, 5, self.n, self.n)
+        return self._to_forcing(self._outputs(state, batch), batch)
+
+    def _to_forcing(self, y: torch.Tensor, batch: tuple[int, ...]) -> torch.Tensor:
+        """S ``[*batch, 2, n, n]`` from stacked outputs ``y`` ``[B, C_out, n, n]``: one FFT of every output
+        channel, the fused flux-form multipliers, one inverse FFT (autograd only for a FluxNet)."""
         with torch.set_grad_enabled(self.net is not None and torch.is_grad_enabled()):
-            return self.operator(fluxes)
+            sh = (self._to_s * torch.fft.rfft2(y)[:, None]).sum(2)
+            return torch.fft.irfft2(sh, s=(self.n, self.n)).reshape(*batch, 2, self.n, self.n)
 
     def __call__(self, state: Mapping[str, Any]) -> np.ndarray:
         """Forcing ``[..., 2, n, n]`` (float64 numpy) from the schema's named inputs (validated)."""
@@ -125,9 +128,7 @@ class PVForcing:
         else:
             B = grid.numel() // (grid.shape[-3] * self.n * self.n)
             y = self.predictor.stacked(grid.reshape(B, -1, self.n, self.n), self._constants(beta, U, B))
-            with torch.no_grad():
-                sh = (self._to_s * torch.fft.rfft2(y)[:, None]).sum(2)
-                S = torch.fft.irfft2(sh, s=(self.n, self.n)).reshape(*batch, 2, self.n, self.n)
+            S = self._to_forcing(y, batch)
         return S if torch_in else S.detach().to(torch.float64).cpu().numpy()
 
     def _split(self, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
