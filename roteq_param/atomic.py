@@ -7,13 +7,19 @@ file system, so the final ``os.replace`` is atomic) and renames it into place.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
+import re
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["temporary_path", "atomic_write_bytes", "atomic_to_netcdf", "atomic_savefig", "OutputLocked",
-           "exclusive_output"]
+__all__ = ["temporary_path", "atomic_write_bytes", "atomic_write_files", "atomic_to_netcdf", "atomic_savefig",
+           "remove_staging_files", "OutputLocked", "exclusive_output"]
+
+
+# what temporary_path names: <name>.tmp.<pid>.<8 hex digits>
+_STAGING = re.compile(r".+\.tmp\.\d+\.[0-9a-f]{8}")
 
 
 def temporary_path(path: str | os.PathLike) -> Path:
@@ -24,29 +30,70 @@ def temporary_path(path: str | os.PathLike) -> Path:
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (fsync'ed before the rename)."""
-    path = Path(path)
-    tmp = temporary_path(path)
+    atomic_write_files({Path(path): data})
+
+
+def atomic_write_files(files: dict[Path, bytes]) -> None:
+    """Write several files that belong together (a model's weights and card): all are staged and
+    fsync'ed first, then renamed into place one after the other, so a failure while staging (a
+    kill, a full disk) leaves every old file untouched; only a kill within the renames (a few
+    microseconds) can mix old and new, which readers detect by the checksum the files share."""
+    staged: list[tuple[Path, Path]] = []
     try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        for path, data in files.items():
+            tmp = temporary_path(path)
+            staged.append((tmp, Path(path)))
+            try:
+                with open(tmp, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            except OSError as e:  # a bare write error (a full disk) does not say which file
+                raise OSError(e.errno, e.strerror, str(path)) from None
+        for tmp, path in staged:
+            os.replace(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
         raise
 
 
 def atomic_to_netcdf(ds: Any, path: str | os.PathLike) -> None:
-    """Write an xarray Dataset to netCDF4 at ``path`` atomically."""
+    """Write an xarray Dataset to netCDF4 at ``path`` atomically.
+
+    The netCDF library reports a full disk as a bare "NetCDF: HDF error"; such a failure is
+    raised as an ``OSError`` with ``ENOSPC``/``EFBIG`` when the storage is what ran out.
+    """
     path = Path(path)
     tmp = temporary_path(path)
     try:
-        ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4")
+        try:
+            ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4")
+        except RuntimeError as e:
+            code = _storage_exhausted(tmp)
+            if code is None:
+                raise
+            raise OSError(code, f"{os.strerror(code)} (netCDF: {e})", str(path)) from None
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _storage_exhausted(partial: Path) -> int | None:
+    """``EFBIG`` if ``partial`` reached the process's file-size limit, ``ENOSPC`` if its file system
+    is (nearly) full, else ``None``: the cause of a failed write that gave no errno."""
+    import errno
+    import resource
+
+    size = partial.stat().st_size if partial.exists() else 0
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    if soft != resource.RLIM_INFINITY and size + (1 << 16) >= soft:
+        return errno.EFBIG
+    st = os.statvfs(partial.parent)
+    if st.f_bavail * st.f_frsize < (1 << 20):
+        return errno.ENOSPC
+    return None
 
 
 def atomic_savefig(fig: Any, path: str | os.PathLike, **kwargs: Any) -> None:
@@ -58,6 +105,16 @@ def atomic_savefig(fig: Any, path: str | os.PathLike, **kwargs: Any) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
+def remove_staging_files(folder: str | os.PathLike, prefix: str = "") -> None:
+    """Remove the staging files (``temporary_path`` names) in ``folder`` of files named ``prefix...``.
+
+    Call it only under a lock that covers those files: it assumes their writers are dead.
+    """
+    for stale in Path(folder).glob(glob.escape(prefix) + "*.tmp.*"):
+        if _STAGING.fullmatch(stale.name):
+            stale.unlink(missing_ok=True)
+
+
 class OutputLocked(RuntimeError):
     """Another process is writing to the same output folder."""
 
@@ -67,8 +124,9 @@ def exclusive_output(folder: str | os.PathLike) -> Iterator[None]:
     """Hold ``folder/.lock`` (an advisory ``flock``) while writing into ``folder``.
 
     A second process that asks for the same folder is refused at once with :class:`OutputLocked`
-    instead of interleaving its files with the first one's. The lock dies with its process, so a
-    killed job leaves nothing to clean up.
+    instead of interleaving its files with the first one's. The lock dies with its process. Once
+    it is held, every staging file in ``folder`` belongs to a writer that was killed mid-write (a
+    live one would hold the lock), so those are removed.
     """
     import fcntl
 
@@ -81,6 +139,7 @@ def exclusive_output(folder: str | os.PathLike) -> Iterator[None]:
         except BlockingIOError:
             raise OutputLocked(f"{folder} is being written by another process (lock {folder / '.lock'}); wait for it "
                                "to finish or choose another output") from None
+        remove_staging_files(folder)
         yield
     finally:
         fh.close()

@@ -8,6 +8,7 @@ one clear line. Nothing imports it (an import contract checks that).
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
@@ -140,10 +141,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
             batch_size=args.batch_size, lr=args.lr, min_lr_factor=args.min_lr_factor,
             weight_decay=args.weight_decay, s_weight=args.s_weight, s_target=args.s_target,
             val_runs=args.val_runs, train_runs=args.train_runs, augment=args.augment, patience=args.patience,
-            seed=args.seed, resume=args.resume, stop_after=args.stop_after, threads=args.threads,
+            seed=args.seed, resume=args.resume, overwrite=args.overwrite, stop_after=args.stop_after,
+            threads=args.threads,
             progress=False if args.no_progress else None, command=" ".join(["roteq", *sys.argv[1:]]))
         summary = train(opts)
-    except (ValueError, FileNotFoundError, OutputLocked) as e:
+    except (ValueError, FileNotFoundError, FileExistsError, OutputLocked) as e:
         print(f"roteq train: error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(summary, indent=2, default=str))
@@ -186,7 +188,9 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--augment", action="store_true", help="random exact rotations of each batch (for the CNN)")
     p.add_argument("--patience", type=int, default=d.patience, help="early-stopping patience in epochs")
     p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint.pt")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from <out>/checkpoint.pt (from epoch 0 if the run never wrote one)")
+    p.add_argument("--overwrite", action="store_true", help="start over even if <out> holds a checkpoint")
     p.add_argument("--stop-after", type=int, default=None,
                    help="stop after this many epochs in this invocation (continue later with --resume)")
     p.add_argument("--threads", type=int, default=d.threads,
@@ -497,10 +501,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# errno values that mean the storage is full (or a file-size limit was hit), not a bad request
+_STORAGE_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except OSError as e:
+        if e.errno not in _STORAGE_FULL:
+            raise
+        # every output is staged in a temporary file and renamed into place, so the failed write
+        # left the previous complete file (if any) as it was
+        where = f" writing {e.filename}" if e.filename else ""
+        print(f"roteq {args.command}: error: out of storage{where} ({e.strerror or e}); the previous complete "
+              "outputs are intact: free space (or raise the file-size limit) and re-run the same command "
+              "(with --resume where it has one)", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

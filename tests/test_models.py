@@ -110,7 +110,7 @@ def test_save_load_round_trip_and_card(tmp_path):
     model = _with_random_scales(build_model(channels=(8,), kernel_sizes=(3,))).eval()
     d = save_model(model, tmp_path / "m1", training={"dataset_sha256": "abc"}, metrics={"val": {"S_1": 0.5}},
                    inference_cost={"ms": 0.1})
-    assert sorted(p.name for p in d.iterdir()) == ["CARD.md", "card.json", "model.pt"]
+    assert sorted(p.name for p in d.iterdir()) == [".lock", "CARD.md", "card.json", "model.pt"]  # .lock: one saver at a time
     card = load_card(d)
     assert card["schema"] == SCHEMA.to_dict() and card["group"] == "C4"
     assert card["training"]["dataset_sha256"] == "abc" and card["n_parameters"] == model.n_parameters()
@@ -138,6 +138,13 @@ def test_load_errors(tmp_path):
     raw = (d / "model.pt").read_bytes()
     (d / "model.pt").write_bytes(raw[: len(raw) // 2])
     with pytest.raises(ModelFileError, match="truncated or corrupt"):
+        load_model(d)
+    (d / "model.pt").write_bytes(raw)
+
+    # weights from another save beside this card (a save killed between its renames, or a copy)
+    other = save_model(build_model(channels=(4,), kernel_sizes=(3,)), tmp_path / "other", inference_cost={})
+    (d / "model.pt").write_bytes((other / "model.pt").read_bytes())
+    with pytest.raises(ModelFileError, match="describes other weights .* different saves"):
         load_model(d)
     (d / "model.pt").write_bytes(raw)
 

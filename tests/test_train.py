@@ -130,8 +130,14 @@ def test_rotated_evaluation_of_equivariant_model(dataset):
 def test_usage_errors(dataset, tmp_path):
     with pytest.raises(ValueError, match="val-runs"):
         train(TrainOptions(data=dataset, out=str(tmp_path / "c"), val_runs=3, epochs=1, **SMALL))
-    with pytest.raises(FileNotFoundError, match="checkpoint"):
-        train(TrainOptions(data=dataset, out=str(tmp_path / "d"), resume=True, epochs=1, **SMALL))
+    # killed before its first checkpoint: --resume starts over (and says so) ...
+    with pytest.warns(UserWarning, match="no checkpoint .* starting from epoch 0"):
+        assert train(TrainOptions(data=dataset, out=str(tmp_path / "d"), resume=True, epochs=1, **SMALL))["finished"]
+    # ... but a fresh run never replaces the checkpoint and tables of an earlier one
+    before = (tmp_path / "d" / CHECKPOINT).read_bytes()
+    with pytest.raises(FileExistsError, match="already holds a training run.*--resume.*--overwrite"):
+        train(TrainOptions(data=dataset, out=str(tmp_path / "d"), epochs=1, **SMALL))
+    assert (tmp_path / "d" / CHECKPOINT).read_bytes() == before
     with pytest.raises(FileNotFoundError, match="roteq generate"):
         load_dataset(tmp_path / "missing.nc")
 

@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 import torch
 
-from roteq_param.atomic import atomic_write_bytes
+from roteq_param.atomic import atomic_write_files, exclusive_output
 from roteq_param.fields import Schema
 from roteq_param.models.config import ModelConfig
 from roteq_param.models.export import time_inference
@@ -98,7 +98,7 @@ def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def save_model(model: FluxNet, name_or_path: str | os.PathLike, *, training: Mapping[str, Any] | None = None,
                metrics: Mapping[str, Any] | None = None, inference_cost: Mapping[str, Any] | None = None) -> Path:
-    """Write ``model.pt``, ``card.json`` and ``CARD.md`` (each atomically) and return the directory.
+    """Write ``model.pt``, ``card.json`` and ``CARD.md`` (together, atomically) and return the directory.
 
     ``training`` is the data recipe (dataset path, its sha256, options), ``metrics`` the held-out
     scores, ``inference_cost`` e.g. ms per 64^2 call; if not given it is measured here.
@@ -129,9 +129,10 @@ def save_model(model: FluxNet, name_or_path: str | os.PathLike, *, training: Map
         "inference_cost": dict(inference_cost),
         "model_sha256": hashlib.sha256(buf.getvalue()).hexdigest(),
     }
-    atomic_write_bytes(d / "model.pt", buf.getvalue())
-    atomic_write_bytes(d / "card.json", (json.dumps(card, indent=2, sort_keys=True) + "\n").encode())
-    atomic_write_bytes(d / "CARD.md", _card_markdown(card).encode())
+    with exclusive_output(d):  # one saver at a time; clears what a killed save left staged
+        atomic_write_files({d / "card.json": (json.dumps(card, indent=2, sort_keys=True) + "\n").encode(),
+                            d / "CARD.md": _card_markdown(card).encode(),
+                            d / "model.pt": buf.getvalue()})
     return d
 
 
@@ -178,6 +179,11 @@ def load_model(name_or_path: str | os.PathLike, *, schema: Schema | None = None)
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         got = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise ModelFileError(f"{path} is not a {MODEL_FORMAT} file (format {got!r})")
+    sha = card.get("model_sha256")
+    if sha is not None and sha != hashlib.sha256(path.read_bytes()).hexdigest():
+        raise ModelFileError(f"{d / 'card.json'} describes other weights (model_sha256 {sha[:12]}...) than {path}: "
+                             "the files come from different saves (one interrupted, or one copied over); "
+                             "re-save or re-train the model")
     config = ModelConfig.from_dict(payload["config"])
     model_schema = config.get_schema()
     card_schema = Schema.from_dict(card.get("schema", {}))

@@ -52,8 +52,12 @@ __all__ = ["TrainOptions", "train", "CHECKPOINT", "METRICS_CSV"]
 
 CHECKPOINT = "checkpoint.pt"
 METRICS_CSV = "metrics.csv"
+TIMING_CSV = "timing.csv"
+# metrics.csv holds only what the seed determines, so a resumed run's file equals an unbroken
+# run's byte for byte; the wall-clock seconds per epoch go to timing.csv
 _CSV_COLUMNS = ["epoch", "lr", "train_loss", "train_flux", "train_S", "val_loss", "val_flux", "val_S",
-                "val_r2_flux_mean", "val_r2_S_mean", "seconds"]
+                "val_r2_flux_mean", "val_r2_S_mean"]
+_TIMING_COLUMNS = ["epoch", "seconds"]
 
 
 @dataclass
@@ -82,6 +86,7 @@ class TrainOptions:
     patience: int = 30
     seed: int = 0
     resume: bool = False
+    overwrite: bool = False
     stop_after: int | None = None
     threads: int | None = 1
     progress: bool | None = None
@@ -90,7 +95,7 @@ class TrainOptions:
     def recipe(self) -> dict[str, Any]:
         """The options that determine the result (not where it goes or how it is displayed)."""
         d = asdict(self)
-        for k in ("out", "name", "resume", "stop_after", "threads", "progress", "command"):
+        for k in ("out", "name", "resume", "overwrite", "stop_after", "threads", "progress", "command"):
             d.pop(k)
         d["model"] = {k: v for k, v in self.model.to_dict().items() if k != "schema"}  # the card records the schema
         d["train_runs"] = None if self.train_runs is None else list(self.train_runs)
@@ -130,9 +135,9 @@ def _val_losses(model, data, runs, s_scale, batch_size) -> tuple[float, float]:
     return tot_f / x_all.shape[0], tot_s / x_all.shape[0]
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=_CSV_COLUMNS)
+    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
     w.writeheader()
     w.writerows(rows)
     atomic_write_bytes(path, buf.getvalue().encode())
@@ -172,8 +177,6 @@ class _Progress:
 
 def _restore(opts: TrainOptions, ckpt_path: Path, data: QGData, model: FluxNet, optim, gen) -> _Progress:
     """Load ``ckpt_path`` into the model, optimiser and generator after checking it fits ``opts``."""
-    if not ckpt_path.is_file():
-        raise FileNotFoundError(f"--resume: no checkpoint {ckpt_path}")
     try:
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated or foreign file
@@ -217,6 +220,11 @@ def _train_epoch(opts: TrainOptions, model: FluxNet, optim, gen, data: QGData, t
         sum_f += float(f_loss.detach()) * len(idx)
         sum_s += float(s_loss.detach()) * len(idx)
     return sum_f, sum_s
+
+
+def _write_tables(out: Path, rows: list[dict[str, Any]]) -> None:
+    _write_csv(out / METRICS_CSV, rows, _CSV_COLUMNS)
+    _write_csv(out / TIMING_CSV, rows, _TIMING_COLUMNS)
 
 
 def _finish(opts: TrainOptions, model: FluxNet, data: QGData, prog: _Progress, train_runs, val_runs,
@@ -292,9 +300,17 @@ def _train(opts: TrainOptions, tqdm) -> dict[str, Any]:
     s_scale = s_tr.double().pow(2).mean(dim=(0, 2, 3)).sqrt().clamp_min(1e-300).float()  # per layer, s^-2
     optim = torch.optim.Adam(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
     gen = torch.Generator().manual_seed(opts.seed)
-    prog = (_restore(opts, ckpt_path, data, model, optim, gen) if opts.resume
+    if ckpt_path.is_file() and not (opts.resume or opts.overwrite):
+        raise FileExistsError(f"{out} already holds a training run ({CHECKPOINT}); pass --resume to continue it "
+                              "or --overwrite to start over")
+    if opts.resume and not ckpt_path.is_file():
+        # killed before its first checkpoint: nothing to continue, and starting over is the same run
+        warnings.warn(f"--resume: no checkpoint in {out} yet; starting from epoch 0", stacklevel=2)
+    prog = (_restore(opts, ckpt_path, data, model, optim, gen) if opts.resume and ckpt_path.is_file()
             else _Progress(best_state=model.canonical_state_dict()))
 
+    if prog.rows:
+        _write_tables(out, prog.rows)  # a kill after the last checkpoint may have left them behind
     elements = Group.parse(opts.model.group).exact_elements()
     n_train = x_tr.shape[0]
     t_start = time.perf_counter()
@@ -321,12 +337,14 @@ def _train(opts: TrainOptions, tqdm) -> dict[str, Any]:
                           "train_flux": sum_f / n_train, "train_S": sum_s / n_train, "val_loss": val_loss,
                           "val_flux": val_f, "val_S": val_s, "val_r2_flux_mean": r2["flux_mean"],
                           "val_r2_S_mean": r2["S_mean"], "seconds": time.perf_counter() - t0})
-        _write_csv(csv_path, prog.rows)
+        # the checkpoint first: the tables are rewritten from its rows, so a kill (or a full disk)
+        # between the writes leaves them one epoch behind at worst, and a resume restores them
         _save_checkpoint(ckpt_path, {
             "recipe": opts.recipe(), "dataset_sha256": data.sha256, "epoch": epoch,
             "model": model.canonical_state_dict(), "optimizer": optim.state_dict(), "generator": gen.get_state(),
             "best_val": prog.best_val, "best_epoch": prog.best_epoch, "best_state": prog.best_state,
             "rows": prog.rows})
+        _write_tables(out, prog.rows)
         bar.set_postfix(train=f"{prog.rows[-1]['train_loss']:.3g}", val=f"{val_loss:.3g}", r2=f"{r2['flux_mean']:.3f}")
         stopped_early = epoch - prog.best_epoch >= opts.patience
     bar.close()

@@ -31,7 +31,6 @@ bitwise-identical data serially, on any number of workers, and after a resume
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import pickle
@@ -43,7 +42,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from roteq_param import coarsen
-from roteq_param.atomic import atomic_to_netcdf, exclusive_output
+from roteq_param.atomic import atomic_to_netcdf, exclusive_output, remove_staging_files
 from roteq_param.fields import QG_DATASET, QG_DATASET_ATTRS
 from solver_coupling.pyqg.config import YEAR, PyqgConfig, get_config
 
@@ -348,11 +347,6 @@ def _part_path(parts_dir: str, run: int) -> str:
     return os.path.join(parts_dir, f"run_{run:05d}.nc")
 
 
-def _remove_stale_temporaries(path_prefix: str) -> None:
-    for tmp in glob.glob(glob.escape(path_prefix) + "*.tmp.*"):
-        os.remove(tmp)
-
-
 def _part_is_reusable(path: str, fingerprint: str, overwrite: bool) -> bool:
     """True if ``path`` already holds the run described by ``fingerprint``.
 
@@ -401,6 +395,17 @@ def run_member(request: Request, run: int, parts_dir: str, wisdom: tuple | None 
     return path
 
 
+def _is_dataset_of(path: str, request: Request) -> bool:
+    """True if ``path`` is a dataset assembled for ``request`` (same recorded settings)."""
+    import xarray as xr
+
+    try:
+        with xr.open_dataset(path) as ds:
+            return all(str(ds.attrs.get(k)) == str(v) for k, v in request.attrs().items())
+    except Exception:  # noqa: BLE001 - not a readable dataset, so not this one
+        return False
+
+
 def _check_output(out: str, overwrite: bool) -> None:
     if os.path.isdir(out):
         raise UsageError(f"output {out} is a directory")
@@ -441,14 +446,21 @@ def generate(request: Request, out: str, *, overwrite: bool = False, workers: in
     """
     from tqdm.auto import tqdm
 
+    parts_dir = out + ".parts"
+    if not overwrite and os.path.isfile(out) and _is_dataset_of(out, request):
+        # done already (perhaps stopped while removing its parts): the same command again is a no-op
+        if os.path.isdir(parts_dir):
+            with exclusive_output(parts_dir):
+                shutil.rmtree(parts_dir)
+        print(f"[generate] {out} already holds this ensemble; nothing to do", file=sys.stderr)
+        return out
     _check_output(out, overwrite)
     if workers is not None and workers < 1:
         raise UsageError(f"--workers must be >= 1; got {workers}")
-    parts_dir = out + ".parts"
     # one writer per output: a second process is refused instead of racing for the same parts
     with exclusive_output(parts_dir):
-        _remove_stale_temporaries(os.path.join(parts_dir, ""))
-        _remove_stale_temporaries(out)
+        # (the lock cleared the parts folder's staging files; the output's own sit beside it)
+        remove_staging_files(os.path.dirname(os.path.abspath(out)), os.path.basename(out))
 
         paths = [_part_path(parts_dir, r) for r in range(request.runs)]
         pending = [r for r, p in enumerate(paths) if not _part_is_reusable(p, request.fingerprint(r), overwrite)]
@@ -572,6 +584,6 @@ def coarsen_files(inputs: list[str], out: str, *, coarse_nx: int = 64, operator:
     ds = xr.concat(runs, dim="run", data_vars="all", coords="minimal", compat="override",
                    combine_attrs="override")
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    _remove_stale_temporaries(out)
+    remove_staging_files(os.path.dirname(os.path.abspath(out)), os.path.basename(out))
     atomic_to_netcdf(ds, out)
     return out

@@ -40,7 +40,7 @@ import io
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -339,8 +339,15 @@ class _State:
         self.total = total
 
 
-def _save_checkpoint(path: Path, engine, st: _State) -> None:
-    arrays: dict[str, Any] = {"engine": np.array(engine.name), "step": np.array(st.step), "failed": st.failed,
+def _request_key(req: RolloutRequest) -> str:
+    """The settings a checkpoint belongs to (all but the device, which may change on resume)."""
+    d = {f.name: getattr(req, f.name) for f in fields(req) if f.name not in ("config", "device")}
+    return json.dumps({**d, "config": req.config.to_json()}, sort_keys=True)
+
+
+def _save_checkpoint(path: Path, engine, st: _State, req: RolloutRequest) -> None:
+    arrays: dict[str, Any] = {"engine": np.array(engine.name), "request": np.array(_request_key(req)),
+                              "step": np.array(st.step), "failed": st.failed,
                               "failure_time": st.failure_time,
                               "failure_reason": np.array([str(r) for r in st.failure_reason]),
                               "q_snap": st.q[:, : st.step // st.snap_every], "ke": st.ke[:, : st.step // st.ke_every],
@@ -364,11 +371,13 @@ def _advance_clock(m, tc: int) -> None:
         m._forward_timestep()
 
 
-def _load_checkpoint(path: Path, engine, st: _State) -> None:
+def _load_checkpoint(path: Path, engine, st: _State, req: RolloutRequest) -> None:
     try:
         ck = np.load(path, allow_pickle=False)
         if str(ck["engine"]) != engine.name:
             raise ValueError(f"the checkpoint was written by the {ck['engine']} engine, this run uses {engine.name}")
+        if str(ck["request"]) != _request_key(req):
+            raise ValueError(f"the checkpoint's settings {ck['request']} differ from this run's {_request_key(req)}")
         st.step = int(ck["step"])
         n_snap, n_ke = st.step // st.snap_every, st.step // st.ke_every
         st.q[:, :n_snap] = ck["q_snap"]
@@ -438,9 +447,10 @@ def rollout(req: RolloutRequest, out: str | os.PathLike, *, resume: bool = False
         st = _State(req)
         engine.set_q([initial_pv(req.config, req.seed, i) for i in range(req.members)])
         if resume and ckpt.exists():
-            _load_checkpoint(ckpt, engine, st)
-        elif overwrite:
-            ckpt.unlink(missing_ok=True)
+            _load_checkpoint(ckpt, engine, st, req)
+        # (with overwrite the old files stay until the new run replaces them: a failure before
+        # that, a full disk say, leaves them whole; the checkpoint names its request, so a later
+        # resume cannot continue the old run under new settings)
         check_every = req.steps(req.check_hours * 3600)
         ckpt_every = max(1, req.steps(req.checkpoint_years * YEAR))
         label = f"{req.model or 'unparameterized'} x{req.members} ({req.engine})"
@@ -449,7 +459,7 @@ def rollout(req: RolloutRequest, out: str | os.PathLike, *, resume: bool = False
             """Write the dataset, then the checkpoint (a kill between the two loses nothing on resume)."""
             ds = _dataset(req, engine, st)
             atomic_to_netcdf(ds, nc)
-            _save_checkpoint(ckpt, engine, st)
+            _save_checkpoint(ckpt, engine, st, req)
             return ds
 
         saved_at = None

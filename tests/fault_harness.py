@@ -1,0 +1,308 @@
+"""Fault injection: kill real ``roteq`` processes with SIGKILL, resume them, compare with an unbroken run.
+
+A job is a ``roteq`` command line that writes into a trial folder. For each trial the harness
+starts the command and kills it with SIGKILL, either
+
+* ``random``: at a random time between its first output and the end of an unbroken run, or
+* ``write``: the moment one of its atomic writes has a staging file on disk (the k-th such write,
+  k random), i.e. during a checkpoint or dataset write,
+
+then checks that every output file present is complete (it reads each one through), re-runs the
+same command (with ``--resume`` where the command has one), and checks that no staging file is
+left and that every output equals the unbroken run's bit for bit.
+
+The suite runs a few trials per job (``tests/test_fault_injection.py``); the README's reliability
+table comes from a longer campaign::
+
+    PYTHONHASHSEED=0 .venv/bin/python tests/fault_harness.py --trials 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGING = re.compile(r"(.+)\.tmp\.\d+\.[0-9a-f]{8}")  # roteq_param.atomic.temporary_path names
+CLI = [sys.executable, "-m", "solver_coupling.cli"]
+POLL_S = 0.0005
+
+
+# ------------------------------------------------------------------------------- reading outputs
+
+
+def _read_netcdf(path: Path) -> dict:
+    import xarray as xr
+
+    with xr.open_dataset(path) as ds:
+        return {"vars": {k: v.values for k, v in ds.variables.items()}, "attrs": dict(ds.attrs)}
+
+
+def _read_npz(path: Path) -> dict:
+    with np.load(path, allow_pickle=False) as z:
+        return {"vars": {k: z[k] for k in z.files}, "attrs": {}}
+
+
+def _read_weights(path: Path) -> dict:
+    import torch
+
+    torch.load(path, map_location="cpu", weights_only=True)  # complete and loadable ...
+    return {"vars": {"bytes": np.frombuffer(path.read_bytes(), np.uint8)}, "attrs": {}}  # ... and compared as bytes
+
+
+def _read_csv(path: Path) -> dict:
+    with open(path, newline="") as fh:
+        rows = list(csv.reader(fh))
+    if not rows:
+        raise ValueError("empty table")
+    return {"vars": {"bytes": np.frombuffer(path.read_bytes(), np.uint8)}, "attrs": {}}
+
+
+def _read_card(path: Path) -> dict:
+    card = json.loads(path.read_text())
+    # the creation time and the timed inference cost are wall-clock facts, not results, and the
+    # command line names the trial's own folder (and --resume)
+    for key in ("created", "inference_cost"):
+        card.pop(key)
+    card["training"].pop("command", None)
+    return {"vars": {}, "attrs": card}
+
+
+READERS: dict[str, Callable[[Path], dict]] = {".nc": _read_netcdf, ".npz": _read_npz, ".pt": _read_weights,
+                                               ".csv": _read_csv, ".json": _read_card}
+
+
+def _differences(a: dict, b: dict) -> list[str]:
+    names = [k for k in sorted(set(a["vars"]) | set(b["vars"]))
+             if k not in a["vars"] or k not in b["vars"] or a["vars"][k].shape != b["vars"][k].shape
+             or a["vars"][k].tobytes() != b["vars"][k].tobytes()]
+    if a["attrs"] != b["attrs"]:
+        names.append("attributes")
+    return names
+
+
+# ------------------------------------------------------------------------------- jobs
+
+
+@dataclass
+class Job:
+    """A command writing into ``folder``; ``outputs`` are compared; ``resume`` flags added on re-runs."""
+
+    name: str
+    command: Callable[[Path], list[str]]
+    outputs: list[str]
+    resume: list[str] = field(default_factory=list)
+    timeout_s: float = 300.0
+
+
+def small_jobs(workdir: Path) -> list[Job]:
+    """Rollouts (both engines), training and data generation on small grids, with what they need."""
+    import torch
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from conftest_models import tiny_dataset
+    from roteq_param import models
+    from solver_coupling.pyqg.config import get_config, solver_config_of
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    model_dir = workdir / "model16"
+    if not (model_dir / "model.pt").is_file():
+        torch.manual_seed(0)
+        net = models.build_model(arch="escnn", group="C4", channels=(8,), kernel_sizes=(3,))
+        net.set_normalization({"vel_1": 1e-2, "vel_2": 1e-2, "b": 1e2, "beta": 1.5e-11, "U_1": 2.5e-2, "U_2": 1e-3},
+                              {f.name: 1e-7 for f in net.schema.outputs})
+        solver = solver_config_of(get_config("eddy", {"nx": 16}, coarse_nx=16).make_model(log_level=0))
+        models.save_model(net, model_dir, training={"solver": solver}, inference_cost={"ms_per_call_64x64_1thread": 0.0})
+    data = workdir / "tiny.nc"
+    if not data.is_file():
+        tiny_dataset(data)
+
+    def rollout(engine: str) -> Callable[[Path], list[str]]:
+        return lambda f: CLI + ["rollout", "--model", str(model_dir), "--set", "nx=16", "--nx", "16", "--members", "2",
+                                "--years", "0.06", "--snapshot-days", "2", "--checkpoint-years", "0.01",
+                                "--diag-start-years", "0.02", "--engine", engine, "--out", str(f / "out")]
+
+    return [
+        Job("rollout (pyqg engine)", rollout("pyqg"), ["out/rollout.nc", "out/checkpoint.npz"], ["--resume"]),
+        Job("rollout (torch engine)", rollout("torch"), ["out/rollout.nc", "out/checkpoint.npz"], ["--resume"]),
+        Job("train", lambda f: CLI + ["train", "--data", str(data), "--channels", "8", "--kernel-sizes", "3",
+                                      "--epochs", "4", "--batch-size", "4", "--seed", "3", "--no-progress",
+                                      "--out", str(f / "run"), "--name", str(f / "model")],
+            ["run/metrics.csv", "model/model.pt", "model/card.json"], ["--resume"]),
+        Job("generate", lambda f: CLI + ["generate", "--set", "nx=32", "--coarse-nx", "16", "--runs", "3",
+                                         "--years", str(240 * 3600 / (360 * 86400)),
+                                         "--spinup-years", str(120 * 3600 / (360 * 86400)), "--snapshot-hours", "40",
+                                         "--window-steps", "4", "--seed", "7", "--serial", "--out", str(f / "data.nc")],
+            ["data.nc"]),
+    ]
+
+
+# ------------------------------------------------------------------------------- one trial
+
+
+def _staging_files(folder: Path) -> list[Path]:
+    return [Path(root) / n for root, _, names in os.walk(folder) for n in names if STAGING.fullmatch(n)]
+
+
+def _env() -> dict:
+    return dict(os.environ, PYTHONHASHSEED=os.environ.get("PYTHONHASHSEED", "0"))
+
+
+def _start(job: Job, folder: Path, extra: list[str] = ()) -> subprocess.Popen:
+    return subprocess.Popen(job.command(folder) + list(extra), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+
+
+@dataclass
+class Reference:
+    """An unbroken run: its outputs, its duration and how many staged writes were seen."""
+
+    outputs: dict
+    first_output_s: float
+    total_s: float
+    writes_seen: int
+
+
+def reference_run(job: Job, folder: Path) -> Reference:
+    t0 = time.monotonic()
+    proc = _start(job, folder)
+    first, seen = None, set()
+    while proc.poll() is None:
+        staged = _staging_files(folder)
+        if staged and first is None:
+            first = time.monotonic() - t0
+        seen.update(staged)
+        time.sleep(POLL_S)
+    total = time.monotonic() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{job.name}: the unbroken run failed ({proc.returncode}): {proc.stderr.read()[-2000:]}")
+    outputs = {name: READERS[Path(name).suffix](folder / name) for name in job.outputs}
+    return Reference(outputs, first if first is not None else 0.0, total, len(seen))
+
+
+@dataclass
+class Trial:
+    job: str
+    mode: str
+    landed: str
+    problems: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _where(folder: Path, staged: list[Path]) -> str:
+    if staged:
+        return "writing " + STAGING.fullmatch(staged[0].name).group(1)
+    return "stepping" if any(p.is_file() for p in folder.rglob("*") if p.name != ".lock") else "starting"
+
+
+def run_trial(job: Job, ref: Reference, folder: Path, mode: str, rng: random.Random) -> Trial:
+    """Kill ``job`` once (``mode`` random or write), check, resume, compare with ``ref``."""
+    proc = _start(job, folder)
+    t0 = time.monotonic()
+    if mode == "random":
+        deadline = t0 + ref.first_output_s + rng.random() * 0.95 * (ref.total_s - ref.first_output_s)
+        while proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(POLL_S)
+        staged = _staging_files(folder)
+    else:
+        target, seen = rng.randint(1, max(ref.writes_seen, 1)), set()
+        staged = []
+        while proc.poll() is None:
+            staged = _staging_files(folder)
+            seen.update(staged)
+            if staged and len(seen) >= target:
+                break
+            time.sleep(POLL_S)
+    if proc.poll() is not None:  # finished (or failed) before the kill point
+        problems = [] if proc.returncode == 0 else [f"failed unkilled: {proc.stderr.read()[-500:]}"]
+        return Trial(job.name, mode, "after the end (not killed)", problems)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    landed = _where(folder, staged)
+
+    problems = []
+    for name in job.outputs:  # an output present after the kill must be whole (the old or the new one)
+        if (folder / name).exists():
+            try:
+                READERS[Path(name).suffix](folder / name)
+            except Exception as e:  # noqa: BLE001 - any failure to read it through is the finding
+                problems.append(f"half-written {name} after the kill ({type(e).__name__}: {e})")
+    resumed = subprocess.run(job.command(folder) + job.resume, cwd=ROOT, env=_env(), capture_output=True, text=True,
+                             timeout=job.timeout_s)
+    if resumed.returncode != 0:
+        return Trial(job.name, mode, landed, problems + [f"resume failed ({resumed.returncode}): "
+                                                         f"{resumed.stderr[-1000:]}"])
+    problems += [f"staging file left: {p.relative_to(folder)}" for p in _staging_files(folder)]
+    for name in job.outputs:
+        diff = _differences(ref.outputs[name], READERS[Path(name).suffix](folder / name))
+        if diff:
+            problems.append(f"{name} differs from the unbroken run in {diff}")
+    return Trial(job.name, mode, landed, problems)
+
+
+def campaign(jobs: list[Job], workdir: Path, trials: int, seed: int = 0, modes=("random", "write"),
+             log: Callable[[str], None] = lambda s: None) -> list[Trial]:
+    """``trials`` kills per job and mode; returns every trial."""
+    rng = random.Random(seed)
+    results = []
+    for j, job in enumerate(jobs):
+        ref = reference_run(job, workdir / f"job{j}" / "reference")
+        log(f"{job.name}: unbroken run {ref.total_s:.1f} s, {ref.writes_seen} staged writes seen")
+        for mode in modes:
+            for t in range(trials):
+                trial = run_trial(job, ref, workdir / f"job{j}" / f"{mode}{t}", mode, rng)
+                log(f"  {mode:6s} kill {t}: {trial.landed:28s} {'ok' if trial.ok else trial.problems}")
+                results.append(trial)
+    return results
+
+
+def table(results: list[Trial]) -> str:
+    """Markdown rows: job | kills | where they landed | resumed bit for bit."""
+    lines = ["| job | SIGKILLs | where they landed | resumed bit-for-bit |", "| --- | --- | --- | --- |"]
+    for job in dict.fromkeys(t.job for t in results):
+        mine = [t for t in results if t.job == job]
+        killed = [t for t in mine if not t.landed.startswith("after the end")]
+        landed = ", ".join(f"{n} {w}" for w, n in Counter(t.landed for t in killed).most_common())
+        modes = ", ".join(f"{n} {m}" for m, n in Counter(t.mode for t in killed).items())
+        lines.append(f"| {job} | {len(killed)} ({modes}) | {landed} | {sum(t.ok for t in killed)}/{len(killed)} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--trials", type=int, default=20, help="kills per job and mode (default 20)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workdir", type=Path, default=Path("runs/fault_injection"))
+    p.add_argument("--jobs", nargs="+", default=None, help="job names to run (default: all)")
+    args = p.parse_args(argv)
+    import shutil
+
+    shutil.rmtree(args.workdir, ignore_errors=True)
+    jobs = [j for j in small_jobs(args.workdir / "inputs") if args.jobs is None or j.name.split()[0] in args.jobs]
+    results = campaign(jobs, args.workdir, args.trials, args.seed, log=lambda s: print(s, flush=True))
+    print(table(results))
+    for t in results:
+        if not t.ok:
+            print(f"FAILED {t.job} {t.mode} ({t.landed}): {t.problems}")
+    return 0 if all(t.ok for t in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

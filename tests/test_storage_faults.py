@@ -1,0 +1,46 @@
+"""A full disk, simulated with a file-size limit on real processes: a clear error, exit 3, and the
+previous complete outputs untouched (no staging file left either)."""
+
+import resource
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from fault_harness import ROOT, STAGING, small_jobs
+
+
+@pytest.fixture(scope="module")
+def jobs(tmp_path_factory):
+    return {job.name: job for job in small_jobs(tmp_path_factory.mktemp("inputs"))}
+
+
+def _limited(n_bytes):
+    return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (n_bytes, n_bytes))
+
+
+def _snapshot(folder: Path) -> dict:
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+            and p.name != ".lock"}
+
+
+@pytest.mark.parametrize("name, again", [
+    ("rollout (pyqg engine)", ["--overwrite"]),
+    ("train", ["--overwrite"]),
+    ("generate", ["--overwrite", "--runs", "4"]),
+])
+def test_full_disk_is_a_clear_error_and_keeps_the_previous_output(jobs, name, again, tmp_path):
+    job = jobs[name]
+    done = subprocess.run(job.command(tmp_path), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    before = _snapshot(tmp_path)
+    # the same job again over its output, with room for a few kilobytes per file only
+    full = subprocess.run(job.command(tmp_path) + again, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          preexec_fn=_limited(4096))
+    assert full.returncode == 3, full.stderr
+    assert f"error: out of storage writing {tmp_path}" in full.stderr and "previous complete outputs are intact" in full.stderr
+    assert "Traceback" not in full.stderr
+    after = _snapshot(tmp_path)
+    assert not [p for p in after if STAGING.fullmatch(p.name)]
+    assert {p: b for p, b in after.items() if p in before} == before  # nothing the user had was touched
+
