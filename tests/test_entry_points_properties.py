@@ -2,6 +2,8 @@
 result or a clear, typed error (SchemaError / ValueError / ModelFileError), never a deep numpy or
 torch traceback."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -18,6 +20,13 @@ SHAPES = {"vel_1": (2, 8, 8), "vel_2": (2, 8, 8), "b": (8, 8), "beta": (2,), "U_
 @pytest.fixture(scope="module")
 def predictor():
     return models.Predictor("eddy-c4")
+
+
+@pytest.fixture(scope="module")
+def tiny_nc(tmp_path_factory):
+    from conftest_models import tiny_dataset
+
+    return Path(tiny_dataset(tmp_path_factory.mktemp("tiny") / "tiny.nc"))
 
 
 def _mutated(field, kind):
@@ -87,3 +96,84 @@ def test_cgrid_adapter_answers_or_says_what_is_wrong(nz, ny, nx, bad):
     else:
         with pytest.raises(ValueError):
             adapter(u, v, b)
+
+
+# ------------------------------------------------------------------ the pyqg plugin: constructor and first call
+
+@settings(max_examples=40, deadline=None)
+@given(model=st.sampled_from(["eddy-c4", "no-such-model", "dir-without-files", 3]),
+       call_interval=st.sampled_from([1, 2, 0, -1, 1.5, "2"]),
+       nx=st.sampled_from([64, 48, 32]), ny_differs=st.booleans(),
+       solver=st.sampled_from([{}, {"beta": -1.5e-11, "U1": -0.025}, {"rek": 7e-8, "delta": 0.1, "beta": 1e-11},
+                               {"L": 2e6}]),
+       state=st.sampled_from(["spun up", "nan", "inf", "huge"]))
+def test_plugin_constructor_and_first_call_answer_or_say_what_is_wrong(tmp_path_factory, model, call_interval, nx,
+                                                                      ny_differs, solver, state):
+    import pyqg
+
+    from solver_coupling.pyqg.plugin import RotEqParameterization
+
+    if model == "dir-without-files":
+        model = str(tmp_path_factory.mktemp("empty"))
+    try:
+        plugin = RotEqParameterization(model, call_interval=call_interval)
+    except (ValueError, TypeError, FileNotFoundError, models.ModelFileError) as e:
+        assert str(e)  # typed and explained
+        assert model != "eddy-c4" or call_interval not in (1, 2)
+        return
+    assert model == "eddy-c4" and call_interval in (1, 2)
+    kwargs = {"nx": nx, "log_level": 0, **solver}
+    if ny_differs:
+        kwargs["ny"] = nx // 2
+    try:
+        m = pyqg.QGModel(**kwargs)
+    except Exception:  # noqa: BLE001 - pyqg itself refuses the configuration: not the plugin's input
+        return
+    np.random.seed(0)
+    m.set_q1q2(1e-6 * np.random.randn(m.ny, m.nx), 1e-7 * np.random.randn(m.ny, m.nx))
+    if state != "spun up":
+        m.q[0, 1, 2] = {"nan": np.nan, "inf": np.inf, "huge": 1e300}[state]
+        m._invert()
+    try:
+        dq = plugin(m)
+    except (ValueError, FloatingPointError) as e:  # ModelMismatchError is a ValueError
+        assert str(e)
+        assert state != "spun up" or nx != 64 or ny_differs or solver not in ({}, {"beta": -1.5e-11, "U1": -0.025})
+        return
+    assert dq.shape == m.q.shape and np.isfinite(dq).all()
+    assert state == "spun up" and nx == 64 and not ny_differs
+
+
+# ------------------------------------------------------------------ the dataset reader
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cut=st.floats(0.0, 1.0), flip=st.integers(0, 10**6), how=st.sampled_from(["truncate", "flip a byte",
+                                                                                 "drop a variable", "nan"]))
+def test_dataset_reader_answers_or_says_what_is_wrong(tiny_nc, tmp_path_factory, cut, flip, how):
+    import xarray as xr
+
+    from roteq_param.train import load_dataset
+
+    path = tmp_path_factory.mktemp("ds") / "d.nc"
+    raw = bytearray(tiny_nc.read_bytes())
+    if how == "truncate":
+        path.write_bytes(raw[: int(cut * len(raw))])
+    elif how == "flip a byte":
+        raw[flip % len(raw)] ^= 0xFF
+        path.write_bytes(raw)
+    else:
+        with xr.open_dataset(tiny_nc) as ds:
+            ds = ds.load()
+        if how == "drop a variable":
+            ds = ds.drop_vars(list(ds.data_vars)[flip % len(ds.data_vars)])
+        else:
+            name = list(ds.data_vars)[flip % len(ds.data_vars)]
+            if ds[name].dtype.kind == "f":
+                ds[name].values.flat[flip % ds[name].size] = np.nan
+        ds.to_netcdf(path)
+    try:
+        data = load_dataset(path)
+    except (ValueError, FileNotFoundError) as e:
+        assert str(path) in str(e) or "dataset" in str(e)
+    else:
+        assert data.x.shape[0] >= 2  # a flipped byte in padding or an unused attribute can leave it readable

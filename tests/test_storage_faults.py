@@ -1,6 +1,7 @@
 """A full disk, simulated with a file-size limit on real processes: a clear error, exit 3, and the
 previous complete outputs untouched (no staging file left either)."""
 
+import dataclasses
 import resource
 import subprocess
 from pathlib import Path
@@ -44,3 +45,40 @@ def test_full_disk_is_a_clear_error_and_keeps_the_previous_output(jobs, name, ag
     assert not [p for p in after if STAGING.fullmatch(p.name)]
     assert {p: b for p, b in after.items() if p in before} == before  # nothing the user had was touched
 
+
+
+@pytest.mark.parametrize("name, damaged, again", [
+    ("train", "run/checkpoint.pt", ["--resume"]),
+    ("rollout (pyqg engine)", "out/checkpoint.npz", ["--resume"]),
+    ("train", "inputs:tiny.nc", ["--overwrite"]),
+    ("rollout (pyqg engine)", "inputs:model16/model.pt", ["--overwrite"]),
+])
+def test_truncated_files_are_named_and_nothing_is_overwritten(jobs, name, damaged, again, tmp_path):
+    job = jobs[name]
+    done = subprocess.run(job.command(tmp_path), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    # the job's own checkpoint, or one of its inputs (copied, so other tests keep theirs)
+    if damaged.startswith("inputs:"):
+        job = _with_copied_input(job, damaged.split(":", 1)[1], tmp_path / "inputs")
+        path = tmp_path / "inputs" / damaged.split(":", 1)[1]
+    else:
+        path = tmp_path / damaged
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])
+    before = _snapshot(tmp_path)
+    bad = subprocess.run(job.command(tmp_path) + again, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2, bad.stderr
+    assert str(path) in bad.stderr and ("truncated or corrupt" in bad.stderr or "unreadable" in bad.stderr)
+    assert "Traceback" not in bad.stderr and "weights_only" not in bad.stderr
+    assert _snapshot(tmp_path) == before
+
+
+def _with_copied_input(job, relative: str, into: Path):
+    import shutil
+
+    source = next(Path(a) for a in job.command(Path("/nonexistent")) if a.endswith(relative.split("/")[0]))
+    target = into / relative.split("/")[0]
+    into.mkdir(exist_ok=True)
+    (shutil.copytree if source.is_dir() else shutil.copy)(source, target)
+    return dataclasses.replace(job, command=lambda f, c=job.command: [str(target) if a == str(source) else a
+                                                                       for a in c(f)])

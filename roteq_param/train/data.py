@@ -74,7 +74,12 @@ def load_dataset(path: str | os.PathLike, schema: Schema | None = None, s_target
     path = str(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"training dataset {path} does not exist (make one with `roteq generate`)")
-    with xr.open_dataset(path) as ds:
+    try:
+        ds = xr.open_dataset(path)
+    except (OSError, ValueError) as e:  # netCDF's "HDF error", xarray's "no backend matched"
+        raise ValueError(f"cannot read training dataset {path} ({type(e).__name__}): the file is truncated or "
+                         "corrupt, or not netCDF; re-run the `roteq generate` command that made it") from None
+    with ds:
         if s_target not in ds:
             raise ValueError(f"dataset {path} lacks the PV forcing target {s_target!r}")
         try:
@@ -82,11 +87,17 @@ def load_dataset(path: str | os.PathLike, schema: Schema | None = None, s_target
         except ValueError as e:
             raise ValueError(f"dataset {path}: {e}") from None
         F1, F2, L = _physical_constants(ds, path)
-        x = schema.stack({f.name: torch.from_numpy(np.ascontiguousarray(named[f.name])) for f in schema.inputs})
-        y = schema.stack({f.name: torch.from_numpy(np.ascontiguousarray(named[f.name])) for f in schema.outputs},
-                         "outputs")
+        try:  # the schema refuses NaN/inf and wrong shapes; the message gains the file's name
+            x = schema.stack({f.name: torch.from_numpy(np.ascontiguousarray(named[f.name])) for f in schema.inputs})
+            y = schema.stack({f.name: torch.from_numpy(np.ascontiguousarray(named[f.name])) for f in schema.outputs},
+                             "outputs")
+        except ValueError as e:
+            raise ValueError(f"dataset {path}: {e}; regenerate it") from None
         S = torch.from_numpy(np.ascontiguousarray(ds[s_target].values, dtype=np.float32))
         attrs = dict(ds.attrs)
+    if not torch.isfinite(S).all():
+        run = int((~torch.isfinite(S)).flatten(1).any(1).nonzero()[0])
+        raise ValueError(f"dataset {path}: {s_target} of run {run} holds NaN or inf; regenerate it")
     if x.shape[0] < 2:
         raise ValueError(f"dataset {path} has {x.shape[0]} run(s); training needs at least 2 (train/validation split "
                          "by run)")

@@ -40,6 +40,7 @@ import io
 import json
 import os
 import time
+import zipfile
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
@@ -386,9 +387,9 @@ def _load_checkpoint(path: Path, engine, st: _State, req: RolloutRequest) -> Non
         st.failure_time[:] = ck["failure_time"]
         st.failure_reason[:] = ck["failure_reason"].astype(object)
         engine.restore(ck)
-    except (KeyError, ValueError, OSError, EOFError) as e:
-        raise RuntimeError(f"checkpoint {path} is unreadable or from another rollout ({type(e).__name__}: {e}); "
-                           "delete it to start over") from e
+    except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as e:  # truncated, foreign, other settings
+        raise RuntimeError(f"checkpoint {path} is unreadable (truncated or corrupt) or from another rollout "
+                           f"({type(e).__name__}: {e}); delete it to start over, or pass --overwrite") from None
 
 
 def _dataset(req: RolloutRequest, engine, st: _State) -> xr.Dataset:
