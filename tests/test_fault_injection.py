@@ -24,5 +24,6 @@ def test_killed_job_resumes_bit_for_bit(jobs, name, tmp_path):
     for mode in ("random", "write"):
         trial = run_trial(job, ref, tmp_path / mode, mode, rng)
         assert trial.ok, (mode, trial.landed, trial.problems)
+        assert not trial.landed.startswith("after the end"), trial.landed  # it really was killed
         if mode == "write":
-            assert trial.landed.startswith("writing "), trial.landed  # the kill hit a staged write
+            assert trial.landed.startswith("writing "), trial.landed  # during a staged write
