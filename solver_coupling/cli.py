@@ -19,7 +19,7 @@ import numpy as np
 
 from roteq_param import coarsen
 from roteq_param.atomic import OutputLocked
-from roteq_param.models import ModelConfig
+from roteq_param.models import DEFAULT_MODEL, ModelConfig
 from roteq_param.train import TrainOptions, train
 from solver_coupling.pyqg import bench as pyqg_bench
 from solver_coupling.pyqg import demo as pyqg_demo
@@ -248,9 +248,9 @@ def add_rollout_parser(subparsers) -> argparse.ArgumentParser:
         "rollout", help="run coarse pyqg ensembles online, with or without a trained model",
         description="Runs M coarse pyqg members for Y model years (360-day years), with the trained "
                     "parameterization (--model) or without (--model none), and writes OUT/rollout.nc.")
-    p.add_argument("--model", default="eddy-c4",
+    p.add_argument("--model", default=DEFAULT_MODEL,
                    help="trained model name or directory, 'none', or a pyqg baseline closure: "
-                        "'backscatter' (Ross et al.'s tuning) or 'smagorinsky' (default: eddy-c4)")
+                        "'backscatter' (Ross et al.'s tuning) or 'smagorinsky' (default: %(default)s)")
     p.add_argument("--config", default="eddy", help="named configuration (default: eddy)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
                    help="override a pyqg parameter (repeatable)")
@@ -419,7 +419,7 @@ def _print(result: dict[str, Any]) -> None:
 def add_bench_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("bench", help="measure the plugin's cost as ratios to bare pyqg steps",
                               description=pyqg_bench.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="eddy-c4", help="trained model name or directory (default: eddy-c4)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="trained model name or directory (default: %(default)s)")
     p.add_argument("--steps", type=int, default=200, help="steps per timing block (default: 200)")
     p.add_argument("--repeats", type=int, default=7, help="interleaved timing blocks (default: 7)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default: 1, like pyqg's ntd=1)")
@@ -453,7 +453,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 def add_demo_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser("demo", help="run the shipped model online in pyqg and score it (a few minutes)",
                               description=pyqg_demo.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="eddy-c4", help="trained model (default: eddy-c4)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="trained model (default: %(default)s)")
     p.add_argument("--years", type=float, default=4.0, help="model years per member (default: 4)")
     p.add_argument("--members", type=int, default=2, help="ensemble members per set (default: 2)")
     p.add_argument("--score-years", type=float, default=2.0, help="score the last Y years (default: 2)")

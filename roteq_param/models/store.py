@@ -24,10 +24,11 @@ from roteq_param.models.config import ModelConfig
 from roteq_param.models.export import time_inference
 from roteq_param.models.net import FluxNet
 
-__all__ = ["ModelFileError", "MODEL_FORMAT", "TRAINED_MODELS_DIR", "sha256_file", "model_dir", "save_model", "load_card", "load_model"]
+__all__ = ["ModelFileError", "MODEL_FORMAT", "TRAINED_MODELS_DIR", "DEFAULT_MODEL", "sha256_file", "model_dir", "save_model", "load_card", "load_model"]
 
 MODEL_FORMAT = "roteq-fluxnet/1"
 TRAINED_MODELS_DIR = Path(__file__).resolve().parents[2] / "trained_models"
+DEFAULT_MODEL = "eddy-c4"  # the shipped model every entry point uses unless told otherwise
 
 
 class ModelFileError(RuntimeError):

@@ -53,7 +53,6 @@ __all__ = [
     "Ensemble",
 ]
 
-DEFAULT_MODEL = "eddy-c4"
 
 class ModelMismatchError(ValueError):
     """The trained model does not fit the solver it was plugged into (the message names the field)."""
@@ -111,7 +110,7 @@ class RotEqParameterization(pyqg.QParameterization):
     names g (None when the configuration is the training one).
     """
 
-    def __init__(self, model: str | Any = DEFAULT_MODEL, *, device: str = "cpu", call_interval: int = 1,
+    def __init__(self, model: str | Any = models.DEFAULT_MODEL, *, device: str = "cpu", call_interval: int = 1,
                  dtype: torch.dtype = torch.float32, allow_out_of_regime: bool = False):
         if int(call_interval) != call_interval or call_interval < 1:
             raise ValueError(f"call_interval must be a positive integer, got {call_interval!r}")
