@@ -102,13 +102,13 @@ def test_cgrid_adapter_answers_or_says_what_is_wrong(nz, ny, nx, bad):
 
 @settings(max_examples=40, deadline=None)
 @given(model=st.sampled_from(["eddy-c4", "no-such-model", "dir-without-files", 3]),
-       call_interval=st.sampled_from([1, 2, 0, -1, 1.5, "2"]),
-       nx=st.sampled_from([64, 48, 32]), ny_differs=st.booleans(),
+       call_interval=st.sampled_from([1, 2, 0, -1, 1.5, "2"]), unknown_key=st.booleans(),
+       nx=st.sampled_from([64, 48, 33]), ny_differs=st.booleans(),
        solver=st.sampled_from([{}, {"beta": -1.5e-11, "U1": -0.025}, {"rek": 7e-8, "delta": 0.1, "beta": 1e-11},
                                {"L": 2e6}]),
        state=st.sampled_from(["spun up", "nan", "inf", "huge"]))
-def test_plugin_constructor_and_first_call_answer_or_say_what_is_wrong(tmp_path_factory, model, call_interval, nx,
-                                                                      ny_differs, solver, state):
+def test_plugin_constructor_and_first_call_answer_or_say_what_is_wrong(tmp_path_factory, model, call_interval,
+                                                                      unknown_key, nx, ny_differs, solver, state):
     import pyqg
 
     from solver_coupling.pyqg.plugin import RotEqParameterization
@@ -116,12 +116,12 @@ def test_plugin_constructor_and_first_call_answer_or_say_what_is_wrong(tmp_path_
     if model == "dir-without-files":
         model = str(tmp_path_factory.mktemp("empty"))
     try:
-        plugin = RotEqParameterization(model, call_interval=call_interval)
+        plugin = RotEqParameterization(model, call_interval=call_interval, **({"colour": 1} if unknown_key else {}))
     except (ValueError, TypeError, FileNotFoundError, models.ModelFileError) as e:
         assert str(e)  # typed and explained
-        assert model != "eddy-c4" or call_interval not in (1, 2)
+        assert model != "eddy-c4" or call_interval not in (1, 2) or unknown_key
         return
-    assert model == "eddy-c4" and call_interval in (1, 2)
+    assert model == "eddy-c4" and call_interval in (1, 2) and not unknown_key
     kwargs = {"nx": nx, "log_level": 0, **solver}
     if ny_differs:
         kwargs["ny"] = nx // 2
