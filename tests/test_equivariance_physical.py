@@ -52,8 +52,8 @@ def _physically_scaled(group, state, seed=0):
 @pytest.fixture(scope="module")
 def nets(eddy, tmp_path_factory):
     state = state_from_model(eddy)
-    out = {"shipped eddy-c4": models.load_model("eddy-c4"),
-           "fresh C4": _physically_scaled("C4", state), "fresh D4": _physically_scaled("D4", state, seed=1)}
+    out = {f"shipped {name}": models.load_model(name) for name in sorted({"eddy-c4", models.DEFAULT_MODEL})}
+    out |= {"fresh C4": _physically_scaled("C4", state), "fresh D4": _physically_scaled("D4", state, seed=1)}
     d = tmp_path_factory.mktemp("trained")
     summary = train(TrainOptions(data=tiny_dataset(d / "tiny.nc"), out=str(d / "run"), name=str(d / "model"),
                                  model=ModelConfig(group="D4", channels=(8, 8), kernel_sizes=(3, 1)),

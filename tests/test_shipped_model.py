@@ -1,4 +1,4 @@
-"""The shipped model: loads by name, is exactly equivariant, runs online (collocated and C-grid), demo."""
+"""The shipped models: load by name, are exactly equivariant, run online (collocated and C-grid), demo."""
 
 import json
 
@@ -14,7 +14,8 @@ from solver_coupling.pyqg.config import get_config
 from solver_coupling.pyqg.plugin import RotEqParameterization
 from solver_coupling.pyqg.cgrid_path import CGridQParameterization
 
-NAME = "eddy-c4"
+NAME = "eddy-c4"  # the first shipped model: its behaviour fingerprint is stored
+SHIPPED = sorted({models.DEFAULT_MODEL, NAME})
 
 
 @pytest.fixture(scope="module")
@@ -30,12 +31,13 @@ def spun_up():
     return m
 
 
-def test_shipped_model_card_and_exact_equivariance():
-    card = models.load_card(NAME)
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_model_card_and_exact_equivariance(name):
+    card = models.load_card(name)
     assert card["schema"] == qg_schema(2).to_dict()
     assert card["training"]["solver"]["nx"] == 64
     assert card["metrics"]["val"]["S_1"] > 0.3  # held-out skill recorded in the card, not a placeholder
-    net = models.load_model(NAME)
+    net = models.load_model(name)
     exported = net.export()
     x = torch.randn(2, net.schema.n_channels("inputs"), 32, 32)
     for name in ("beta", "U_1", "U_2"):  # constants must be constant over the grid
@@ -68,12 +70,12 @@ def test_c_grid_path_matches_the_collocated_hook_online(spun_up):
 def test_demo_end_to_end(tmp_path, capsys):
     from solver_coupling.pyqg.demo import run_demo
 
-    rc = run_demo(NAME, years=0.05, members=1, score_years=0.04, out=tmp_path)
+    rc = run_demo(models.DEFAULT_MODEL, years=0.05, members=1, score_years=0.04, out=tmp_path)
     printed = capsys.readouterr().out
     assert rc == 0, printed
     assert "similarity mean" in printed and "1/1 parameterized members stable" in printed
     result = json.loads((tmp_path / "evaluate.json").read_text())
-    assert NAME in result["runs"]
+    assert models.DEFAULT_MODEL in result["runs"]
     for stem in ("spectra", "distributions", "energy_timeseries", "snapshots"):
         assert (tmp_path / f"{stem}.png").stat().st_size > 1000
 
