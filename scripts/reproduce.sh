@@ -35,3 +35,17 @@ $R evaluate --truth data/eddy_spectral.nc@4-6 --truth-b data/eddy_spectral.nc@0-
 
 # 5. cost
 $R bench --model eddy-c4 --json runs/bench.json
+
+# 6. the 25-run study (README "Skill on 25 runs"): data with trajectory windows (~3.2 core-hours),
+#    the shipped architecture and eddy-c4-dilated on runs 0-20 (21-24 held out), the online table
+PYTHONHASHSEED=0 $R generate --runs 25 --years 10 --spinup-years 5 --snapshot-hours 250 --window-steps 32 \
+  --window-every 4 --seed 0 --workers 2 --out data/eddy25.nc
+T25="--data data/eddy25.nc --val-runs 4 --lr 1e-2 --patience 1000 --seed 0 --no-progress"
+train25() {  # OUT NAME [options]
+  local out=$1 name=$2; shift 2
+  $R train $T25 --out "$out" --name "$name" $([ -f "$out/checkpoint.pt" ] && echo --resume) "$@"
+}
+train25 runs/skill_train/c4-7x7 runs/skill_train/c4-7x7/model --channels 32,32 --kernel-sizes 7,1 --epochs 40
+train25 runs/skill_train/c4-dil17 eddy-c4-dilated --channels 32,32,32 --kernel-sizes 5,3,3 --dilations 1,2,4 --epochs 30
+MODELS="eddy-c4 c4-7x7-25runs=runs/skill_train/c4-7x7/model eddy-c4-dilated" bash scripts/skill_eval.sh
+$R bench --model eddy-c4-dilated --members 1 --json runs/bench_eddy-c4-dilated.json

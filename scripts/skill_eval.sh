@@ -2,7 +2,8 @@
 # Online skill table of the skill issue: 4 members x 10 years at 64^2 per closure (same seeds), scored
 # over years 5-10 against 4 high-res runs of the 25-run dataset (runs 21-24, held out from training),
 # with 4 other high-res runs (17-20) as the noise ceiling, all in one `roteq evaluate` table.
-# Closures: pyqg's backscatter (Ross et al.'s tuning) and Smagorinsky, and each model in MODELS.
+# Closures: pyqg's backscatter (Ross et al.'s tuning) and Smagorinsky, and each model in MODELS
+# (a name under trained_models/, or LABEL=PATH).
 # Each rollout resumes if re-run; JOBS rollouts run at once (default 2).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -18,12 +19,12 @@ roll() {  # NAME MODEL
 }
 mkdir -p $OUT
 NAMES=(none backscatter smagorinsky $MODELS)
-for name in "${NAMES[@]}"; do
+for spec in "${NAMES[@]}"; do
   while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do sleep 5; done
-  roll "$(basename "$name")" "$name" &
+  roll "${spec%%=*}" "${spec#*=}" &
 done
 wait
 RUNS=()
-for name in "${NAMES[@]:1}"; do RUNS+=(--run "$(basename "$name")=$OUT/$(basename "$name")/rollout.nc"); done
+for spec in "${NAMES[@]:1}"; do RUNS+=(--run "${spec%%=*}=$OUT/${spec%%=*}/rollout.nc"); done
 $R evaluate --truth "$DATA@21-24" --truth-b "$DATA@17-20" --baseline $OUT/none/rollout.nc "${RUNS[@]}" \
   --last-years 5 --out $OUT/evaluate

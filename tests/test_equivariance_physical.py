@@ -52,7 +52,8 @@ def _physically_scaled(group, state, seed=0):
 @pytest.fixture(scope="module")
 def nets(eddy, tmp_path_factory):
     state = state_from_model(eddy)
-    out = {f"shipped {name}": models.load_model(name) for name in sorted({"eddy-c4", models.DEFAULT_MODEL})}
+    shipped = sorted(p.name for p in models.TRAINED_MODELS_DIR.iterdir() if (p / "model.pt").is_file())
+    out = {f"shipped {name}": models.load_model(name) for name in shipped}
     out |= {"fresh C4": _physically_scaled("C4", state), "fresh D4": _physically_scaled("D4", state, seed=1)}
     d = tmp_path_factory.mktemp("trained")
     summary = train(TrainOptions(data=tiny_dataset(d / "tiny.nc"), out=str(d / "run"), name=str(d / "model"),
