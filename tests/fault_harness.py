@@ -28,6 +28,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -163,8 +164,17 @@ def _env() -> dict:
 
 
 def _start(job: Job, folder: Path, extra: list[str] = ()) -> subprocess.Popen:
-    return subprocess.Popen(job.command(folder) + list(extra), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    # stderr (progress bars included) goes to a file: an unread pipe could fill and stall the job
+    log = tempfile.TemporaryFile("w+")
+    proc = subprocess.Popen(job.command(folder) + list(extra), cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=log, text=True)
+    proc.log = log
+    return proc
+
+
+def _tail(proc: subprocess.Popen, n: int) -> str:
+    proc.log.seek(0)
+    return proc.log.read()[-n:]
 
 
 @dataclass
@@ -188,8 +198,10 @@ def reference_run(job: Job, folder: Path) -> Reference:
         seen.update(staged)
         time.sleep(POLL_S)
     total = time.monotonic() - t0
-    if proc.returncode != 0:
-        raise RuntimeError(f"{job.name}: the unbroken run failed ({proc.returncode}): {proc.stderr.read()[-2000:]}")
+    failure = _tail(proc, 2000) if proc.returncode != 0 else ""
+    proc.log.close()
+    if failure:
+        raise RuntimeError(f"{job.name}: the unbroken run failed ({proc.returncode}): {failure}")
     outputs = {name: READERS[Path(name).suffix](folder / name) for name in job.outputs}
     return Reference(outputs, first if first is not None else 0.0, total, len(seen))
 
@@ -233,10 +245,12 @@ def run_trial(job: Job, ref: Reference, folder: Path, mode: str, rng: random.Ran
                 break
             time.sleep(POLL_S)
     if proc.poll() is not None:  # finished (or failed) before the kill point
-        problems = [] if proc.returncode == 0 else [f"failed unkilled: {proc.stderr.read()[-500:]}"]
+        problems = [] if proc.returncode == 0 else [f"failed unkilled: {_tail(proc, 500)}"]
+        proc.log.close()
         return Trial(job.name, mode, "after the end (not killed)", problems)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    proc.log.close()
     landed = _where(folder, staged)
 
     problems = []
