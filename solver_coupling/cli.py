@@ -37,9 +37,10 @@ from solver_coupling.pyqg.rollout import RolloutRequest, rollout
 # data: generate, coarsen
 # ---------------------------------------------------------------------------------------------
 
-def _fail(command: str, err: Exception) -> None:
+def _fail(command: str, err: Exception | str, status: int = 2) -> None:
+    """Print ``roteq COMMAND: error: ...`` (one line, no traceback) and exit with ``status``."""
     print(f"roteq {command}: error: {err}", file=sys.stderr)
-    raise SystemExit(2)
+    raise SystemExit(status)
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -146,8 +147,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             progress=False if args.no_progress else None, command=" ".join(["roteq", *sys.argv[1:]]))
         summary = train(opts)
     except (ValueError, FileNotFoundError, FileExistsError, OutputLocked) as e:
-        print(f"roteq train: error: {e}", file=sys.stderr)
-        return 2
+        _fail("train", e)
     print(json.dumps(summary, indent=2, default=str))
     return 0
 
@@ -210,8 +210,7 @@ def _cmd_train_online(args: argparse.Namespace) -> int:
             checkpoint_every=args.checkpoint_every, threads=args.threads,
             progress=False if args.no_progress else None))
     except (ValueError, FileNotFoundError) as e:
-        print(f"roteq train-online: error: {e}", file=sys.stderr)
-        return 2
+        _fail("train-online", e)
     print(json.dumps(summary, indent=2, default=str))
     return 0
 
@@ -296,8 +295,7 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
                              engine=args.engine, precision=args.precision)
         ds = rollout(req, args.out, resume=args.resume, overwrite=args.overwrite)
     except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as e:
-        print(f"roteq rollout: error: {e}", file=sys.stderr)
-        return 2
+        _fail("rollout", e)
     failed = int(ds["failed"].sum())
     print(f"wrote {args.out / 'rollout.nc'}: {req.members} members x {req.years:g} years, "
           f"{req.members - failed} finished stable, {failed} stopped by the monitor")
@@ -339,8 +337,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         truth_b = load_runs(args.truth_b, CEILING) if args.truth_b else None
         table, figures, reference = evaluate(truth, baseline, candidates, config, truth_b)
     except ValueError as err:  # UsageError, bad --set names
-        print(f"roteq evaluate: error: {err}", file=sys.stderr)
-        raise SystemExit(2)
+        _fail("evaluate", err)
     os.makedirs(args.out, exist_ok=True)
     write_results(args.out, table, figures)
     if args.save_reference:
@@ -436,8 +433,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         result = bench(args.model, steps=args.steps, repeats=args.repeats, members=tuple(args.members),
                        threads=args.threads, gpu_members=tuple(args.gpu_members))
     except (FileNotFoundError, ValueError, RuntimeError) as e:
-        print(f"roteq bench: error: {e}", file=sys.stderr)
-        return 2
+        _fail("bench", e)
     _print(result)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -467,14 +463,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(1)  # pyqg runs on one core (ntd=1); torch threads only add barrier waits here
     if not 0 < args.score_years <= args.years:
-        print("roteq demo: error: --score-years must be positive and at most --years", file=sys.stderr)
-        return 2
+        _fail("demo", "--score-years must be positive and at most --years")
     try:
         return run_demo(args.model, years=args.years, members=args.members, score_years=args.score_years,
                         out=args.out)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
-        print(f"roteq demo: error: {e}", file=sys.stderr)
-        return 2
+        _fail("demo", e)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -516,10 +510,9 @@ def main(argv: list[str] | None = None) -> int:
         # every output is staged in a temporary file and renamed into place, so the failed write
         # left the previous complete file (if any) as it was
         where = f" writing {e.filename}" if e.filename else ""
-        print(f"roteq {args.command}: error: out of storage{where} ({e.strerror or e}); the previous complete "
-              "outputs are intact: free space (or raise the file-size limit) and re-run the same command "
-              "(with --resume where it has one)", file=sys.stderr)
-        return 3
+        _fail(args.command, f"out of storage{where} ({e.strerror or e}); the previous complete outputs are intact: "
+              "free space (or raise the file-size limit) and re-run the same command (with --resume where it has "
+              "one)", status=3)
 
 
 if __name__ == "__main__":

@@ -169,8 +169,9 @@ def load_model(name_or_path: str | os.PathLike, *, schema: Schema | None = None)
     if not path.is_file():
         raise FileNotFoundError(f"no model weights {path} (known models under {TRAINED_MODELS_DIR}: {_known_models()})")
     card = load_card(d)
+    raw = path.read_bytes()  # read once: loaded below and checked against the card's sha256
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises RuntimeError/EOFError/UnpicklingError for damaged files
         # torch's own text can advise weights_only=False, i.e. running code from an untrusted file:
         # it is neither shown nor chained
@@ -181,7 +182,7 @@ def load_model(name_or_path: str | os.PathLike, *, schema: Schema | None = None)
         got = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise ModelFileError(f"{path} is not a {MODEL_FORMAT} file (format {got!r})")
     sha = card.get("model_sha256")
-    if sha is not None and sha != hashlib.sha256(path.read_bytes()).hexdigest():
+    if sha is not None and sha != hashlib.sha256(raw).hexdigest():
         raise ModelFileError(f"{d / 'card.json'} describes other weights (model_sha256 {sha[:12]}...) than {path}: "
                              "the files come from different saves (one interrupted, or one copied over); "
                              "re-save or re-train the model")

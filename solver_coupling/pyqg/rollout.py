@@ -443,7 +443,6 @@ def rollout(req: RolloutRequest, out: str | os.PathLike, *, resume: bool = False
         if not resume and not overwrite and (nc.exists() or ckpt.exists()):
             raise FileExistsError(f"{out} already holds a rollout; pass resume=True (--resume) to continue it "
                                   "or overwrite=True (--overwrite) to start over")
-        out.mkdir(parents=True, exist_ok=True)
         engine = ENGINES[req.engine](req)
         st = _State(req)
         engine.set_q([initial_pv(req.config, req.seed, i) for i in range(req.members)])
