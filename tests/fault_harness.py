@@ -3,7 +3,8 @@
 A job is a ``roteq`` command line that writes into a trial folder. For each trial the harness
 starts the command and kills it with SIGKILL, either
 
-* ``random``: at a random time between its first output and the end of an unbroken run, or
+* ``random``: at a random point of its stepping (after a random one of its first staged writes, a
+  random part of the mean gap between writes), or
 * ``write``: the moment one of its atomic writes has a staging file on disk (the k-th such write,
   k random), i.e. during a checkpoint or dataset write,
 
@@ -227,11 +228,16 @@ def _where(folder: Path, staged: list[Path]) -> str:
 def run_trial(job: Job, ref: Reference, folder: Path, mode: str, rng: random.Random) -> Trial:
     """Kill ``job`` once (``mode`` random or write), check, resume, compare with ``ref``."""
     proc = _start(job, folder)
-    t0 = time.monotonic()
     if mode == "random":
-        # (up to 70 % of the way: a re-run can be faster than the reference, and a kill after the
-        # end tests nothing)
-        deadline = t0 + ref.first_output_s + rng.random() * 0.7 * (ref.total_s - ref.first_output_s)
+        # a random point of the stepping: after the k-th staged write (k in the first half), a random
+        # part of the reference's mean gap between writes. Counted in writes, not seconds from the
+        # start, so a re-run faster than the reference (warm caches) is still killed mid-run.
+        target, seen = rng.randint(1, max(ref.writes_seen // 2, 1)), set()
+        while proc.poll() is None and len(seen) < target:
+            seen.update(_staging_files(folder))
+            time.sleep(POLL_S)
+        gap = (ref.total_s - ref.first_output_s) / max(ref.writes_seen, 1)
+        deadline = time.monotonic() + rng.random() * 0.5 * gap
         while proc.poll() is None and time.monotonic() < deadline:
             time.sleep(POLL_S)
         staged = _staging_files(folder)
