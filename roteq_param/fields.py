@@ -36,7 +36,7 @@ from roteq_param.arrays import is_torch, stack
 from . import symmetry
 from .symmetry import Element, Group, Kind
 
-__all__ = ["Field", "Schema", "SchemaError", "qg_schema", "qg_inputs", "qg_constants", "qg_grid_sources", "qg_fluxes",
+__all__ = ["Field", "Schema", "SchemaError", "qg_schema", "qg_inputs", "qg_velocity", "qg_constants", "qg_grid_sources", "qg_fluxes",
            "qg_flux_channels",
            "DatasetVariable", "QG_DATASET", "QG_DATASET_ATTRS", "qg_dataset_fields",
            "escnn_gspace", "escnn_element", "escnn_field_type"]
@@ -345,6 +345,13 @@ def qg_inputs(u: Any, v: Any, b: Any, beta: Any, U: Any) -> dict[str, Any]:
     out[_B] = b
     out.update(qg_constants(beta, U))
     return out
+
+
+def qg_velocity(inputs: Mapping[str, Any], nlayers: int = 2) -> tuple[Any, Any]:
+    """``(u, v)`` ``[..., nz, y, x]`` in m/s from named inputs of :func:`qg_schema` (inverse of
+    :func:`qg_inputs` for the velocity)."""
+    vel = [inputs[_VEL.format(i + 1)] for i in range(nlayers)]
+    return stack([w[..., 0, :, :] for w in vel], -3), stack([w[..., 1, :, :] for w in vel], -3)
 
 
 def qg_constants(beta: Any, U: Any) -> dict[str, Any]:

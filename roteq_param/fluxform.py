@@ -51,6 +51,7 @@ __all__ = [
     "buoyancy_tendency",
     "pv_forcing_from_fluxes",
     "PVForcingOperator",
+    "biharmonic_damping_multiplier",
     "stretching_coefficients",
     "inversion_matrix",
     "invert_pv",
@@ -191,6 +192,23 @@ def buoyancy_tendency(Fb: Any, L: float) -> Any:
     ``Fb`` is ``[..., 2(x, y), y, x]``; the result is ``[..., y, x]``.
     """
     return -divergence(Fb, L)
+
+
+def biharmonic_damping_multiplier(n: int, L: float, rate: float) -> np.ndarray:
+    """Multiplier ``M`` [1/(m^2 s)] with ``S^ = M psi^`` for a biharmonic viscosity on relative vorticity.
+
+    ``S = -nu4 lap^2 zeta`` with ``zeta = lap psi`` [1/s] and ``nu4 = rate (dx/pi)^4`` [m^4/s],
+    ``dx = L/n``: a vorticity mode at the grid's Nyquist wavenumber ``pi/dx`` decays at ``rate``
+    [1/s], whatever the resolution. Spectrally ``M = nu4 K^6`` with ``K^2 = k^2 + l^2`` (pyqg's
+    wavenumbers, Nyquist kept: the operator is even). It is ``-curl(div tau)`` of the viscous
+    momentum flux ``tau = +nu4 lap(grad u + grad u^T)`` (``du/dt = -nu4 lap^2 u``) of the velocity
+    ``(u, v) = (-d psi/dy, d psi/dx)``, so it conserves momentum, its domain integral is 0, and it only drains energy
+    (``-<psi S> = -nu4 sum K^6 |psi^|^2 <= 0``). ``K`` depends on ``|k|`` alone, so it commutes
+    with every 90-degree rotation and reflection of the grid. Shape ``(n, n//2 + 1)``.
+    """
+    k, l = wavenumbers(n, L)
+    nu4 = float(rate) * (L / n / math.pi) ** 4
+    return nu4 * (k**2 + l**2) ** 3
 
 
 def stretching_coefficients(rd: float, delta: float) -> tuple[float, float]:

@@ -6,8 +6,10 @@ hands it its own (torch, on its device); both get back ``S`` with
 
     S_1 = -curl(div tau_1) + F1 div Fb_1,    S_2 = -curl(div tau_2) - F2 div Fb_2
 
-(``du/dt = -div tau``, ``db/dt = -div Fb``; S is added to dq/dt). Because S is a curl of a
-divergence plus a divergence, its domain integral vanishes exactly.
+(``du/dt = -div tau``, ``db/dt = -div Fb``; S is added to dq/dt), plus the model's fixed
+grid-scale damping ``-nu4 lap^2 zeta`` per layer when its ``grid_damping`` rate is set (the curl of
+a viscous momentum flux: :func:`~roteq_param.fluxform.biharmonic_damping_multiplier`). Because S is
+a curl of a divergence plus a divergence, its domain integral vanishes exactly.
 """
 
 from __future__ import annotations
@@ -79,6 +81,16 @@ class PVForcing:
         to_s[0, channels[:5]] = operator.multipliers[0]
         to_s[1, channels[5:]] = operator.multipliers[1]
         self._to_s = torch.as_tensor(to_s, dtype=cdtype, device=device)
+        # the fixed grid-scale damping: S^ += M psi^ in each layer (None when the model has none)
+        self.grid_damping = float(network.grid_damping)
+        self._damping = None
+        if self.grid_damping > 0.0:
+            damping = fluxform.biharmonic_damping_multiplier(self.n, L, self.grid_damping)
+            self._damping = torch.as_tensor(damping, dtype=dtype, device=device)
+            # the same operator on the velocity the network sees: -nu4 K^4 zeta^, zeta^ = ik v^ - il u^
+            self._damping_k4 = torch.as_tensor(-damping / np.maximum(k**2 + l**2, 1e-300), dtype=dtype, device=device)
+            self._ik = torch.as_tensor(np.ascontiguousarray(ik), dtype=cdtype, device=device)
+            self._il = torch.as_tensor(np.ascontiguousarray(il), dtype=cdtype, device=device)
         self._const_cache: tuple | None = None
 
     def _outputs(self, state: Mapping[str, Any], batch: tuple[int, ...]) -> torch.Tensor:
@@ -88,14 +100,28 @@ class PVForcing:
             return self.net(x.reshape(-1, *x.shape[-3:]))
         return self.predictor.stacked(*self.predictor.pack(state, batch, self.n, self.n))
 
-    def _forcing(self, state: Mapping[str, Any], batch: tuple[int, ...]) -> torch.Tensor:
-        return self._to_forcing(self._outputs(state, batch), batch)
+    def _forcing(self, state: Mapping[str, Any], batch: tuple[int, ...],
+                 damping_h: torch.Tensor | None = None) -> torch.Tensor:
+        if damping_h is None and self._damping is not None:
+            damping_h = self._damping_from_velocity(state, batch)
+        return self._to_forcing(self._outputs(state, batch), batch, damping_h)
 
-    def _to_forcing(self, y: torch.Tensor, batch: tuple[int, ...]) -> torch.Tensor:
+    def _damping_from_velocity(self, state: Mapping[str, Any], batch: tuple[int, ...]) -> torch.Tensor:
+        """The grid damping ``[B, 2, n, n//2+1]`` (spectral) from the named velocity inputs."""
+        u, v = (torch.as_tensor(a).to(device=self.device, dtype=self.dtype).reshape(-1, 2, self.n, self.n)
+                for a in fields.qg_velocity(state))
+        zeta_h = self._ik * torch.fft.rfft2(v) - self._il * torch.fft.rfft2(u)
+        return self._damping_k4 * zeta_h
+
+    def _to_forcing(self, y: torch.Tensor, batch: tuple[int, ...],
+                    damping_h: torch.Tensor | None = None) -> torch.Tensor:
         """S ``[*batch, 2, n, n]`` from stacked outputs ``y`` ``[B, C_out, n, n]``: one FFT of every output
-        channel, the fused flux-form multipliers, one inverse FFT (autograd only for a FluxNet)."""
+        channel, the fused flux-form multipliers (plus the spectral grid damping ``damping_h``
+        ``[B, 2, n, n//2+1]``, if any), one inverse FFT (autograd only for a FluxNet)."""
         with torch.set_grad_enabled(self.net is not None and torch.is_grad_enabled()):
             sh = (self._to_s * torch.fft.rfft2(y)[:, None]).sum(2)
+            if damping_h is not None:
+                sh = sh + damping_h
             return torch.fft.irfft2(sh, s=(self.n, self.n)).reshape(*batch, 2, self.n, self.n)
 
     def __call__(self, state: Mapping[str, Any]) -> np.ndarray:
@@ -122,13 +148,14 @@ class PVForcing:
         if not bool(torch.isfinite(grid.sum())):
             self.schema.validate(fields.qg_inputs(*self._split(grid), *self._constant_arrays(beta, U, batch)),
                                  "inputs")
+        B = grid.numel() // (grid.shape[-3] * self.n * self.n)
+        damping_h = None if self._damping is None else self._damping * P.reshape(B, 2, self.n, self.n // 2 + 1)
         if self.net is not None:  # training through a solver: the general (differentiable) route
             state = fields.qg_inputs(*self._split(grid), *self._constant_arrays(beta, U, batch))
-            S = self._forcing(state, batch)
+            S = self._forcing(state, batch, damping_h)
         else:
-            B = grid.numel() // (grid.shape[-3] * self.n * self.n)
             y = self.predictor.stacked(grid.reshape(B, -1, self.n, self.n), self._constants(beta, U, B))
-            S = self._to_forcing(y, batch)
+            S = self._to_forcing(y, batch, damping_h)
         return S if torch_in else S.detach().to(torch.float64).cpu().numpy()
 
     def _split(self, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

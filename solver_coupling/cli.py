@@ -19,7 +19,7 @@ import numpy as np
 
 from roteq_param import coarsen
 from roteq_param.atomic import OutputLocked
-from roteq_param.models import DEFAULT_MODEL, ModelConfig
+from roteq_param.models import DEFAULT_MODEL, ModelConfig, ModelFileError, derive_model
 from roteq_param.train import TrainOptions, train
 from solver_coupling.pyqg import bench as pyqg_bench
 from solver_coupling.pyqg import demo as pyqg_demo
@@ -443,6 +443,34 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# derive
+# ---------------------------------------------------------------------------------------------
+
+def add_derive_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "derive", help="save a trained model with another grid-scale damping rate (weights unchanged)",
+        description="Copy a trained model with another ModelConfig.grid_damping: the rate [1/s] at which a "
+                    "biharmonic viscosity on relative vorticity damps the grid's Nyquist wavenumber, added to "
+                    "the network's PV forcing. Tune it online (roteq rollout + roteq evaluate).")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="source model, a name or folder (default: %(default)s)")
+    p.add_argument("--grid-damping", type=float, required=True, metavar="RATE",
+                   help="damping rate at the grid scale [1/s], >= 0 (e.g. 1e-5 = 1/(1.2 days))")
+    p.add_argument("--out", required=True, help="folder (or name under trained_models/) for the derived model")
+    p.add_argument("--note", default=None, help="why, recorded in the card (e.g. the tuning command)")
+    p.set_defaults(func=_cmd_derive)
+    return p
+
+
+def _cmd_derive(args: argparse.Namespace) -> int:
+    try:
+        out = derive_model(args.model, args.out, grid_damping=args.grid_damping, note=args.note)
+    except (FileNotFoundError, ValueError, ModelFileError) as e:
+        _fail("derive", e)
+    print(out)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
 # demo
 # ---------------------------------------------------------------------------------------------
 
@@ -492,6 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_rollout_parser(sub)
     add_evaluate_parser(sub)
     add_bench_parser(sub)
+    add_derive_parser(sub)
     return parser
 
 

@@ -5,9 +5,9 @@ from roteq_param.models.config import ModelConfig
 from roteq_param.models.export import ExportedFluxNet, time_inference
 from roteq_param.models.net import FluxNet, build_model
 from roteq_param.models.predictor import Predictor
-from roteq_param.models.store import (DEFAULT_MODEL, MODEL_FORMAT, TRAINED_MODELS_DIR, ModelFileError, load_card,
-                                      load_model, model_dir, save_model, sha256_file)
+from roteq_param.models.store import (DEFAULT_MODEL, MODEL_FORMAT, TRAINED_MODELS_DIR, ModelFileError, derive_model,
+                                      load_card, load_model, model_dir, save_model, sha256_file)
 
 __all__ = ["ModelConfig", "FluxNet", "ExportedFluxNet", "Predictor", "ModelFileError", "build_model",
            "save_model", "load_model", "load_card", "model_dir", "TRAINED_MODELS_DIR", "DEFAULT_MODEL", "MODEL_FORMAT",
-           "sha256_file", "time_inference"]
+           "sha256_file", "time_inference", "derive_model"]

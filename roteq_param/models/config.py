@@ -41,6 +41,14 @@ class ModelConfig:
         permutes their channels).
     schema:
         ``Schema.to_dict()`` of the input/output fields; ``None`` means ``qg_schema(2)``.
+    grid_damping:
+        Grid-scale damping rate [1/s] of a fixed biharmonic viscosity on relative vorticity that the
+        forcing adds to the network's (:func:`roteq_param.fluxform.biharmonic_damping_multiplier`):
+        ``S += -nu4 lap^2 zeta`` with ``nu4 = grid_damping (dx/pi)^4`` [m^4/s], so a vorticity mode at
+        the grid's Nyquist wavenumber pi/dx decays at this rate on any grid. It is the momentum flux
+        ``tau = +nu4 lap(grad u + grad u^T)`` (``du/dt = -div tau = -nu4 lap^2 u``): flux form,
+        isotropic (exactly equivariant for every element), energy-draining. 0 (default) = the network alone. Not trained: it is tuned online
+        (the network's grid-scale error piles enstrophy there), see ``roteq derive``.
     """
 
     arch: str = "escnn"
@@ -51,8 +59,12 @@ class ModelConfig:
     activation: str = "relu"
     schema: dict | None = None
     dilations: tuple[int, ...] | None = None
+    grid_damping: float = 0.0
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "grid_damping", float(self.grid_damping))
+        if not (self.grid_damping >= 0.0 and self.grid_damping < float("inf")):
+            raise ValueError(f"grid_damping must be a finite rate >= 0 [1/s], got {self.grid_damping!r}")
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
         object.__setattr__(self, "kernel_sizes", tuple(int(k) for k in self.kernel_sizes))
         dilations = (1,) * len(self.channels) if self.dilations is None else tuple(int(d) for d in self.dilations)

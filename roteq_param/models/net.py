@@ -236,7 +236,8 @@ class FluxNet(nn.Module):
         """Plain-torch inference module computing the same function (no escnn needed), in ``dtype``."""
         weights = self._layer_weights()
         return ExportedFluxNet(self.schema, weights, self.in_scale.clone(), self.out_scale.clone(),
-                               self.config.activation, dtype, dilations=self.config.dilations + (1,))
+                               self.config.activation, dtype, dilations=self.config.dilations + (1,),
+                               grid_damping=self.config.grid_damping)
 
 
 def _signed_permutation(rho: np.ndarray, what: str) -> np.ndarray:

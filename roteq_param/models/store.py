@@ -24,7 +24,8 @@ from roteq_param.models.config import ModelConfig
 from roteq_param.models.export import time_inference
 from roteq_param.models.net import FluxNet
 
-__all__ = ["ModelFileError", "MODEL_FORMAT", "TRAINED_MODELS_DIR", "DEFAULT_MODEL", "sha256_file", "model_dir", "save_model", "load_card", "load_model"]
+__all__ = ["ModelFileError", "MODEL_FORMAT", "TRAINED_MODELS_DIR", "DEFAULT_MODEL", "sha256_file", "model_dir", "save_model",
+           "load_card", "load_model", "derive_model"]
 
 MODEL_FORMAT = "roteq-fluxnet/1"
 TRAINED_MODELS_DIR = Path(__file__).resolve().parents[2] / "trained_models"
@@ -66,6 +67,8 @@ def _card_markdown(card: Mapping[str, Any]) -> str:
               f"- hidden channels {arch['channels']}, kernel sizes {arch['kernel_sizes']}, "
               f"dilations {arch.get('dilations', [1] * len(arch['channels']))}, "
               f"output kernel {arch['out_kernel_size']}, activation {arch['activation']}, circular padding",
+              f"- grid-scale damping {arch.get('grid_damping', 0.0):g} s^-1 (biharmonic viscosity on relative "
+              "vorticity added to the network's PV forcing; 0 = none)",
               f"- {card['n_parameters']} trainable parameters", ""]
     norm = card.get("normalization") or {}
     if norm:
@@ -200,3 +203,31 @@ def load_model(name_or_path: str | os.PathLike, *, schema: Schema | None = None)
     except ValueError as e:
         raise ModelFileError(f"{path}: {e}") from e
     return model.eval()
+
+
+def derive_model(source: str | os.PathLike, out: str | os.PathLike, *, grid_damping: float,
+                 note: str | None = None) -> Path:
+    """Save the trained model ``source`` with another grid-scale damping rate [1/s] as ``out``.
+
+    The weights, normalisation and escnn bases are copied unchanged; only
+    :attr:`ModelConfig.grid_damping` differs. The new card keeps the source's training recipe and
+    its held-out metrics under ``metrics["network"]`` (they score the network alone: the damping is
+    tuned online, where it acts) and records where it came from.
+    """
+    src_dir = model_dir(source)
+    if model_dir(out).resolve() == src_dir.resolve():
+        raise ValueError(f"the derived model must go to another folder than its source {src_dir}")
+    net = load_model(src_dir)
+    card = load_card(src_dir)
+    config = ModelConfig.from_dict({**net.config.to_dict(), "grid_damping": grid_damping})
+    derived = FluxNet(config)
+    derived.load_canonical_state_dict(net.canonical_state_dict())
+    training = dict(card.get("training", {}))
+    training["derived_from"] = {"model": card.get("name", src_dir.name), "model_sha256": card.get("model_sha256"),
+                                "grid_damping": net.config.grid_damping}
+    if note:
+        training["derivation_note"] = note
+    metrics = card.get("metrics", {})
+    metrics = dict(metrics) if "network" in metrics else {"network": dict(metrics)}
+    return save_model(derived.eval(), out, training=training, metrics=metrics,
+                      inference_cost=card.get("inference_cost"))

@@ -1,0 +1,137 @@
+"""The fixed grid-scale damping a model can carry (ModelConfig.grid_damping): the operator against
+an independent derivation on pyqg's own wavenumbers, its physics (decay rate at the grid scale,
+momentum and energy), the forcing through the hook on a spun-up state, and `roteq derive`."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from roteq_param import fluxform, models, symmetry
+from roteq_param.forcing import PVForcing
+from roteq_param.models import ModelConfig
+from roteq_param.symmetry import Group, Kind
+from solver_coupling.cli import main as roteq
+from solver_coupling.pyqg.config import get_config
+from solver_coupling.pyqg.plugin import RotEqParameterization
+from solver_coupling.pyqg.state import state_from_model
+
+pytestmark = pytest.mark.filterwarnings("ignore:PYTHONHASHSEED is not set")
+RATE = 2e-5  # 1/s: about 1/(0.6 day) at the grid's Nyquist wavenumber
+
+
+@pytest.fixture(scope="module")
+def eddy():
+    """The stored spun-up 64^2 eddy state in a pyqg model (SI units)."""
+    q = np.load(Path(__file__).parent / "data" / "eddy64_state.npz")["q"]
+    m = get_config("eddy", {"nx": q.shape[-1]}, coarse_nx=q.shape[-1]).make_model(log_level=0)
+    m.q = np.ascontiguousarray(q)
+    m._invert()
+    return m
+
+
+@pytest.fixture(scope="module")
+def damped(tmp_path_factory):
+    """The shipped default model and a copy of it with grid damping (``roteq derive``)."""
+    out = tmp_path_factory.mktemp("derived") / "damped"
+    assert roteq(["derive", "--model", models.DEFAULT_MODEL, "--grid-damping", str(RATE), "--out", str(out),
+                  "--note", "test"]) == 0
+    return models.load_model(models.DEFAULT_MODEL), models.load_model(out), out
+
+
+def test_multiplier_damps_the_grid_scale_at_the_rate_on_any_grid():
+    for n, L in ((16, 1e6), (64, 1e6), (96, 4e5)):
+        dx = L / n
+        x = (np.arange(n) + 0.5) * dx
+        psi = np.sin(np.pi * x / dx)[None, :] * np.ones((n, 1))  # the x-Nyquist mode at cell centres
+        zeta = fluxform.laplacian(psi, L)
+        S = np.fft.irfft2(fluxform.biharmonic_damping_multiplier(n, L, RATE) * np.fft.rfft2(psi), s=(n, n))
+        # dS/dt = -rate * zeta for the grid-scale mode: the rate means the same on every grid
+        np.testing.assert_allclose(S, -RATE * zeta, rtol=0, atol=1e-12 * np.abs(RATE * zeta).max())
+
+
+def test_multiplier_is_minus_nu4_biharmonic_of_vorticity_and_drains_energy(eddy):
+    """Against pyqg's own wavenumbers and FFT: S = -nu4 lap^2 zeta with nu4 = rate (dx/pi)^4."""
+    nu4 = RATE * (eddy.dx / np.pi) ** 4
+    lap = -(eddy.k**2 + eddy.l**2)
+    expected = eddy.ifft(-nu4 * lap**2 * (lap * eddy.ph))
+    S = eddy.ifft(fluxform.biharmonic_damping_multiplier(eddy.nx, eddy.L, RATE) * eddy.ph)
+    assert np.abs(S - expected).max() <= 1e-13 * np.abs(expected).max()
+    assert np.abs(S.mean(axis=(-2, -1))).max() <= 1e-15 * np.abs(S).max()  # no net source
+    psi = eddy.ifft(eddy.ph)
+    assert float(np.sum(psi * S)) > 0.0  # dE/dt = -<psi S> < 0: it only drains energy
+    # the same as -curl(div tau) of the viscous stress tau = +nu4 lap(grad u + grad u^T) (du/dt = -nu4 lap^2 u)
+    u, v = eddy.ifft(-1j * eddy.l * eddy.ph), eddy.ifft(1j * eddy.k * eddy.ph)
+    ux, uy, vx, vy = (fluxform.ddx(u, eddy.L), fluxform.ddy(u, eddy.L), fluxform.ddx(v, eddy.L),
+                      fluxform.ddy(v, eddy.L))
+    tau = nu4 * fluxform.laplacian(np.stack([2 * ux, uy + vx, 2 * vy], -3), eddy.L)
+    via_flux = fluxform.pv_forcing_from_fluxes(tau, np.zeros_like(tau[..., :2, :, :]), eddy.F1, eddy.F2, eddy.L)
+    assert np.abs(via_flux - S).max() <= 1e-6 * np.abs(S).max()  # spectral vs Nyquist-zeroed odd derivatives
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_forcing_adds_exactly_the_damping_on_a_spun_up_state(eddy, damped, dtype):
+    plain, with_damping, _ = damped
+    beta, U = np.array([0.0, eddy.beta]), np.array([[eddy.U1, 0.0], [eddy.U2, 0.0]])
+    forcings = [PVForcing(models.Predictor(net, dtype=dtype), F1=eddy.F1, F2=eddy.F2, L=eddy.L, n=eddy.nx)
+                for net in (plain, with_damping)]
+    hot = [f.from_spectral(eddy.ph, beta, U) for f in forcings]
+    expected = eddy.ifft(fluxform.biharmonic_damping_multiplier(eddy.nx, eddy.L, RATE) * eddy.ph)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    assert np.abs(hot[1] - hot[0] - expected).max() <= tol * np.abs(expected).max()
+    # the named-input route (vorticity from the velocity the network sees) gives the same forcing
+    named = forcings[1](state_from_model(eddy))
+    assert np.abs(named - hot[1]).max() <= (1e-10 if dtype == torch.float64 else 1e-5) * np.abs(hot[1]).max()
+
+
+def test_damped_forcing_is_equivariant_for_every_element_on_a_physical_state(eddy, damped):
+    _, net, _ = damped
+    state = state_from_model(eddy)
+    forcing = PVForcing(models.Predictor(net, dtype=torch.float64), F1=eddy.F1, F2=eddy.F2, L=eddy.L, n=eddy.nx)
+    dq = forcing(state)
+    for g in Group.parse(net.config.group).exact_elements():
+        got = forcing(net.schema.transform(g, state))
+        want = symmetry.act(g, dq, Kind.PSEUDOSCALAR)
+        assert np.abs(got - want).max() <= 1e-10 * np.abs(want).max(), str(g)
+
+
+def test_plugin_applies_the_damping_and_the_run_stays_finite(eddy, damped):
+    _, _, folder = damped
+    P = RotEqParameterization(str(folder), dtype=torch.float64)
+    m = get_config("eddy", {"nx": 64}, coarse_nx=64).make_model(log_level=0, parameterization=P)
+    m.q = eddy.q.copy()
+    m._invert()
+    for _ in range(48):
+        m._step_forward()
+    assert np.isfinite(m.q).all()
+    assert P.network.config.grid_damping == RATE
+
+
+def test_derive_keeps_the_network_and_records_its_origin(eddy, damped):
+    plain, with_damping, folder = damped
+    state = state_from_model(eddy)
+    a = models.Predictor(plain, dtype=torch.float64)(state)
+    b = models.Predictor(with_damping, dtype=torch.float64)(state)
+    assert all(np.array_equal(a[k], b[k]) for k in a)  # the fluxes are the network's, bit for bit
+    card = models.load_card(folder)
+    assert card["architecture"]["grid_damping"] == RATE
+    assert card["training"]["derived_from"]["model"] == models.DEFAULT_MODEL
+    assert card["training"]["solver"] == models.load_card(models.DEFAULT_MODEL)["training"]["solver"]
+    assert "network" in card["metrics"]
+    assert "grid-scale damping 2e-05" in (folder / "CARD.md").read_text()
+
+
+def test_bad_damping_and_bad_destination_are_clear_errors(tmp_path, capsys):
+    with pytest.raises(ValueError, match="grid_damping must be a finite rate >= 0"):
+        ModelConfig(grid_damping=-1.0)
+    with pytest.raises(ValueError, match="finite"):
+        ModelConfig(grid_damping=float("nan"))
+    with pytest.raises(SystemExit) as e:
+        roteq(["derive", "--model", models.DEFAULT_MODEL, "--grid-damping", "-3", "--out", str(tmp_path / "x")])
+    assert e.value.code == 2 and "grid_damping must be" in capsys.readouterr().err
+    assert not (tmp_path / "x" / "model.pt").exists()
+    with pytest.raises(SystemExit) as e:
+        roteq(["derive", "--model", models.DEFAULT_MODEL, "--grid-damping", "1e-5",
+               "--out", str(models.model_dir(models.DEFAULT_MODEL))])
+    assert e.value.code == 2 and "another folder than its source" in capsys.readouterr().err
