@@ -129,7 +129,7 @@ class PVForcing:
         batch, _ = self.schema.validate(state, "inputs", grid_shape=(self.n, self.n), allow_extra=True)
         return self._forcing(state, batch).detach().to(torch.float64).cpu().numpy()
 
-    def from_spectral(self, ph: Any, beta: Any, U: Any) -> Any:
+    def from_spectral(self, ph: Any, beta: Any, U: Any, velocity: tuple[Any, Any] | None = None) -> Any:
         """Forcing from the spectral streamfunction: the hot path of the timestep hook.
 
         ``ph`` is ``[..., 2, n, n//2+1]`` in pyqg's layout (rfft2 along (y, x), unnormalised
@@ -137,13 +137,20 @@ class PVForcing:
         velocities ``[2, 2]`` [m/s] (or per-member ``[..., 2]`` and ``[..., 2, 2]``). numpy in gives
         float64 numpy out (pyqg); a torch tensor in gives a tensor on the network's device. A
         non-finite state raises :class:`~roteq_param.fields.SchemaError` naming the field.
+
+        ``velocity``: the solver's own gridded perturbation velocity ``(u, v)``, each
+        ``[..., 2, n, n]`` [m/s], when it holds it current (pyqg's ``m.u``, ``m.v`` at hook time equal
+        ``ifft(-il ph)``, ``ifft(ik ph)`` bit for bit): then only ``b`` is transformed here.
         """
         torch_in = is_torch(ph)
         P = (ph if torch_in else torch.from_numpy(np.asarray(ph))).to(device=self.device, dtype=self._cdtype)
         batch = tuple(P.shape[:-3])
-        # u = -d psi/dy, v = d psi/dx per layer and b = psi_1 - psi_2, in the network's channel order
-        # (a broadcast product and a sum: einsum turns this into many tiny matrix products, 5x slower)
-        grid = torch.fft.irfft2((self._to_grid * P[..., None, :, :, :]).sum(-3), s=(self.n, self.n))
+        if velocity is None:
+            # u = -d psi/dy, v = d psi/dx per layer and b = psi_1 - psi_2, in the network's channel order
+            # (a broadcast product and a sum: einsum turns this into many tiny matrix products, 5x slower)
+            grid = torch.fft.irfft2((self._to_grid * P[..., None, :, :, :]).sum(-3), s=(self.n, self.n))
+        else:
+            grid = self._grid_from_velocity(velocity, P)
         # NaN/inf reach the sum; only then is the state checked field by field for the message
         if not bool(torch.isfinite(grid.sum())):
             self.schema.validate(fields.qg_inputs(*self._split(grid), *self._constant_arrays(beta, U, batch)),
@@ -157,6 +164,15 @@ class PVForcing:
             y = self.predictor.stacked(grid.reshape(B, -1, self.n, self.n), self._constants(beta, U, B))
             S = self._to_forcing(y, batch, damping_h)
         return S if torch_in else S.detach().to(torch.float64).cpu().numpy()
+
+    def _grid_from_velocity(self, velocity: tuple[Any, Any], P: torch.Tensor) -> torch.Tensor:
+        """The network's gridded channels from the solver's ``(u, v)`` and one inverse FFT for ``b``."""
+        u, v = ((w if is_torch(w) else torch.from_numpy(np.asarray(w))).to(device=self.device, dtype=self.dtype)
+                for w in velocity)
+        b = torch.fft.irfft2(P[..., 0, :, :] - P[..., 1, :, :], s=(self.n, self.n))
+        parts = {"u": u, "v": v}
+        return torch.stack([b if what == "b" else parts[what][..., layer - 1, :, :]
+                            for what, layer in fields.qg_grid_sources(self.schema)], -3)
 
     def _split(self, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(u, v, b) of the two layers from the gridded channels built by :meth:`from_spectral`."""

@@ -135,3 +135,16 @@ def test_bad_damping_and_bad_destination_are_clear_errors(tmp_path, capsys):
         roteq(["derive", "--model", models.DEFAULT_MODEL, "--grid-damping", "1e-5",
                "--out", str(models.model_dir(models.DEFAULT_MODEL))])
     assert e.value.code == 2 and "another folder than its source" in capsys.readouterr().err
+
+
+def test_training_route_through_a_flux_net_adds_the_same_damping(eddy, damped):
+    """The differentiable route (a FluxNet in the torch twin's graph) adds exactly the damping."""
+    _, _, folder = damped
+    beta, U = torch.tensor([0.0, eddy.beta]), torch.tensor([[eddy.U1, 0.0], [eddy.U2, 0.0]])
+    ph = torch.as_tensor(eddy.ph)
+    S = []
+    for source in (models.DEFAULT_MODEL, folder):
+        net64 = models.load_model(source).train().converted(torch.float64).eval()  # train(): no caches to copy
+        S.append(PVForcing(net64, F1=eddy.F1, F2=eddy.F2, L=eddy.L, n=eddy.nx).from_spectral(ph, beta, U).detach())
+    expected = eddy.ifft(fluxform.biharmonic_damping_multiplier(eddy.nx, eddy.L, RATE) * eddy.ph)
+    assert np.abs((S[1] - S[0]).numpy() - expected).max() <= 1e-12 * np.abs(expected).max()

@@ -193,6 +193,11 @@ class FluxNet(nn.Module):
         """
         return copy.deepcopy(self).to(device=device, dtype=dtype)
 
+    @property
+    def grid_damping(self) -> float:
+        """The fixed grid-scale damping rate [1/s] the forcing adds (:attr:`ModelConfig.grid_damping`)."""
+        return self.config.grid_damping
+
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
 

@@ -123,6 +123,7 @@ class RotEqParameterization(pyqg.QParameterization):
         self.matched_element: Element | None = None
         self._bound_to: int | None = None
         self._cached: np.ndarray | None = None
+        self._constants: tuple[np.ndarray, np.ndarray] | None = None
         self._calls = 0
 
     @property
@@ -221,6 +222,8 @@ class RotEqParameterization(pyqg.QParameterization):
             F1, F2 = fluxform.stretching_coefficients(float(m.rd), float(m.delta))
             predictor = models.Predictor(self._loaded.model, device=self.device, dtype=self.dtype)
             self._forcing = PVForcing(predictor, F1=F1, F2=F2, L=float(m.L), n=int(m.nx))
+            # pyqg builds its operators from beta and U at construction, so they stay fixed for the run
+            self._constants = constants(m)
             self._bound_to = id(m)
             self._cached = None
             self._calls = 0
@@ -230,7 +233,8 @@ class RotEqParameterization(pyqg.QParameterization):
         forcing = self.bind(m)
         if self._cached is None or self._calls % self.call_interval == 0:
             try:
-                self._cached = forcing.from_spectral(m.ph, *constants(m))
+                # pyqg's m.u, m.v are current at hook time (docs/design.md §3): only b is transformed
+                self._cached = forcing.from_spectral(m.ph, *self._constants, velocity=(m.u, m.v))
             except SchemaError as e:
                 raise FloatingPointError(f"pyqg state at t = {m.t:g} s is not valid network input: {e}") from e
         self._calls += 1
