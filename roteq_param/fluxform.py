@@ -52,6 +52,7 @@ __all__ = [
     "pv_forcing_from_fluxes",
     "PVForcingOperator",
     "biharmonic_damping_multiplier",
+    "energy_weights",
     "stretching_coefficients",
     "inversion_matrix",
     "invert_pv",
@@ -209,6 +210,22 @@ def biharmonic_damping_multiplier(n: int, L: float, rate: float) -> np.ndarray:
     k, l = wavenumbers(n, L)
     nu4 = float(rate) * (L / n / math.pi) ** 4
     return nu4 * (k**2 + l**2) ** 3
+
+
+def energy_weights(n: int, F1: float, F2: float) -> np.ndarray:
+    """Weights ``w`` ``(2, n, n//2+1)`` with ``sum(w * Re(conj(a^) b^)) = sum_i H_i/H <a_i b_i>``.
+
+    ``<.>`` sums over the grid (Parseval); ``a^`` is an unnormalised rfft2 (pyqg's). The half-plane columns
+    0 < k < n/2 stand for two modes (weight 2), the k = 0 and Nyquist columns for one. The layer
+    weights are the depth fractions, ``H1/H = F2/(F1+F2)`` and ``H2/H = F1/(F1+F2)`` (pyqg:
+    ``F1 = 1/(rd^2 (1+delta))``, ``F2 = delta F1``, ``delta = H1/H2``), so with ``a = psi``,
+    ``b = dq/dt`` this is minus the rate of change of the total (kinetic + available potential)
+    energy, summed over the grid, per unit mass.
+    """
+    half = np.full((n, n // 2 + 1), 2.0)
+    half[:, 0] = 1.0
+    half[:, -1] = 1.0
+    return np.stack([F2 / (F1 + F2) * half, F1 / (F1 + F2) * half]) / n**2
 
 
 def stretching_coefficients(rd: float, delta: float) -> tuple[float, float]:

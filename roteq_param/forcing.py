@@ -6,10 +6,11 @@ hands it its own (torch, on its device); both get back ``S`` with
 
     S_1 = -curl(div tau_1) + F1 div Fb_1,    S_2 = -curl(div tau_2) - F2 div Fb_2
 
-(``du/dt = -div tau``, ``db/dt = -div Fb``; S is added to dq/dt), plus the model's fixed
-grid-scale damping ``-nu4 lap^2 zeta`` per layer when its ``grid_damping`` rate is set (the curl of
-a viscous momentum flux: :func:`~roteq_param.fluxform.biharmonic_damping_multiplier`). Because S is
-a curl of a divergence plus a divergence, its domain integral vanishes exactly.
+(``du/dt = -div tau``, ``db/dt = -div Fb``; S is added to dq/dt), plus the model's fixed closure
+terms where its config sets them (:meth:`PVForcing._closure_terms`): a grid-scale damping
+``-nu4 lap^2 zeta`` (``grid_damping``) and an energy-consistent backscatter ``-a lap zeta`` that
+returns a fraction (``energy_backscatter``) of the energy the network drains. Every term is a curl of
+a divergence or a divergence, so the domain integral of S vanishes exactly.
 """
 
 from __future__ import annotations
@@ -42,9 +43,13 @@ class PVForcing:
         Side of the doubly periodic square domain [m].
     n:
         Grid points per side.
+    closure_terms:
+        Add the model's fixed closure terms (``ModelConfig.closure``); ``False`` gives the network's
+        forcing alone (what calibration compares with the truth).
     """
 
-    def __init__(self, network: Predictor | FluxNet, *, F1: float, F2: float, L: float, n: int):
+    def __init__(self, network: Predictor | FluxNet, *, F1: float, F2: float, L: float, n: int,
+                 closure_terms: bool = True):
         if isinstance(network, FluxNet):
             self.predictor, self.net = None, network
             device, dtype = network.in_scale.device, network.in_scale.dtype
@@ -81,16 +86,25 @@ class PVForcing:
         to_s[0, channels[:5]] = operator.multipliers[0]
         to_s[1, channels[5:]] = operator.multipliers[1]
         self._to_s = torch.as_tensor(to_s, dtype=cdtype, device=device)
-        # the fixed grid-scale damping: S^ += M psi^ in each layer (None when the model has none)
-        self.grid_damping = float(network.grid_damping)
-        self._damping = None
-        if self.grid_damping > 0.0:
-            damping = fluxform.biharmonic_damping_multiplier(self.n, L, self.grid_damping)
-            self._damping = torch.as_tensor(damping, dtype=dtype, device=device)
-            # the same operator on the velocity the network sees: -nu4 K^4 zeta^, zeta^ = ik v^ - il u^
-            self._damping_k4 = torch.as_tensor(-damping / np.maximum(k**2 + l**2, 1e-300), dtype=dtype, device=device)
-            self._ik = torch.as_tensor(np.ascontiguousarray(ik), dtype=cdtype, device=device)
-            self._il = torch.as_tensor(np.ascontiguousarray(il), dtype=cdtype, device=device)
+        # The model's fixed closure terms on top of the network (ModelConfig): both act on the
+        # spectral streamfunction psi^ of each layer, so they are built here as multipliers.
+        closure = network.closure if closure_terms else {}
+        self.grid_damping = float(closure.get("grid_damping", 0.0))
+        self.energy_backscatter = float(closure.get("energy_backscatter", 0.0))
+        self._damping = self._backscatter_shape = None
+        if self.grid_damping > 0.0:  # S^ += M psi^, a biharmonic viscosity on relative vorticity
+            self._damping = torch.as_tensor(fluxform.biharmonic_damping_multiplier(self.n, L, self.grid_damping),
+                                            dtype=dtype, device=device)
+        if self.energy_backscatter > 0.0:  # S^ += -a K^4 psi^, a sized from the network's energy drain
+            K2 = k**2 + l**2
+            self._backscatter_shape = torch.as_tensor(-(K2**2), dtype=dtype, device=device)
+        # psi^ from the velocity the network sees, for the named-input route: psi^ = -zeta^ / K^2
+        K2 = k**2 + l**2
+        self._psi_from_zeta = torch.as_tensor(np.where(K2 > 0, -1.0 / np.where(K2 > 0, K2, 1.0), 0.0),
+                                              dtype=dtype, device=device)
+        self._ik = torch.as_tensor(np.ascontiguousarray(ik), dtype=cdtype, device=device)
+        self._il = torch.as_tensor(np.ascontiguousarray(il), dtype=cdtype, device=device)
+        self._weights = torch.as_tensor(fluxform.energy_weights(self.n, F1, F2), dtype=dtype, device=device)
         self._const_cache: tuple | None = None
 
     def _outputs(self, state: Mapping[str, Any], batch: tuple[int, ...]) -> torch.Tensor:
@@ -100,29 +114,55 @@ class PVForcing:
             return self.net(x.reshape(-1, *x.shape[-3:]))
         return self.predictor.stacked(*self.predictor.pack(state, batch, self.n, self.n))
 
-    def _forcing(self, state: Mapping[str, Any], batch: tuple[int, ...],
-                 damping_h: torch.Tensor | None = None) -> torch.Tensor:
-        if damping_h is None and self._damping is not None:
-            damping_h = self._damping_from_velocity(state, batch)
-        return self._to_forcing(self._outputs(state, batch), batch, damping_h)
+    @property
+    def _has_closure_terms(self) -> bool:
+        return self._damping is not None or self._backscatter_shape is not None
 
-    def _damping_from_velocity(self, state: Mapping[str, Any], batch: tuple[int, ...]) -> torch.Tensor:
-        """The grid damping ``[B, 2, n, n//2+1]`` (spectral) from the named velocity inputs."""
+    def _forcing(self, state: Mapping[str, Any], batch: tuple[int, ...], P: torch.Tensor | None = None
+                 ) -> torch.Tensor:
+        if P is None and self._has_closure_terms:
+            P = self._streamfunction_from_velocity(state)
+        return self._to_forcing(self._outputs(state, batch), batch, P)
+
+    def _streamfunction_from_velocity(self, state: Mapping[str, Any]) -> torch.Tensor:
+        """Spectral streamfunction ``[B, 2, n, n//2+1]`` from the named velocity inputs (pyqg's
+        normalisation: unnormalised rfft2), through the vorticity ``zeta^ = ik v^ - il u^``."""
         u, v = (torch.as_tensor(a).to(device=self.device, dtype=self.dtype).reshape(-1, 2, self.n, self.n)
                 for a in fields.qg_velocity(state))
-        zeta_h = self._ik * torch.fft.rfft2(v) - self._il * torch.fft.rfft2(u)
-        return self._damping_k4 * zeta_h
+        return self._psi_from_zeta * (self._ik * torch.fft.rfft2(v) - self._il * torch.fft.rfft2(u))
 
-    def _to_forcing(self, y: torch.Tensor, batch: tuple[int, ...],
-                    damping_h: torch.Tensor | None = None) -> torch.Tensor:
+    def _to_forcing(self, y: torch.Tensor, batch: tuple[int, ...], P: torch.Tensor | None = None) -> torch.Tensor:
         """S ``[*batch, 2, n, n]`` from stacked outputs ``y`` ``[B, C_out, n, n]``: one FFT of every output
-        channel, the fused flux-form multipliers (plus the spectral grid damping ``damping_h``
-        ``[B, 2, n, n//2+1]``, if any), one inverse FFT (autograd only for a FluxNet)."""
+        channel, the fused flux-form multipliers, the model's closure terms on the spectral
+        streamfunction ``P`` ``[B, 2, n, n//2+1]`` (needed only when it has some), one inverse FFT
+        (autograd only for a FluxNet)."""
         with torch.set_grad_enabled(self.net is not None and torch.is_grad_enabled()):
             sh = (self._to_s * torch.fft.rfft2(y)[:, None]).sum(2)
-            if damping_h is not None:
-                sh = sh + damping_h
+            if self._has_closure_terms:
+                sh = sh + self._closure_terms(sh, P.reshape(sh.shape))
             return torch.fft.irfft2(sh, s=(self.n, self.n)).reshape(*batch, 2, self.n, self.n)
+
+    def _closure_terms(self, sh: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
+        """The fixed terms ``[B, 2, n, n//2+1]`` added to the network's spectral forcing ``sh``.
+
+        * grid damping: ``M psi^`` (:func:`~roteq_param.fluxform.biharmonic_damping_multiplier`);
+        * energy backscatter: ``-a K^4 psi^`` (``-a lap^2 psi = -a lap zeta``, an anti-diffusion of
+          vorticity, the shape of Jansen & Held's backscatter) per member, with ``a >= 0`` chosen so
+          that it returns the fraction ``energy_backscatter`` of the energy the network's forcing
+          drains, ``D = sum_i H_i/H <psi_i S_i>`` (0 when the network injects energy). Every sum is
+          over all wavenumbers, so ``a`` is the same for a rotated or mirrored state.
+        """
+        extra = torch.zeros_like(sh)
+        if self._damping is not None:
+            extra = extra + self._damping * P
+        if self._backscatter_shape is not None:
+            w = self._weights
+            drain = (w * (P.conj() * sh).real).sum((-3, -2, -1))
+            shape = self._backscatter_shape * P
+            gain = -(w * (P.conj() * shape).real).sum((-3, -2, -1))  # energy input per unit a, >= 0
+            a = self.energy_backscatter * drain.clamp_min(0.0) / gain.clamp_min(torch.finfo(gain.dtype).tiny)
+            extra = extra + a[:, None, None, None] * shape
+        return extra
 
     def __call__(self, state: Mapping[str, Any]) -> np.ndarray:
         """Forcing ``[..., 2, n, n]`` (float64 numpy) from the schema's named inputs (validated)."""
@@ -156,13 +196,12 @@ class PVForcing:
             self.schema.validate(fields.qg_inputs(*self._split(grid), *self._constant_arrays(beta, U, batch)),
                                  "inputs")
         B = grid.numel() // (grid.shape[-3] * self.n * self.n)
-        damping_h = None if self._damping is None else self._damping * P.reshape(B, 2, self.n, self.n // 2 + 1)
         if self.net is not None:  # training through a solver: the general (differentiable) route
             state = fields.qg_inputs(*self._split(grid), *self._constant_arrays(beta, U, batch))
-            S = self._forcing(state, batch, damping_h)
+            S = self._forcing(state, batch, P)
         else:
             y = self.predictor.stacked(grid.reshape(B, -1, self.n, self.n), self._constants(beta, U, B))
-            S = self._to_forcing(y, batch, damping_h)
+            S = self._to_forcing(y, batch, P)
         return S if torch_in else S.detach().to(torch.float64).cpu().numpy()
 
     def _grid_from_velocity(self, velocity: tuple[Any, Any], P: torch.Tensor) -> torch.Tensor:
@@ -195,6 +234,17 @@ class PVForcing:
             self._const_cache = (key, self.predictor.pack_constants(fields.qg_constants(*self._constant_arrays(beta, U)),
                                                                     B))
         return self._const_cache[1]
+
+    def energy_drain(self, state: Mapping[str, Any], S: Any) -> np.ndarray:
+        """``sum_i H_i/H <psi_i S_i>`` per sample [m^2 s^-3, summed over the grid]: the rate at which the
+        forcing ``S`` ``[..., 2, n, n]`` [s^-2] removes total energy from the named state (positive:
+        it drains). psi comes from the state's velocity (its domain mean is irrelevant: S has none)."""
+        batch, _ = self.schema.validate(state, "inputs", grid_shape=(self.n, self.n), allow_extra=True)
+        P = self._streamfunction_from_velocity(state)
+        S = torch.as_tensor(S).to(device=self.device, dtype=self.dtype)
+        Sh = torch.fft.rfft2(S.reshape(P.shape[0], 2, self.n, self.n))
+        drain = (self._weights * (P.conj() * Sh).real).sum((-3, -2, -1))
+        return drain.reshape(batch).detach().to(torch.float64).cpu().numpy()
 
     def fluxes(self, state: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """``(tau [..., nz, 3, y, x], Fb [..., nz, 2, y, x])`` as tensors on the device."""

@@ -19,8 +19,9 @@ import numpy as np
 
 from roteq_param import coarsen
 from roteq_param.atomic import OutputLocked
-from roteq_param.models import DEFAULT_MODEL, ModelConfig, ModelFileError, derive_model
+from roteq_param.models import DEFAULT_MODEL, ModelConfig, ModelFileError, derive_model, load_model
 from roteq_param.train import TrainOptions, train
+from roteq_param.train.calibrate import calibrate_energy_backscatter
 from solver_coupling.pyqg import bench as pyqg_bench
 from solver_coupling.pyqg import demo as pyqg_demo
 from solver_coupling.pyqg import envcheck
@@ -29,7 +30,7 @@ from solver_coupling.pyqg.config import CONFIGS, YEAR, get_config, parse_assignm
 from solver_coupling.pyqg.data import Request, UsageError, coarsen_files, generate
 from solver_coupling.pyqg.demo import run_demo
 from solver_coupling.pyqg.evaluate import (BASELINE, CEILING, TRUTH, EvaluateConfig, Reference, evaluate,
-                                            load_runs, write_results)
+                                            load_runs, parse_run_selection, write_results)
 from solver_coupling.pyqg.rollout import RolloutRequest, rollout
 
 
@@ -448,13 +449,20 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 def add_derive_parser(subparsers) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
-        "derive", help="save a trained model with another grid-scale damping rate (weights unchanged)",
-        description="Copy a trained model with another ModelConfig.grid_damping: the rate [1/s] at which a "
-                    "biharmonic viscosity on relative vorticity damps the grid's Nyquist wavenumber, added to "
-                    "the network's PV forcing. Tune it online (roteq rollout + roteq evaluate).")
+        "derive", help="save a trained model with other fixed closure terms (weights unchanged)",
+        description="Copy a trained model with other fixed closure terms added to the network's PV forcing "
+                    "(ModelConfig.closure): --grid-damping, a biharmonic viscosity on relative vorticity given by "
+                    "its damping rate [1/s] at the grid's Nyquist wavenumber; --energy-backscatter, the fraction "
+                    "of the network's energy drain returned by an anti-diffusion of vorticity, or 'auto' to "
+                    "calibrate it on --data so that the mean energy transfer matches the truth's.")
     p.add_argument("--model", default=DEFAULT_MODEL, help="source model, a name or folder (default: %(default)s)")
-    p.add_argument("--grid-damping", type=float, required=True, metavar="RATE",
+    p.add_argument("--grid-damping", type=float, default=None, metavar="RATE",
                    help="damping rate at the grid scale [1/s], >= 0 (e.g. 1e-5 = 1/(1.2 days))")
+    p.add_argument("--energy-backscatter", default=None, metavar="FRACTION|auto",
+                   help="fraction in [0, 1] of the network's energy drain to return, or 'auto' (needs --data)")
+    p.add_argument("--data", default=None, metavar="FILE[@RUNS]",
+                   help="coarse dataset (roteq generate) for --energy-backscatter auto; FILE@4-7 selects runs")
+    p.add_argument("--every", type=int, default=1, help="calibrate on every k-th snapshot (default: 1)")
     p.add_argument("--out", required=True, help="folder (or name under trained_models/) for the derived model")
     p.add_argument("--note", default=None, help="why, recorded in the card (e.g. the tuning command)")
     p.set_defaults(func=_cmd_derive)
@@ -463,7 +471,30 @@ def add_derive_parser(subparsers) -> argparse.ArgumentParser:
 
 def _cmd_derive(args: argparse.Namespace) -> int:
     try:
-        out = derive_model(args.model, args.out, grid_damping=args.grid_damping, note=args.note)
+        closure: dict[str, float] = {}
+        calibration = None
+        if args.grid_damping is not None:
+            closure["grid_damping"] = args.grid_damping
+        if args.energy_backscatter == "auto":
+            if not args.data:
+                raise UsageError("--energy-backscatter auto calibrates on a dataset: give --data FILE[@RUNS]")
+            if args.every < 1:
+                raise UsageError(f"--every must be >= 1; got {args.every}")
+            path, runs = parse_run_selection(args.data, "--data")
+            calibration = calibrate_energy_backscatter(load_model(args.model), path, runs, every=args.every)
+            calibration["data"] = args.data
+            closure["energy_backscatter"] = calibration["fraction"]
+            print(f"calibrated on {calibration['samples']} snapshots of {args.data}: the network drains "
+                  f"{calibration['drain_network'] / calibration['drain_truth']:.2f}x the truth's energy; "
+                  f"energy_backscatter = {calibration['fraction']:.4f}")
+        elif args.energy_backscatter is not None:
+            try:
+                closure["energy_backscatter"] = float(args.energy_backscatter)
+            except ValueError:
+                raise UsageError(f"--energy-backscatter takes a fraction or 'auto'; got {args.energy_backscatter!r}")
+        if not closure:
+            raise UsageError("nothing to change: give --grid-damping and/or --energy-backscatter")
+        out = derive_model(args.model, args.out, closure=closure, note=args.note, calibration=calibration)
     except (FileNotFoundError, ValueError, ModelFileError) as e:
         _fail("derive", e)
     print(out)

@@ -48,7 +48,14 @@ class ModelConfig:
         the grid's Nyquist wavenumber pi/dx decays at this rate on any grid. It is the momentum flux
         ``tau = +nu4 lap(grad u + grad u^T)`` (``du/dt = -div tau = -nu4 lap^2 u``): flux form,
         isotropic (exactly equivariant for every element), energy-draining. 0 (default) = the network alone. Not trained: it is tuned online
-        (the network's grid-scale error piles enstrophy there), see ``roteq derive``.
+        (``roteq derive``).
+    energy_backscatter:
+        Fraction [0, 1] of the energy the network's forcing drains that an energy-consistent
+        backscatter term returns (:meth:`roteq_param.forcing.PVForcing._closure_terms`): ``S +=
+        -a lap zeta`` per member, ``a >= 0`` set every call from the domain sums so that its energy
+        input is this fraction of the network's net drain ``sum_i H_i/H <psi_i S_i>``. Isotropic and
+        built from domain sums, hence exactly equivariant; 0 (default) = off. Calibrated offline so
+        that the total energy transfer matches the truth's (``roteq derive --energy-backscatter``).
     """
 
     arch: str = "escnn"
@@ -60,11 +67,16 @@ class ModelConfig:
     schema: dict | None = None
     dilations: tuple[int, ...] | None = None
     grid_damping: float = 0.0
+    energy_backscatter: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "grid_damping", float(self.grid_damping))
         if not (self.grid_damping >= 0.0 and self.grid_damping < float("inf")):
             raise ValueError(f"grid_damping must be a finite rate >= 0 [1/s], got {self.grid_damping!r}")
+        object.__setattr__(self, "energy_backscatter", float(self.energy_backscatter))
+        if not 0.0 <= self.energy_backscatter <= 1.0:
+            raise ValueError(f"energy_backscatter must be a fraction in [0, 1] of the network's energy drain, "
+                             f"got {self.energy_backscatter!r}")
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
         object.__setattr__(self, "kernel_sizes", tuple(int(k) for k in self.kernel_sizes))
         dilations = (1,) * len(self.channels) if self.dilations is None else tuple(int(d) for d in self.dilations)
@@ -101,6 +113,11 @@ class ModelConfig:
     def receptive_field(self) -> int:
         """Grid cells across that one output value depends on."""
         return 1 + sum(d * (k - 1) for k, d in zip(self.kernel_sizes, self.dilations)) + (self.out_kernel_size - 1)
+
+    @property
+    def closure(self) -> dict[str, float]:
+        """The fixed closure terms the forcing adds to the network (see the attributes above)."""
+        return {"grid_damping": self.grid_damping, "energy_backscatter": self.energy_backscatter}
 
     def get_schema(self) -> Schema:
         return Schema.from_dict(self.schema)

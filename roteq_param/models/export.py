@@ -39,11 +39,11 @@ class ExportedFluxNet(nn.Module):
 
     def __init__(self, schema: Schema, weights: list, in_scale: torch.Tensor, out_scale: torch.Tensor,
                  activation: str, dtype: torch.dtype = torch.float32, dilations: tuple[int, ...] | None = None,
-                 grid_damping: float = 0.0):
+                 closure: dict[str, float] | None = None):
         super().__init__()
         self.schema = schema
-        # not part of the network's function: the forcing operator adds it (ModelConfig.grid_damping)
-        self.grid_damping = float(grid_damping)
+        # not part of the network's function: the forcing operator adds them (ModelConfig.closure)
+        self.closure = dict(closure or {})
         self.activation = activation
         grid_idx, const_idx = [], []
         for f in schema.inputs:

@@ -194,9 +194,9 @@ class FluxNet(nn.Module):
         return copy.deepcopy(self).to(device=device, dtype=dtype)
 
     @property
-    def grid_damping(self) -> float:
-        """The fixed grid-scale damping rate [1/s] the forcing adds (:attr:`ModelConfig.grid_damping`)."""
-        return self.config.grid_damping
+    def closure(self) -> dict[str, float]:
+        """The fixed closure terms the forcing adds to the network (:attr:`ModelConfig.closure`)."""
+        return self.config.closure
 
     def n_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters() if p.requires_grad)
@@ -242,7 +242,7 @@ class FluxNet(nn.Module):
         weights = self._layer_weights()
         return ExportedFluxNet(self.schema, weights, self.in_scale.clone(), self.out_scale.clone(),
                                self.config.activation, dtype, dilations=self.config.dilations + (1,),
-                               grid_damping=self.config.grid_damping)
+                               closure=self.config.closure)
 
 
 def _signed_permutation(rho: np.ndarray, what: str) -> np.ndarray:

@@ -60,7 +60,7 @@ class Predictor:
         self.dtype = dtype
         self.model = model.to(device=self.device, dtype=dtype).eval()
         self.schema = model.schema
-        self.grid_damping = model.grid_damping  # [1/s], applied by the forcing operator (ModelConfig)
+        self.closure = model.closure  # fixed terms the forcing operator adds (ModelConfig.closure)
         # Where each input field goes: a channel range of the gridded tensor or of the constants.
         self._grid_parts, self._const_parts = [], []
         n_grid = n_const = 0

@@ -67,8 +67,10 @@ def _card_markdown(card: Mapping[str, Any]) -> str:
               f"- hidden channels {arch['channels']}, kernel sizes {arch['kernel_sizes']}, "
               f"dilations {arch.get('dilations', [1] * len(arch['channels']))}, "
               f"output kernel {arch['out_kernel_size']}, activation {arch['activation']}, circular padding",
-              f"- grid-scale damping {arch.get('grid_damping', 0.0):g} s^-1 (biharmonic viscosity on relative "
-              "vorticity added to the network's PV forcing; 0 = none)",
+              f"- fixed closure terms added to the network's PV forcing: grid-scale damping "
+              f"{arch.get('grid_damping', 0.0):g} s^-1 (biharmonic viscosity on relative vorticity), energy "
+              f"backscatter {arch.get('energy_backscatter', 0.0):g} (fraction of the network's energy drain "
+              "returned by an anti-diffusion of vorticity); 0 = none",
               f"- {card['n_parameters']} trainable parameters", ""]
     norm = card.get("normalization") or {}
     if norm:
@@ -205,28 +207,34 @@ def load_model(name_or_path: str | os.PathLike, *, schema: Schema | None = None)
     return model.eval()
 
 
-def derive_model(source: str | os.PathLike, out: str | os.PathLike, *, grid_damping: float,
-                 note: str | None = None) -> Path:
-    """Save the trained model ``source`` with another grid-scale damping rate [1/s] as ``out``.
+def derive_model(source: str | os.PathLike, out: str | os.PathLike, *, closure: Mapping[str, float],
+                 note: str | None = None, calibration: Mapping[str, Any] | None = None) -> Path:
+    """Save the trained model ``source`` with other fixed closure terms as ``out``.
 
-    The weights, normalisation and escnn bases are copied unchanged; only
-    :attr:`ModelConfig.grid_damping` differs. The new card keeps the source's training recipe and
-    its held-out metrics under ``metrics["network"]`` (they score the network alone: the damping is
-    tuned online, where it acts) and records where it came from.
+    ``closure`` sets any of :attr:`ModelConfig.closure`'s keys (``grid_damping`` [1/s],
+    ``energy_backscatter`` [fraction]); the others keep the source's values. The weights,
+    normalisation and escnn bases are copied unchanged. The new card keeps the source's training
+    recipe and its held-out metrics under ``metrics["network"]`` (they score the network alone),
+    and records where it came from and, if given, the ``calibration`` that chose the values.
     """
     src_dir = model_dir(source)
     if model_dir(out).resolve() == src_dir.resolve():
         raise ValueError(f"the derived model must go to another folder than its source {src_dir}")
     net = load_model(src_dir)
+    unknown = sorted(set(closure) - set(net.config.closure))
+    if unknown:
+        raise ValueError(f"unknown closure term(s) {unknown}; known: {sorted(net.config.closure)}")
     card = load_card(src_dir)
-    config = ModelConfig.from_dict({**net.config.to_dict(), "grid_damping": grid_damping})
+    config = ModelConfig.from_dict({**net.config.to_dict(), **closure})
     derived = FluxNet(config)
     derived.load_canonical_state_dict(net.canonical_state_dict())
     training = dict(card.get("training", {}))
     training["derived_from"] = {"model": card.get("name", src_dir.name), "model_sha256": card.get("model_sha256"),
-                                "grid_damping": net.config.grid_damping}
+                                "closure": net.config.closure}
     if note:
         training["derivation_note"] = note
+    if calibration:
+        training["calibration"] = dict(calibration)
     metrics = card.get("metrics", {})
     metrics = dict(metrics) if "network" in metrics else {"network": dict(metrics)}
     return save_model(derived.eval(), out, training=training, metrics=metrics,

@@ -43,7 +43,7 @@ from solver_coupling.pyqg.config import SOLVER_KWARGS
 from solver_coupling.pyqg.data import UsageError
 from solver_coupling.pyqg.diagnostics import model_kwargs_from_attrs, summarise
 
-__all__ = ["EvaluateConfig", "Reference", "evaluate", "load_runs", "write_results"]
+__all__ = ["EvaluateConfig", "Reference", "evaluate", "load_runs", "parse_run_selection", "write_results"]
 
 TRUTH, BASELINE, CEILING = "truth", "baseline", "truth-b"
 
@@ -87,7 +87,7 @@ def _check_q(ds: xr.Dataset, label: str) -> None:
         raise UsageError(f"{label}: q has no snapshots")
 
 
-def _parse_selection(spec: str, label: str) -> tuple[str, list[int] | None]:
+def parse_run_selection(spec: str, label: str) -> tuple[str, list[int] | None]:
     """``FILE`` or ``FILE@RUNS`` with RUNS like ``7-9`` or ``0,2,5`` (run indices, ranges inclusive)."""
     path, sep, runs = spec.rpartition("@") if "@" in spec else (spec, "", "")
     if not sep:
@@ -109,7 +109,7 @@ def load_runs(paths: Sequence[str], label: str) -> list[xr.Dataset]:
     """
     out = []
     for spec in paths:
-        path, runs = _parse_selection(spec, label)
+        path, runs = parse_run_selection(spec, label)
         if not os.path.exists(path):
             raise UsageError(f"{label}: no such file {path!r}")
         try:
