@@ -71,20 +71,27 @@ class PVForcing:
         # Two fused spectral operators (built once; each call is then one contraction + FFT on the
         # way in and one FFT + contraction on the way out):
         #   in:  spectral psi (2 layers) -> the network's gridded channels, in its own channel order;
-        #   out: every output channel -> S per layer (the flux-form operator, 0 for unused channels).
+        #   out: the output channels S depends on -> S per layer (the flux-form operator).
         ik = np.broadcast_to(1j * k, (self.n, self.n // 2 + 1))
         il = np.broadcast_to(1j * l, (self.n, self.n // 2 + 1))
-        to_grid = np.zeros((len(fields.qg_grid_sources(self.schema)), 2, self.n, self.n // 2 + 1), complex)
-        for c, (what, layer) in enumerate(fields.qg_grid_sources(self.schema)):
+        self._sources = fields.qg_grid_sources(self.schema)
+        to_grid = np.zeros((len(self._sources), 2, self.n, self.n // 2 + 1), complex)
+        for c, (what, layer) in enumerate(self._sources):
             if what == "b":
                 to_grid[c, 0], to_grid[c, 1] = 1.0, -1.0
             else:
                 to_grid[c, layer - 1] = -il if what == "u" else ik
         self._to_grid = torch.as_tensor(to_grid, dtype=cdtype, device=device)
-        to_s = np.zeros((2, self.schema.n_channels("outputs"), self.n, self.n // 2 + 1), complex)
-        channels = fields.qg_flux_channels(self.schema)
-        to_s[0, channels[:5]] = operator.multipliers[0]
-        to_s[1, channels[5:]] = operator.multipliers[1]
+        # The trace of tau drops out of -curl(div tau) (its multipliers for xx and yy are opposite), so
+        # S needs per layer only tau_xx - tau_yy, tau_xy, Fb_x, Fb_y: 8 channels to transform, not 10.
+        xx1, xy1, yy1, fx1, fy1, xx2, xy2, yy2, fx2, fy2 = fields.qg_flux_channels(self.schema)
+        self._transformed = torch.tensor([xx1, xy1, fx1, fy1, xx2, xy2, fx2, fy2], device=device)
+        self._trace_partner = (yy1, yy2)  # subtracted from transformed channels 0 and 4
+        M = operator.multipliers  # (2 lev, 5 (xx, xy, yy, Fx, Fy), n, n//2+1)
+        assert np.array_equal(M[:, 0], -M[:, 2])
+        to_s = np.zeros((2, 8, self.n, self.n // 2 + 1), complex)
+        to_s[0, 0:4] = M[0][[0, 1, 3, 4]]
+        to_s[1, 4:8] = M[1][[0, 1, 3, 4]]
         self._to_s = torch.as_tensor(to_s, dtype=cdtype, device=device)
         # The model's fixed closure terms on top of the network (ModelConfig): both act on the
         # spectral streamfunction psi^ of each layer, so they are built here as multipliers.
@@ -132,12 +139,15 @@ class PVForcing:
         return self._psi_from_zeta * (self._ik * torch.fft.rfft2(v) - self._il * torch.fft.rfft2(u))
 
     def _to_forcing(self, y: torch.Tensor, batch: tuple[int, ...], P: torch.Tensor | None = None) -> torch.Tensor:
-        """S ``[*batch, 2, n, n]`` from stacked outputs ``y`` ``[B, C_out, n, n]``: one FFT of every output
-        channel, the fused flux-form multipliers, the model's closure terms on the spectral
+        """S ``[*batch, 2, n, n]`` from stacked outputs ``y`` ``[B, C_out, n, n]``: one FFT of the 8 channels
+        S depends on, the fused flux-form multipliers, the model's closure terms on the spectral
         streamfunction ``P`` ``[B, 2, n, n//2+1]`` (needed only when it has some), one inverse FFT
         (autograd only for a FluxNet)."""
         with torch.set_grad_enabled(self.net is not None and torch.is_grad_enabled()):
-            sh = (self._to_s * torch.fft.rfft2(y)[:, None]).sum(2)
+            z = y.index_select(1, self._transformed)
+            z[:, 0] -= y[:, self._trace_partner[0]]
+            z[:, 4] -= y[:, self._trace_partner[1]]
+            sh = (self._to_s * torch.fft.rfft2(z)[:, None]).sum(2)
             if self._has_closure_terms:
                 sh = sh + self._closure_terms(sh, P.reshape(sh.shape))
             return torch.fft.irfft2(sh, s=(self.n, self.n)).reshape(*batch, 2, self.n, self.n)
@@ -211,11 +221,11 @@ class PVForcing:
         b = torch.fft.irfft2(P[..., 0, :, :] - P[..., 1, :, :], s=(self.n, self.n))
         parts = {"u": u, "v": v}
         return torch.stack([b if what == "b" else parts[what][..., layer - 1, :, :]
-                            for what, layer in fields.qg_grid_sources(self.schema)], -3)
+                            for what, layer in self._sources], -3)
 
     def _split(self, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(u, v, b) of the two layers from the gridded channels built by :meth:`from_spectral`."""
-        named = dict(zip(fields.qg_grid_sources(self.schema), grid.unbind(-3)))
+        named = dict(zip(self._sources, grid.unbind(-3)))
         return (torch.stack([named["u", i] for i in (1, 2)], -3), torch.stack([named["v", i] for i in (1, 2)], -3),
                 named["b", None])
 
