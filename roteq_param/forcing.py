@@ -9,7 +9,7 @@ hands it its own (torch, on its device); both get back ``S`` with
 (``du/dt = -div tau``, ``db/dt = -div Fb``; S is added to dq/dt), plus the model's fixed closure
 terms where its config sets them (:meth:`PVForcing._closure_terms`): a grid-scale damping
 ``-nu4 lap^2 zeta`` (``grid_damping``) and an energy-consistent backscatter ``-a lap zeta`` that
-returns a fraction (``energy_backscatter``) of the energy the network drains. Every term is a curl of
+returns a multiple (``energy_backscatter``) of the energy the network drains. Every term is a curl of
 a divergence or a divergence, so the domain integral of S vanishes exactly.
 """
 
@@ -158,7 +158,7 @@ class PVForcing:
         * grid damping: ``M psi^`` (:func:`~roteq_param.fluxform.biharmonic_damping_multiplier`);
         * energy backscatter: ``-a K^4 psi^`` (``-a lap^2 psi = -a lap zeta``, an anti-diffusion of
           vorticity, the shape of Jansen & Held's backscatter) per member, with ``a >= 0`` chosen so
-          that it returns the fraction ``energy_backscatter`` of the energy the network's forcing
+          that it returns the multiple ``energy_backscatter`` of the energy the network's forcing
           drains, ``D = sum_i H_i/H <psi_i S_i>`` (0 when the network injects energy). Every sum is
           over all wavenumbers, so ``a`` is the same for a rotated or mirrored state.
         """

@@ -1,30 +1,40 @@
 #!/usr/bin/env bash
-# Online skill table of the skill issue: 4 members x 10 years at 64^2 per closure (same seeds), scored
-# over years 5-10 against 4 high-res runs of the 25-run dataset (runs 21-24, held out from training),
-# with 4 other high-res runs (17-20) as the noise ceiling, all in one `roteq evaluate` table.
+# Online skill table of the skill issue: MEMBERS members x 10 years at 64^2 per closure and seed
+# (default 2 members for each of the seeds 3 and 4: 4 members per closure), scored over years 5-10
+# against the high-res runs TRUTH_RUNS of DATA, with the high-res runs CEILING_RUNS as the noise
+# ceiling, all in one `roteq evaluate` table.
 # Closures: pyqg's backscatter (Ross et al.'s tuning) and Smagorinsky, and each model in MODELS
 # (a name under trained_models/, or LABEL=PATH).
-# Each rollout resumes if re-run; JOBS rollouts run at once (default 2).
+# Default data: 8 high-res runs of seed 1 that no shipped model was trained or calibrated on
+#   roteq generate --runs 8 --years 10 --spinup-years 5 --snapshot-hours 250 --seed 1 --out data/eddy_truth8_seed1.nc
+# runs 0-3 are the truth, 4-7 the ceiling. Each rollout resumes if re-run; JOBS rollouts run at once.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PYTHONHASHSEED=0
 R=".venv/bin/python -m solver_coupling.cli"
-DATA=${DATA:-data/eddy25.nc}
+DATA=${DATA:-data/eddy_truth8_seed1.nc}
+TRUTH_RUNS=${TRUTH_RUNS:-0-3}
+CEILING_RUNS=${CEILING_RUNS:-4-7}
 MODELS=${MODELS:-eddy-c4}
+SEEDS=${SEEDS:-3 4}
+MEMBERS=${MEMBERS:-2}
 JOBS=${JOBS:-2}
-OUT=runs/skill
+OUT=${OUT:-runs/skill}
 resume() { [ -f "$1/checkpoint.npz" ] && echo --resume || echo --overwrite; }
-roll() {  # NAME MODEL
-  $R rollout --model "$2" --members 4 --years 10 --seed 3 --out $OUT/$1 $(resume $OUT/$1) > $OUT/$1.log 2>&1
+roll() {  # DIR MODEL SEED
+  $R rollout --model "$2" --members "$MEMBERS" --years 10 --seed "$3" --out "$1" $(resume "$1") > "$1.log" 2>&1
 }
 mkdir -p $OUT
-NAMES=(none backscatter smagorinsky $MODELS)
+NAMES=(none=none backscatter=backscatter smagorinsky=smagorinsky $MODELS)
 for spec in "${NAMES[@]}"; do
-  while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do sleep 5; done
-  roll "${spec%%=*}" "${spec#*=}" &
+  for seed in $SEEDS; do
+    while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do sleep 5; done
+    roll "$OUT/${spec%%=*}-s$seed" "${spec#*=}" "$seed" &
+  done
 done
 wait
+files() { local f=(); for seed in $SEEDS; do f+=("$OUT/$1-s$seed/rollout.nc"); done; (IFS=,; echo "${f[*]}"); }
 RUNS=()
-for spec in "${NAMES[@]:1}"; do RUNS+=(--run "${spec%%=*}=$OUT/${spec%%=*}/rollout.nc"); done
-$R evaluate --truth "$DATA@21-24" --truth-b "$DATA@17-20" --baseline $OUT/none/rollout.nc "${RUNS[@]}" \
-  --last-years 5 --out $OUT/evaluate
+for spec in "${NAMES[@]:1}"; do RUNS+=(--run "${spec%%=*}=$(files "${spec%%=*}")"); done
+$R evaluate --truth "$DATA@$TRUTH_RUNS" --truth-b "$DATA@$CEILING_RUNS" --baseline $(files none | tr , ' ') \
+  "${RUNS[@]}" --last-years 5 --out $OUT/evaluate

@@ -452,14 +452,15 @@ def add_derive_parser(subparsers) -> argparse.ArgumentParser:
         "derive", help="save a trained model with other fixed closure terms (weights unchanged)",
         description="Copy a trained model with other fixed closure terms added to the network's PV forcing "
                     "(ModelConfig.closure): --grid-damping, a biharmonic viscosity on relative vorticity given by "
-                    "its damping rate [1/s] at the grid's Nyquist wavenumber; --energy-backscatter, the fraction "
+                    "its damping rate [1/s] at the grid's Nyquist wavenumber; --energy-backscatter, the multiple "
                     "of the network's energy drain returned by an anti-diffusion of vorticity, or 'auto' to "
                     "calibrate it on --data so that the mean energy transfer matches the truth's.")
     p.add_argument("--model", default=DEFAULT_MODEL, help="source model, a name or folder (default: %(default)s)")
     p.add_argument("--grid-damping", type=float, default=None, metavar="RATE",
                    help="damping rate at the grid scale [1/s], >= 0 (e.g. 1e-5 = 1/(1.2 days))")
     p.add_argument("--energy-backscatter", default=None, metavar="FRACTION|auto",
-                   help="fraction in [0, 1] of the network's energy drain to return, or 'auto' (needs --data)")
+                   help="multiple >= 0 of the network's energy drain to return (1: energy-neutral network), "
+                        "or 'auto' (needs --data)")
     p.add_argument("--data", default=None, metavar="FILE[@RUNS]",
                    help="coarse dataset (roteq generate) for --energy-backscatter auto; FILE@4-7 selects runs")
     p.add_argument("--every", type=int, default=1, help="calibrate on every k-th snapshot (default: 1)")
@@ -491,7 +492,7 @@ def _cmd_derive(args: argparse.Namespace) -> int:
             try:
                 closure["energy_backscatter"] = float(args.energy_backscatter)
             except ValueError:
-                raise UsageError(f"--energy-backscatter takes a fraction or 'auto'; got {args.energy_backscatter!r}")
+                raise UsageError(f"--energy-backscatter takes a number or 'auto'; got {args.energy_backscatter!r}")
         if not closure:
             raise UsageError("nothing to change: give --grid-damping and/or --energy-backscatter")
         out = derive_model(args.model, args.out, closure=closure, note=args.note, calibration=calibration)

@@ -1,6 +1,6 @@
 """The fixed closure terms a model can carry (ModelConfig.closure): the grid-scale damping against an
 independent derivation on pyqg's own wavenumbers and its physics (decay rate at the grid scale,
-momentum and energy); the energy-consistent backscatter (it returns exactly the asked fraction of the
+momentum and energy); the energy-consistent backscatter (it returns exactly the asked multiple of the
 network's energy drain, conserves momentum, is equivariant); the offline calibration against an
 independent energy budget; both through the hook on a spun-up state; and `roteq derive`."""
 
@@ -182,9 +182,9 @@ def _spectral_drain(forcing, P, sh):
     return float((forcing._weights * (P.conj() * sh).real).sum())
 
 
-def test_backscatter_returns_exactly_the_fraction_of_the_network_drain(eddy, backscattering):
+def test_backscatter_returns_exactly_the_asked_multiple_of_the_network_drain(eddy, backscattering):
     """With a network forcing that drains energy (here a pure viscosity on the spun-up state), the
-    term returns the asked fraction of that drain, as -a lap^2 psi with one a >= 0 for both layers,
+    term returns the asked multiple of that drain, as -a lap^2 psi with one a >= 0 for both layers,
     and no net source; with one that injects energy it is off."""
     net, _ = backscattering
     full = PVForcing(models.Predictor(net, dtype=torch.float64), F1=eddy.F1, F2=eddy.F2, L=eddy.L, n=eddy.nx)
@@ -277,8 +277,8 @@ def test_derive_auto_records_the_calibration(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["--energy-backscatter", "auto"], "needs|calibrates on a dataset"),
-    (["--energy-backscatter", "1.5"], "fraction in \\[0, 1\\]"),
-    (["--energy-backscatter", "lots"], "takes a fraction or 'auto'"),
+    (["--energy-backscatter", "-0.5"], "finite multiple >= 0"),
+    (["--energy-backscatter", "lots"], "takes a number or 'auto'"),
     ([], "nothing to change"),
 ])
 def test_derive_refuses_bad_closure_requests(tmp_path, capsys, argv, message):

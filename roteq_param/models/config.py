@@ -50,12 +50,14 @@ class ModelConfig:
         isotropic (exactly equivariant for every element), energy-draining. 0 (default) = the network alone. Not trained: it is tuned online
         (``roteq derive``).
     energy_backscatter:
-        Fraction [0, 1] of the energy the network's forcing drains that an energy-consistent
+        Multiple (>= 0) of the energy the network's forcing drains that an energy-consistent
         backscatter term returns (:meth:`roteq_param.forcing.PVForcing._closure_terms`): ``S +=
         -a lap zeta`` per member, ``a >= 0`` set every call from the domain sums so that its energy
-        input is this fraction of the network's net drain ``sum_i H_i/H <psi_i S_i>``. Isotropic and
-        built from domain sums, hence exactly equivariant; 0 (default) = off. Calibrated offline so
-        that the total energy transfer matches the truth's (``roteq derive --energy-backscatter``).
+        input is this multiple of the network's net drain ``sum_i H_i/H <psi_i S_i>``. 1 makes the
+        network energy-neutral; above 1 it is a net source, as Jansen & Held's backscatter constants
+        above 1 are (they also make up for the coarse model's own small-scale filter). Isotropic and
+        built from domain sums, hence exactly equivariant; 0 (default) = off. ``roteq derive
+        --energy-backscatter auto`` sets the value that matches the truth's offline energy transfer.
     """
 
     arch: str = "escnn"
@@ -74,8 +76,8 @@ class ModelConfig:
         if not (self.grid_damping >= 0.0 and self.grid_damping < float("inf")):
             raise ValueError(f"grid_damping must be a finite rate >= 0 [1/s], got {self.grid_damping!r}")
         object.__setattr__(self, "energy_backscatter", float(self.energy_backscatter))
-        if not 0.0 <= self.energy_backscatter <= 1.0:
-            raise ValueError(f"energy_backscatter must be a fraction in [0, 1] of the network's energy drain, "
+        if not 0.0 <= self.energy_backscatter < float("inf"):
+            raise ValueError(f"energy_backscatter must be a finite multiple >= 0 of the network's energy drain, "
                              f"got {self.energy_backscatter!r}")
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
         object.__setattr__(self, "kernel_sizes", tuple(int(k) for k in self.kernel_sizes))

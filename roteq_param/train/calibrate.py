@@ -32,7 +32,7 @@ def calibrate_energy_backscatter(model: FluxNet, data: str | os.PathLike, runs: 
     (drains in m^2 s^-3 summed over the grid, mean over every ``every``-th snapshot). The fraction
     is clipped to [0, 1]; a network that drains less energy than the truth needs none.
     """
-    ds = load_dataset(data, model.schema)
+    ds = load_dataset(data, model.schema, min_runs=1)
     runs = list(range(ds.n_runs)) if runs is None else [int(r) for r in runs]
     bad = [r for r in runs if not 0 <= r < ds.n_runs]
     if bad or not runs:

@@ -66,8 +66,12 @@ def _physical_constants(ds, path: str) -> tuple[float, float, float]:
     return float(ds.attrs["F1"]), float(ds.attrs["F2"]), float(ds.attrs["L"])
 
 
-def load_dataset(path: str | os.PathLike, schema: Schema | None = None, s_target: str = "S_flux") -> QGData:
-    """Read a coarse dataset into memory, stacked for ``schema`` (default ``qg_schema(2)``)."""
+def load_dataset(path: str | os.PathLike, schema: Schema | None = None, s_target: str = "S_flux",
+                 min_runs: int = 2) -> QGData:
+    """Read a coarse dataset into memory, stacked for ``schema`` (default ``qg_schema(2)``).
+
+    ``min_runs``: fewer runs are refused (training splits train/validation by run; 1 for calibration).
+    """
     import xarray as xr
 
     schema = schema or qg_schema(2)
@@ -98,9 +102,9 @@ def load_dataset(path: str | os.PathLike, schema: Schema | None = None, s_target
     if not torch.isfinite(S).all():
         run = int((~torch.isfinite(S)).flatten(1).any(1).nonzero()[0])
         raise ValueError(f"dataset {path}: {s_target} of run {run} holds NaN or inf; regenerate it")
-    if x.shape[0] < 2:
-        raise ValueError(f"dataset {path} has {x.shape[0]} run(s); training needs at least 2 (train/validation split "
-                         "by run)")
+    if x.shape[0] < min_runs:
+        raise ValueError(f"dataset {path} has {x.shape[0]} run(s); at least {min_runs} are needed (training splits "
+                         "train/validation by run)")
     return QGData(x.contiguous(), y.contiguous(), S.contiguous(), schema, F1, F2, L, path, sha256_file(path), attrs)
 
 
