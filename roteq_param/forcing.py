@@ -102,9 +102,10 @@ class PVForcing:
         if self.grid_damping > 0.0:  # S^ += M psi^, a biharmonic viscosity on relative vorticity
             self._damping = torch.as_tensor(fluxform.biharmonic_damping_multiplier(self.n, L, self.grid_damping),
                                             dtype=dtype, device=device)
-        if self.energy_backscatter > 0.0:  # S^ += -a K^4 psi^, a sized from the network's energy drain
+        if self.energy_backscatter > 0.0:  # S^ += -a K^(2p) psi^, a sized from the network's energy drain
             K2 = k**2 + l**2
-            self._backscatter_shape = torch.as_tensor(-(K2**2), dtype=dtype, device=device)
+            order = int(closure.get("backscatter_order", 2))
+            self._backscatter_shape = torch.as_tensor(-(K2**order), dtype=dtype, device=device)
         # psi^ from the velocity the network sees, for the named-input route: psi^ = -zeta^ / K^2
         K2 = k**2 + l**2
         self._psi_from_zeta = torch.as_tensor(np.where(K2 > 0, -1.0 / np.where(K2 > 0, K2, 1.0), 0.0),
@@ -156,8 +157,9 @@ class PVForcing:
         """The fixed terms ``[B, 2, n, n//2+1]`` added to the network's spectral forcing ``sh``.
 
         * grid damping: ``M psi^`` (:func:`~roteq_param.fluxform.biharmonic_damping_multiplier`);
-        * energy backscatter: ``-a K^4 psi^`` (``-a lap^2 psi = -a lap zeta``, an anti-diffusion of
-          vorticity, the shape of Jansen & Held's backscatter) per member, with ``a >= 0`` chosen so
+        * energy backscatter: ``-a K^(2p) psi^`` per member (``p = backscatter_order``; p = 2:
+          ``-a lap zeta``, an anti-diffusion of vorticity, the shape of Jansen & Held's backscatter;
+          p = 1: ``+a zeta``, an anti-drag on relative vorticity), with ``a >= 0`` chosen so
           that it returns the multiple ``energy_backscatter`` of the energy the network's forcing
           drains, ``D = sum_i H_i/H <psi_i S_i>`` (0 when the network injects energy). Every sum is
           over all wavenumbers, so ``a`` is the same for a rotated or mirrored state.

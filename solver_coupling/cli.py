@@ -461,6 +461,9 @@ def add_derive_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--energy-backscatter", default=None, metavar="FRACTION|auto",
                    help="multiple >= 0 of the network's energy drain to return (1: energy-neutral network), "
                         "or 'auto' (needs --data)")
+    p.add_argument("--backscatter-order", type=int, default=None, choices=(1, 2),
+                   help="backscatter shape: 2 = -a lap(zeta) (near the grid scale), 1 = +a zeta (at the "
+                        "energy-containing scales)")
     p.add_argument("--data", default=None, metavar="FILE[@RUNS]",
                    help="coarse dataset (roteq generate) for --energy-backscatter auto; FILE@4-7 selects runs")
     p.add_argument("--every", type=int, default=1, help="calibrate on every k-th snapshot (default: 1)")
@@ -476,6 +479,8 @@ def _cmd_derive(args: argparse.Namespace) -> int:
         calibration = None
         if args.grid_damping is not None:
             closure["grid_damping"] = args.grid_damping
+        if args.backscatter_order is not None:
+            closure["backscatter_order"] = args.backscatter_order
         if args.energy_backscatter == "auto":
             if not args.data:
                 raise UsageError("--energy-backscatter auto calibrates on a dataset: give --data FILE[@RUNS]")

@@ -182,11 +182,14 @@ def _spectral_drain(forcing, P, sh):
     return float((forcing._weights * (P.conj() * sh).real).sum())
 
 
-def test_backscatter_returns_exactly_the_asked_multiple_of_the_network_drain(eddy, backscattering):
+@pytest.mark.parametrize("order", [2, 1])
+def test_backscatter_returns_exactly_the_asked_multiple_of_the_network_drain(eddy, backscattering, tmp_path, order):
     """With a network forcing that drains energy (here a pure viscosity on the spun-up state), the
-    term returns the asked multiple of that drain, as -a lap^2 psi with one a >= 0 for both layers,
-    and no net source; with one that injects energy it is off."""
-    net, _ = backscattering
+    term returns the asked multiple of that drain, as -a K^(2 order) psi^ (order 2: -a lap zeta,
+    order 1: +a zeta) with one a >= 0 for both layers, and no net source; with one that injects
+    energy it is off."""
+    _, folder = backscattering
+    net = models.load_model(models.derive_model(folder, tmp_path / "m", closure={"backscatter_order": order}))
     full = PVForcing(models.Predictor(net, dtype=torch.float64), F1=eddy.F1, F2=eddy.F2, L=eddy.L, n=eddy.nx)
     P = torch.as_tensor(eddy.ph)[None]
     viscosity = torch.as_tensor(fluxform.biharmonic_damping_multiplier(eddy.nx, eddy.L, 1e-5))
@@ -198,7 +201,7 @@ def test_backscatter_returns_exactly_the_asked_multiple_of_the_network_drain(edd
         drain = _spectral_drain(full, P, sh)
         assert drain > 0
         assert abs(_spectral_drain(full, P, backscatter) + BACKSCATTER * drain) <= 1e-12 * drain
-        shape = -torch.as_tensor((eddy.k**2 + eddy.l**2) ** 2) * P
+        shape = -torch.as_tensor((eddy.k**2 + eddy.l**2) ** order) * P
         a = float((backscatter.conj() * shape).real.sum() / (shape.conj() * shape).real.sum())
         assert a > 0 and float((backscatter - a * shape).abs().max()) <= 1e-12 * float(backscatter.abs().max())
         assert float(backscatter[..., 0, 0].abs().max()) == 0.0  # the k = l = 0 mode: no net source
@@ -279,6 +282,7 @@ def test_derive_auto_records_the_calibration(tmp_path, capsys):
     (["--energy-backscatter", "auto"], "needs|calibrates on a dataset"),
     (["--energy-backscatter", "-0.5"], "finite multiple >= 0"),
     (["--energy-backscatter", "lots"], "takes a number or 'auto'"),
+    (["--backscatter-order", "3"], "invalid choice"),
     ([], "nothing to change"),
 ])
 def test_derive_refuses_bad_closure_requests(tmp_path, capsys, argv, message):

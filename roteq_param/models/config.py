@@ -58,6 +58,11 @@ class ModelConfig:
         above 1 are (they also make up for the coarse model's own small-scale filter). Isotropic and
         built from domain sums, hence exactly equivariant; 0 (default) = off. ``roteq derive
         --energy-backscatter auto`` sets the value that matches the truth's offline energy transfer.
+    backscatter_order:
+        Shape of the backscatter term: ``2`` (default) ``-a lap zeta`` (``-a K^4 psi^``: Jansen & Held's
+        anti-diffusion, energy returned where ``K^2`` times the enstrophy spectrum peaks, near the grid
+        scale); ``1`` ``+a zeta`` (``-a K^2 psi^``: an anti-drag on relative vorticity, energy returned
+        where the kinetic-energy spectrum peaks, i.e. the energy-containing scales).
     """
 
     arch: str = "escnn"
@@ -70,8 +75,11 @@ class ModelConfig:
     dilations: tuple[int, ...] | None = None
     grid_damping: float = 0.0
     energy_backscatter: float = 0.0
+    backscatter_order: int = 2
 
     def __post_init__(self) -> None:
+        if self.backscatter_order not in (1, 2):
+            raise ValueError(f"backscatter_order must be 1 (a zeta) or 2 (-a lap zeta), got {self.backscatter_order!r}")
         object.__setattr__(self, "grid_damping", float(self.grid_damping))
         if not (self.grid_damping >= 0.0 and self.grid_damping < float("inf")):
             raise ValueError(f"grid_damping must be a finite rate >= 0 [1/s], got {self.grid_damping!r}")
@@ -119,7 +127,8 @@ class ModelConfig:
     @property
     def closure(self) -> dict[str, float]:
         """The fixed closure terms the forcing adds to the network (see the attributes above)."""
-        return {"grid_damping": self.grid_damping, "energy_backscatter": self.energy_backscatter}
+        return {"grid_damping": self.grid_damping, "energy_backscatter": self.energy_backscatter,
+                "backscatter_order": self.backscatter_order}
 
     def get_schema(self) -> Schema:
         return Schema.from_dict(self.schema)

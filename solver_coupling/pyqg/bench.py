@@ -3,7 +3,7 @@
 Absolute times on a shared machine are noisy; ratios of interleaved measurements
 taken in the same process are not (much). Reported:
 
-* parameterized 64^2 step / bare 64^2 step (target <= 2), for several call intervals;
+* parameterized 64^2 step / bare 64^2 step (target <= 3), for several call intervals;
 * high-res 256^2 step / parameterized 64^2 step (target >= 5);
 * pyqg's backscatter closure (Ross et al.'s tuning) / bare 64^2 step, for comparison;
 * ensemble throughput in member-years per wall-hour against the ensemble size M for each
