@@ -71,7 +71,7 @@ class PVForcing:
         # Two fused spectral operators (built once; each call is then one contraction + FFT on the
         # way in and one FFT + contraction on the way out):
         #   in:  spectral psi (2 layers) -> the network's gridded channels, in its own channel order;
-        #   out: the output channels S depends on -> S per layer (the flux-form operator).
+        #   out: every output channel -> S per layer (the flux-form operator, 0 for unused channels).
         ik = np.broadcast_to(1j * k, (self.n, self.n // 2 + 1))
         il = np.broadcast_to(1j * l, (self.n, self.n // 2 + 1))
         self._sources = fields.qg_grid_sources(self.schema)
@@ -82,16 +82,10 @@ class PVForcing:
             else:
                 to_grid[c, layer - 1] = -il if what == "u" else ik
         self._to_grid = torch.as_tensor(to_grid, dtype=cdtype, device=device)
-        # The trace of tau drops out of -curl(div tau) (its multipliers for xx and yy are opposite), so
-        # S needs per layer only tau_xx - tau_yy, tau_xy, Fb_x, Fb_y: 8 channels to transform, not 10.
-        xx1, xy1, yy1, fx1, fy1, xx2, xy2, yy2, fx2, fy2 = fields.qg_flux_channels(self.schema)
-        self._transformed = torch.tensor([xx1, xy1, fx1, fy1, xx2, xy2, fx2, fy2], device=device)
-        self._trace_partner = (yy1, yy2)  # subtracted from transformed channels 0 and 4
-        M = operator.multipliers  # (2 lev, 5 (xx, xy, yy, Fx, Fy), n, n//2+1)
-        assert np.array_equal(M[:, 0], -M[:, 2])
-        to_s = np.zeros((2, 8, self.n, self.n // 2 + 1), complex)
-        to_s[0, 0:4] = M[0][[0, 1, 3, 4]]
-        to_s[1, 4:8] = M[1][[0, 1, 3, 4]]
+        to_s = np.zeros((2, self.schema.n_channels("outputs"), self.n, self.n // 2 + 1), complex)
+        channels = fields.qg_flux_channels(self.schema)
+        to_s[0, channels[:5]] = operator.multipliers[0]
+        to_s[1, channels[5:]] = operator.multipliers[1]
         self._to_s = torch.as_tensor(to_s, dtype=cdtype, device=device)
         # The model's fixed closure terms on top of the network (ModelConfig): both act on the
         # spectral streamfunction psi^ of each layer, so they are built here as multipliers.
@@ -140,15 +134,12 @@ class PVForcing:
         return self._psi_from_zeta * (self._ik * torch.fft.rfft2(v) - self._il * torch.fft.rfft2(u))
 
     def _to_forcing(self, y: torch.Tensor, batch: tuple[int, ...], P: torch.Tensor | None = None) -> torch.Tensor:
-        """S ``[*batch, 2, n, n]`` from stacked outputs ``y`` ``[B, C_out, n, n]``: one FFT of the 8 channels
-        S depends on, the fused flux-form multipliers, the model's closure terms on the spectral
+        """S ``[*batch, 2, n, n]`` from stacked outputs ``y`` ``[B, C_out, n, n]``: one FFT of every output
+        channel, the fused flux-form multipliers, the model's closure terms on the spectral
         streamfunction ``P`` ``[B, 2, n, n//2+1]`` (needed only when it has some), one inverse FFT
         (autograd only for a FluxNet)."""
         with torch.set_grad_enabled(self.net is not None and torch.is_grad_enabled()):
-            z = y.index_select(1, self._transformed)
-            z[:, 0] -= y[:, self._trace_partner[0]]
-            z[:, 4] -= y[:, self._trace_partner[1]]
-            sh = (self._to_s * torch.fft.rfft2(z)[:, None]).sum(2)
+            sh = (self._to_s * torch.fft.rfft2(y)[:, None]).sum(2)
             if self._has_closure_terms:
                 sh = sh + self._closure_terms(sh, P.reshape(sh.shape))
             return torch.fft.irfft2(sh, s=(self.n, self.n)).reshape(*batch, 2, self.n, self.n)
@@ -181,7 +172,7 @@ class PVForcing:
         batch, _ = self.schema.validate(state, "inputs", grid_shape=(self.n, self.n), allow_extra=True)
         return self._forcing(state, batch).detach().to(torch.float64).cpu().numpy()
 
-    def from_spectral(self, ph: Any, beta: Any, U: Any, velocity: tuple[Any, Any] | None = None) -> Any:
+    def from_spectral(self, ph: Any, beta: Any, U: Any) -> Any:
         """Forcing from the spectral streamfunction: the hot path of the timestep hook.
 
         ``ph`` is ``[..., 2, n, n//2+1]`` in pyqg's layout (rfft2 along (y, x), unnormalised
@@ -189,20 +180,13 @@ class PVForcing:
         velocities ``[2, 2]`` [m/s] (or per-member ``[..., 2]`` and ``[..., 2, 2]``). numpy in gives
         float64 numpy out (pyqg); a torch tensor in gives a tensor on the network's device. A
         non-finite state raises :class:`~roteq_param.fields.SchemaError` naming the field.
-
-        ``velocity``: the solver's own gridded perturbation velocity ``(u, v)``, each
-        ``[..., 2, n, n]`` [m/s], when it holds it current (pyqg's ``m.u``, ``m.v`` at hook time equal
-        ``ifft(-il ph)``, ``ifft(ik ph)`` bit for bit): then only ``b`` is transformed here.
         """
         torch_in = is_torch(ph)
         P = (ph if torch_in else torch.from_numpy(np.asarray(ph))).to(device=self.device, dtype=self._cdtype)
         batch = tuple(P.shape[:-3])
-        if velocity is None:
-            # u = -d psi/dy, v = d psi/dx per layer and b = psi_1 - psi_2, in the network's channel order
-            # (a broadcast product and a sum: einsum turns this into many tiny matrix products, 5x slower)
-            grid = torch.fft.irfft2((self._to_grid * P[..., None, :, :, :]).sum(-3), s=(self.n, self.n))
-        else:
-            grid = self._grid_from_velocity(velocity, P)
+        # u = -d psi/dy, v = d psi/dx per layer and b = psi_1 - psi_2, in the network's channel order
+        # (a broadcast product and a sum: einsum turns this into many tiny matrix products, 5x slower)
+        grid = torch.fft.irfft2((self._to_grid * P[..., None, :, :, :]).sum(-3), s=(self.n, self.n))
         # NaN/inf reach the sum; only then is the state checked field by field for the message
         if not bool(torch.isfinite(grid.sum())):
             self.schema.validate(fields.qg_inputs(*self._split(grid), *self._constant_arrays(beta, U, batch)),
@@ -215,15 +199,6 @@ class PVForcing:
             y = self.predictor.stacked(grid.reshape(B, -1, self.n, self.n), self._constants(beta, U, B))
             S = self._to_forcing(y, batch, P)
         return S if torch_in else S.detach().to(torch.float64).cpu().numpy()
-
-    def _grid_from_velocity(self, velocity: tuple[Any, Any], P: torch.Tensor) -> torch.Tensor:
-        """The network's gridded channels from the solver's ``(u, v)`` and one inverse FFT for ``b``."""
-        u, v = ((w if is_torch(w) else torch.from_numpy(np.asarray(w))).to(device=self.device, dtype=self.dtype)
-                for w in velocity)
-        b = torch.fft.irfft2(P[..., 0, :, :] - P[..., 1, :, :], s=(self.n, self.n))
-        parts = {"u": u, "v": v}
-        return torch.stack([b if what == "b" else parts[what][..., layer - 1, :, :]
-                            for what, layer in self._sources], -3)
 
     def _split(self, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(u, v, b) of the two layers from the gridded channels built by :meth:`from_spectral`."""

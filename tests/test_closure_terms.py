@@ -207,13 +207,13 @@ def test_backscatter_returns_exactly_the_asked_multiple_of_the_network_drain(edd
         assert float(backscatter[..., 0, 0].abs().max()) == 0.0  # the k = l = 0 mode: no net source
 
 
-def test_hook_route_equals_the_named_route_with_closure_terms(eddy, backscattering):
+def test_spectral_route_equals_the_named_route_with_closure_terms(eddy, backscattering):
     net, _ = backscattering
     state = state_from_model(eddy)
     full = PVForcing(models.Predictor(net, dtype=torch.float64), F1=eddy.F1, F2=eddy.F2, L=eddy.L, n=eddy.nx)
     S = full(state)
     beta, U = np.array([0.0, eddy.beta]), np.array([[eddy.U1, 0.0], [eddy.U2, 0.0]])
-    hot = full.from_spectral(eddy.ph, beta, U, velocity=(eddy.u, eddy.v))
+    hot = full.from_spectral(eddy.ph, beta, U)
     assert np.abs(hot - S).max() <= 1e-10 * np.abs(S).max()
 
 

@@ -14,7 +14,7 @@ from roteq_param.forcing import PVForcing
 from solver_coupling.pyqg.config import solver_config_of
 from solver_coupling.pyqg.plugin import (Ensemble, ModelFileChangedError, ModelMismatchError, OutOfRegimeWarning,
                                          RotEqParameterization)
-from solver_coupling.pyqg.state import constants, state_from_model
+from solver_coupling.pyqg.state import state_from_model
 
 NX = 32
 
@@ -257,16 +257,3 @@ def test_regime_check_accepts_the_training_configuration_up_to_the_group():
         P.check_solver(cfg(beta=-1.5e-11))
     with pytest.raises(ModelMismatchError, match="rek"):
         P.check_solver(cfg(beta=-1.5e-11, U1=-0.025, rek=1e-7))  # the turn cannot explain other settings
-
-
-def test_hook_reads_pyqg_velocity_and_matches_the_streamfunction_route(net):
-    """The hook takes pyqg's own m.u, m.v (current at hook time) and transforms only b; the forcing
-    equals the route that derives every channel from ph (float64)."""
-    m = _spun_up_model(steps=50)
-    forcing = PVForcing(models.Predictor(net, dtype=torch.float64), F1=m.F1, F2=m.F2, L=m.L, n=m.nx)
-    beta, U = constants(m)
-    from_ph = forcing.from_spectral(m.ph, beta, U)
-    with_velocity = forcing.from_spectral(m.ph, beta, U, velocity=(m.u, m.v))
-    assert np.abs(with_velocity - from_ph).max() <= 1e-12 * np.abs(from_ph).max()
-    P = RotEqParameterization(net, dtype=torch.float64)
-    assert np.abs(P(m) - from_ph).max() <= 1e-12 * np.abs(from_ph).max()

@@ -233,8 +233,7 @@ class RotEqParameterization(pyqg.QParameterization):
         forcing = self.bind(m)
         if self._cached is None or self._calls % self.call_interval == 0:
             try:
-                # pyqg's m.u, m.v are current at hook time (docs/design.md §3): only b is transformed
-                self._cached = forcing.from_spectral(m.ph, *self._constants, velocity=(m.u, m.v))
+                self._cached = forcing.from_spectral(m.ph, *self._constants)
             except SchemaError as e:
                 raise FloatingPointError(f"pyqg state at t = {m.t:g} s is not valid network input: {e}") from e
         self._calls += 1
