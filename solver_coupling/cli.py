@@ -277,6 +277,9 @@ def add_rollout_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
     p.add_argument("--overwrite", action="store_true", help="start over even if OUT holds a rollout")
+    p.add_argument("--add-closure", default=None, metavar="NAME",
+                   help="also apply a pyqg built-in closure ('backscatter' or 'smagorinsky') on top of the "
+                        "network's forcing (pyqg engine)")
     p.set_defaults(func=_cmd_rollout)
     return p
 
@@ -293,7 +296,7 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
                              seed=args.seed, call_interval=args.call_interval, device=args.device,
                              energy_limit=args.energy_limit, checkpoint_years=args.checkpoint_years,
                              diag_start_years=args.diag_start_years, allow_out_of_regime=args.allow_out_of_regime,
-                             engine=args.engine, precision=args.precision)
+                             engine=args.engine, precision=args.precision, add_closure=args.add_closure)
         ds = rollout(req, args.out, resume=args.resume, overwrite=args.overwrite)
     except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as e:
         _fail("rollout", e)

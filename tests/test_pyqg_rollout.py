@@ -135,3 +135,36 @@ def test_a_second_process_on_the_same_output_is_refused_and_the_lock_dies_with_i
         holder.send_signal(signal.SIGKILL)
         holder.wait()
     assert rollout(_request(years=0.01), tmp_path / "r", progress=False)["q"].size  # the kill freed it
+
+
+def test_a_built_in_closure_added_to_the_network_sums_the_two_forcings(tmp_path):
+    """--add-closure: every member's forcing is the network's plus pyqg's own closure on that member
+    (backscatter as a q-parameterization, Smagorinsky in pyqg's uv slot); bad requests are refused."""
+    import pyqg
+
+    from solver_coupling.pyqg.baselines import pyqg_baseline
+    from solver_coupling.pyqg.plugin import Ensemble, RotEqParameterization
+
+    model = _save_small_model(tmp_path / "m", _solver_dict())
+    kwargs = dict(nx=NX, log_level=0)
+    P = RotEqParameterization(str(model), dtype=torch.float64)
+    ens = Ensemble.build(P, 2, add=lambda: pyqg_baseline("backscatter"), **kwargs)
+    alone = Ensemble.build(RotEqParameterization(str(model), dtype=torch.float64), 2, **kwargs)
+    for e in (ens, alone):
+        for i, m in enumerate(e.members):
+            m.q = 1e-6 * np.random.default_rng(i).standard_normal(m.q.shape)
+        e.step()
+    m = ens.members[0]
+    m._invert()
+    expected = alone.members[0].q_parameterization.dq + pyqg.parameterizations.BackscatterBiharmonic(
+        np.sqrt(0.007), 1.2)(m)
+    np.testing.assert_allclose(m.q_parameterization(m), expected, rtol=1e-12, atol=1e-30)
+    smag = Ensemble.build(P, 1, add=lambda: pyqg_baseline("smagorinsky"), **kwargs)
+    assert type(smag.members[0].uv_parameterization).__name__ == "Smagorinsky"
+    ds = rollout(_request(model=str(model), add_closure="backscatter"), tmp_path / "r", progress=False)
+    assert ds.attrs["model"].endswith(" + backscatter") and not ds["failed"].any()
+    for bad, message in ((dict(model=str(model), add_closure="magic"), "unknown closure to add"),
+                         (dict(add_closure="backscatter"), "give a model"),
+                         (dict(model=str(model), add_closure="backscatter", engine="torch"), "pyqg engine")):
+        with pytest.raises(ValueError, match=message):
+            _request(**bad)

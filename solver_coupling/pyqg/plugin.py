@@ -246,17 +246,19 @@ class RotEqParameterization(pyqg.QParameterization):
 
 
 class _Precomputed(pyqg.QParameterization):
-    """Hands pyqg a forcing computed outside the step (by :class:`Ensemble`)."""
+    """Hands pyqg a forcing computed outside the step (by :class:`Ensemble`), plus, if given, a
+    pyqg q-parameterization of the member's own (``extra``, e.g. a built-in closure added to it)."""
 
-    def __init__(self):
+    def __init__(self, extra: pyqg.QParameterization | None = None):
         self.dq: np.ndarray | None = None
+        self.extra = extra
 
     @property
     def parameterization_type(self) -> str:
         return "q_parameterization"
 
     def __call__(self, m):
-        return self.dq
+        return self.dq if self.extra is None else self.dq + self.extra(m)
 
 
 class Ensemble:
@@ -290,9 +292,21 @@ class Ensemble:
         self._steps = 0
 
     @staticmethod
-    def build(param: RotEqParameterization, n_members: int, **qg_kwargs: Any) -> "Ensemble":
-        """Create ``n_members`` QGModels with ``qg_kwargs`` wired to one batched network."""
-        members = [pyqg.QGModel(q_parameterization=_Precomputed(), **qg_kwargs) for _ in range(n_members)]
+    def build(param: RotEqParameterization, n_members: int, *, add: Any = None, **qg_kwargs: Any) -> "Ensemble":
+        """Create ``n_members`` QGModels with ``qg_kwargs`` wired to one batched network.
+
+        ``add``: a callable returning a new pyqg parameterization (one per member, e.g. a built-in
+        closure) whose forcing each member adds to the network's: a q-parameterization is summed
+        with it, a uv-parameterization goes into pyqg's own uv slot.
+        """
+        members = []
+        for _ in range(n_members):
+            extra = add() if add is not None else None
+            if extra is not None and getattr(extra, "parameterization_type", None) == "uv_parameterization":
+                members.append(pyqg.QGModel(q_parameterization=_Precomputed(), uv_parameterization=extra,
+                                            **qg_kwargs))
+            else:
+                members.append(pyqg.QGModel(q_parameterization=_Precomputed(extra), **qg_kwargs))
         return Ensemble(members, param)
 
     def step(self, active: Sequence[bool] | None = None) -> None:

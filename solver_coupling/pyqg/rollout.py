@@ -81,8 +81,16 @@ class RolloutRequest:
     allow_out_of_regime: bool = False
     engine: str = "pyqg"
     precision: str = "float64"  # the torch engine's state; pyqg is always float64
+    add_closure: str | None = None  # a pyqg built-in closure (BASELINES) added to the network's forcing
 
     def __post_init__(self) -> None:
+        if self.add_closure is not None:
+            if self.add_closure not in BASELINES:
+                raise ValueError(f"unknown closure to add {self.add_closure!r}; expected one of {sorted(BASELINES)}")
+            if self.model is None or self.model in BASELINES:
+                raise ValueError("add_closure adds a built-in closure to a trained network's forcing: give a model")
+            if self.engine != "pyqg":
+                raise ValueError("add_closure runs on the pyqg engine (pyqg's own classes); use --engine pyqg")
         if self.precision not in ("float64", "float32") or (self.engine == "pyqg" and self.precision != "float64"):
             raise ValueError(f"precision must be float64, or float32 with the torch engine; got {self.precision!r} "
                              f"with the {self.engine} engine")
@@ -150,7 +158,8 @@ class _PyqgEngine(_Engine):
         else:
             self.param = RotEqParameterization(req.model, device=req.device, call_interval=req.call_interval,
                                                allow_out_of_regime=req.allow_out_of_regime)
-            self.ensemble = Ensemble.build(self.param, req.members, **kwargs)
+            add = None if req.add_closure is None else (lambda: pyqg_baseline(req.add_closure))
+            self.ensemble = Ensemble.build(self.param, req.members, add=add, **kwargs)
             self.members = self.ensemble.members
 
     def set_q(self, qs: list[np.ndarray]) -> None:
@@ -413,7 +422,7 @@ def _dataset(req: RolloutRequest, engine, st: _State) -> xr.Dataset:
         attrs={
             "title": "roteq-param coarse pyqg rollout",
             "config": req.config.to_json(),
-            "model": req.model or "none",
+            "model": (req.model or "none") + (f" + {req.add_closure}" if req.add_closure else ""),
             "model_sha256": engine.model_sha256,
             "engine": engine.name,
             "rollout": json.dumps(req.describe(), sort_keys=True, default=str),
