@@ -168,3 +168,21 @@ def test_a_built_in_closure_added_to_the_network_sums_the_two_forcings(tmp_path)
                          (dict(model=str(model), add_closure="backscatter", engine="torch"), "pyqg engine")):
         with pytest.raises(ValueError, match=message):
             _request(**bad)
+
+
+def test_evaluate_refuses_an_unfinished_rollout_and_scores_an_all_failed_one(tmp_path):
+    """A killed rollout's file (snapshots up to its last checkpoint, NaN after) must not score as a
+    blow-up: evaluation refuses it by name; one whose members all blew up ended by design."""
+    from solver_coupling.pyqg.data import UsageError
+    from solver_coupling.pyqg.evaluate import load_runs
+
+    ds = rollout(_request(), tmp_path / "done", progress=False)
+    assert load_runs([str(tmp_path / "done" / "rollout.nc")], "run")  # finished: accepted
+    cut = ds.copy()
+    cut.attrs["steps_done"] = int(ds.attrs["steps_done"]) // 2
+    cut.to_netcdf(tmp_path / "cut.nc")
+    with pytest.raises(UsageError, match=r"unfinished rollout \(\d+ of \d+ steps\).*--resume"):
+        load_runs([str(tmp_path / "cut.nc")], "run")
+    blown = rollout(_request(energy_limit=1e-12), tmp_path / "blown", progress=False)
+    assert blown["failed"].all() and int(blown.attrs["steps_done"]) < int(ds.attrs["steps_done"])
+    assert load_runs([str(tmp_path / "blown" / "rollout.nc")], "run")

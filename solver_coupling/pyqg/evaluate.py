@@ -39,7 +39,7 @@ from matplotlib.figure import Figure
 
 from roteq_param import diagnostics as dg
 from roteq_param.atomic import atomic_savefig, atomic_to_netcdf, atomic_write_bytes
-from solver_coupling.pyqg.config import SOLVER_KWARGS
+from solver_coupling.pyqg.config import SOLVER_KWARGS, YEAR
 from solver_coupling.pyqg.data import UsageError
 from solver_coupling.pyqg.diagnostics import model_kwargs_from_attrs, summarise
 
@@ -102,6 +102,23 @@ def parse_run_selection(spec: str, label: str) -> tuple[str, list[int] | None]:
     return path, picked
 
 
+def _check_finished(ds: xr.Dataset, label: str, path: str) -> None:
+    """Refuse a rollout that was stopped before its end (killed, or still running).
+
+    Its file holds the last checkpoint's snapshots and NaN after them, which would otherwise score as
+    a blow-up at that time. A rollout whose members were all stopped by the stability monitor ends
+    early by design and is scored (as unstable).
+    """
+    if "steps_done" not in ds.attrs or "rollout" not in ds.attrs:
+        return  # not a rollout (a truth dataset)
+    request = json.loads(ds.attrs["rollout"])
+    total = int(round(float(request["years"]) * YEAR / float(request["config"]["params"]["dt"])))
+    done = int(ds.attrs["steps_done"])
+    if done < total and not ("failed" in ds and bool(ds["failed"].values.all())):
+        raise UsageError(f"{label}: {path!r} is an unfinished rollout ({done} of {total} steps); finish it with "
+                         "the same `roteq rollout` command and --resume, then evaluate it")
+
+
 def load_runs(paths: Sequence[str], label: str) -> list[xr.Dataset]:
     """Open (and load) the netCDF files of one set and check their ``q``.
 
@@ -120,6 +137,7 @@ def load_runs(paths: Sequence[str], label: str) -> list[xr.Dataset]:
                         raise UsageError(f"{label}: {path!r} has runs 0-{ds.sizes.get('run', 0) - 1}; "
                                          f"cannot select {bad}")
                     ds = ds.isel(run=runs)
+                _check_finished(ds, label, path)
                 keep = [v for v in ("q",) if v in ds]  # only q is scored: skip loading the rest
                 ds = ds[keep].load() if keep else ds.load()
         except (OSError, ValueError) as err:
