@@ -49,3 +49,13 @@ train25 runs/skill_train/c4-7x7 runs/skill_train/c4-7x7/model --channels 32,32 -
 train25 runs/skill_train/c4-dil17 eddy-c4-dilated --channels 32,32,32 --kernel-sizes 5,3,3 --dilations 1,2,4 --epochs 30
 MODELS="eddy-c4 c4-7x7-25runs=runs/skill_train/c4-7x7/model eddy-c4-dilated" bash scripts/skill_eval.sh
 $R bench --model eddy-c4-dilated --members 1 --json runs/bench_eddy-c4-dilated.json
+
+# 7. this session's study (README "Online skill against an independent truth set" and "Fixed closure
+#    terms"): 8 high-res runs of seed 1 (1.55 core-hours), the online table with ceiling and peers,
+#    the closure-term sweep, the offline energy budget
+$R generate --runs 8 --years 10 --spinup-years 5 --snapshot-hours 250 --seed 1 --workers 2 \
+  --out data/eddy_truth8_seed1.nc
+MODELS="eddy-c4 eddy-c4-dilated" bash scripts/skill_eval.sh
+BASE=eddy-c4 RATES="3e-6 1e-5" EXTRA="backscatter=backscatter" bash scripts/damping_sweep.sh
+.venv/bin/python benchmarks/energy_budget_offline.py data/eddy_truth8_seed1.nc 0 4
+$R bench --model eddy-c4 --members 1
