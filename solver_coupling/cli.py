@@ -30,7 +30,7 @@ from solver_coupling.pyqg.config import CONFIGS, YEAR, get_config, parse_assignm
 from solver_coupling.pyqg.data import Request, UsageError, coarsen_files, generate
 from solver_coupling.pyqg.demo import run_demo
 from solver_coupling.pyqg.evaluate import (BASELINE, CEILING, TRUTH, EvaluateConfig, Reference, evaluate,
-                                            load_runs, parse_run_selection, write_results)
+                                            load_runs, parse_run_selection, to_training_frame, write_results)
 from solver_coupling.pyqg.rollout import RolloutRequest, rollout
 
 
@@ -338,6 +338,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         truth = load_runs(args.truth, TRUTH) if args.truth else Reference.load(args.reference)
         baseline = load_runs(args.baseline, BASELINE)
         candidates = {name: load_runs(files, name) for name, files in _parse_runs(args.run).items()}
+        for item in args.frame or []:
+            name, sep, element = item.partition("=")
+            if not sep or name not in candidates:
+                raise UsageError(f"--frame expects NAME=ELEMENT with NAME one of the --run names "
+                                 f"{sorted(candidates)}; got {item!r}")
+            candidates[name] = to_training_frame(candidates[name], element, name)
         truth_b = load_runs(args.truth_b, CEILING) if args.truth_b else None
         table, figures, reference = evaluate(truth, baseline, candidates, config, truth_b)
     except ValueError as err:  # UsageError, bad --set names
@@ -371,6 +377,9 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
                    help="unparameterized coarse rollouts (same layout)")
     p.add_argument("--run", action="append", metavar="NAME=FILE[,FILE...]",
                    help="parameterized rollouts to score (repeatable)")
+    p.add_argument("--frame", action="append", metavar="NAME=ELEMENT",
+                   help="run NAME is of the configuration turned by ELEMENT (rot180, rot0*flip, rot180*flip): "
+                        "map it back before scoring (repeatable)")
     p.add_argument("--truth-b", nargs="+", metavar="FILE",
                    help="independent high-res runs: scored as a candidate, their score is the noise ceiling")
     p.add_argument("--last-years", type=float, default=5.0,

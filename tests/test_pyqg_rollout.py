@@ -186,3 +186,35 @@ def test_evaluate_refuses_an_unfinished_rollout_and_scores_an_all_failed_one(tmp
     blown = rollout(_request(energy_limit=1e-12), tmp_path / "blown", progress=False)
     assert blown["failed"].all() and int(blown.attrs["steps_done"]) < int(ds.attrs["steps_done"])
     assert load_runs([str(tmp_path / "blown" / "rollout.nc")], "run")
+
+
+def test_a_turned_configuration_is_mapped_back_for_scoring(tmp_path):
+    """eddy turned through 180 degrees (beta -> -beta, U -> -U) runs without a flag; evaluation maps
+    its q back (the 180-degree turn of the grid) and its configuration to eddy's."""
+    import json
+
+    from roteq_param import symmetry
+    from solver_coupling.pyqg.data import UsageError
+    from solver_coupling.pyqg.evaluate import load_runs, to_training_frame
+
+    turned_cfg = _config(beta=-1.5e-11, U1=-0.025)
+    rollout(_request(config=turned_cfg), tmp_path / "turned", progress=False)
+    (ds,) = load_runs([str(tmp_path / "turned" / "rollout.nc")], "turned")
+    (back,) = to_training_frame([ds], "rot180", "turned")
+    g = [e for e in symmetry.Group.parse("C4").exact_elements() if str(e) == "rot180"][0]
+    np.testing.assert_array_equal(back["q"].values, symmetry.act(g, ds["q"].values, "scalar"))
+    params = json.loads(back.attrs["config"])["params"]
+    eddy = json.loads(ds.attrs["config"])["params"]
+    assert params["beta"] == 1.5e-11 and params["U1"] == 0.025 and params["U2"] == 0.0
+    assert {k: v for k, v in params.items() if k not in ("beta", "U1", "U2")} == \
+        {k: v for k, v in eddy.items() if k not in ("beta", "U1", "U2")}
+    # the mirror in x maps this configuration to eddy's too (beta is a pseudovector: det R = -1 flips
+    # it, U flips with x), but q as a pseudoscalar: mirrored and sign-flipped
+    (mirrored,) = to_training_frame([ds], "rot0*flip", "turned")
+    params = json.loads(mirrored.attrs["config"])["params"]
+    assert params["beta"] == 1.5e-11 and params["U1"] == 0.025
+    np.testing.assert_array_equal(mirrored["q"].values, -ds["q"].values[..., ::-1])
+    with pytest.raises(UsageError, match="unknown element"):
+        to_training_frame([ds], "rot90*twist", "turned")
+    with pytest.raises(UsageError, match="pyqg cannot hold that frame"):
+        to_training_frame([ds], "rot90", "turned")

@@ -38,18 +38,50 @@ import xarray as xr
 from matplotlib.figure import Figure
 
 from roteq_param import diagnostics as dg
+from roteq_param import symmetry
 from roteq_param.atomic import atomic_savefig, atomic_to_netcdf, atomic_write_bytes
 from solver_coupling.pyqg.config import SOLVER_KWARGS, YEAR
 from solver_coupling.pyqg.data import UsageError
 from solver_coupling.pyqg.diagnostics import model_kwargs_from_attrs, summarise
 
-__all__ = ["EvaluateConfig", "Reference", "evaluate", "load_runs", "parse_run_selection", "write_results"]
+__all__ = ["EvaluateConfig", "Reference", "evaluate", "load_runs", "parse_run_selection", "to_training_frame",
+           "write_results"]
 
 TRUTH, BASELINE, CEILING = "truth", "baseline", "truth-b"
 
 # Parameters that must agree between every set for the comparison to mean anything.
 _PHYSICS = ("nx", "ny") + SOLVER_KWARGS
 _Q_DIMS = ("run", "time", "lev", "y", "x")
+
+
+def to_training_frame(datasets: Sequence[xr.Dataset], element: str, label: str) -> list[xr.Dataset]:
+    """Rollouts of a configuration turned or mirrored by ``element`` (e.g. ``"rot180"``, ``"rot0*flip"``),
+    mapped back into the frame they were turned from: q by the inverse element (a pseudoscalar: it
+    changes sign under reflections), and the configuration's beta (a constant pseudovector, along y)
+    and U1, U2 (constant vectors, along x) likewise, so that they can be scored against truth of
+    the unturned configuration. Only elements that keep beta along y and U along x (the identity,
+    rot180 and the two mirrors of D4) give a configuration pyqg can hold.
+    """
+    elements = {str(g): g for g in symmetry.Group.parse("D4").exact_elements()}
+    if element not in elements:
+        raise UsageError(f"{label}: unknown element {element!r}; expected one of {sorted(elements)}")
+    back = elements[element].inverse()
+    out = []
+    for ds in datasets:
+        raw = json.loads(ds.attrs.get("config", "{}"))
+        params = dict(raw.get("params", raw))
+        beta = symmetry.act(back, np.array([0.0, float(params.get("beta", 1.5e-11))]), "constant_pseudovector")
+        U = [symmetry.act(back, np.array([float(params.get(k, d)), 0.0]), "constant_vector")
+             for k, d in (("U1", 0.025), ("U2", 0.0))]
+        if abs(beta[0]) > 0 or any(abs(u[1]) > 0 for u in U):
+            raise UsageError(f"{label}: {element} turns beta off y or U off x; pyqg cannot hold that frame")
+        params.update(beta=float(beta[1]), U1=float(U[0][0]), U2=float(U[1][0]))
+        turned = ds.copy()
+        turned["q"] = (ds["q"].dims, symmetry.act(back, ds["q"].values, "pseudoscalar"), ds["q"].attrs)
+        turned.attrs["config"] = json.dumps({**raw, "params": params} if "params" in raw else params)
+        turned.attrs["frame"] = f"mapped back by the inverse of {element}"
+        out.append(turned)
+    return out
 
 
 @dataclass
