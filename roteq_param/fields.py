@@ -36,8 +36,8 @@ from roteq_param.arrays import is_torch, stack
 from . import symmetry
 from .symmetry import Element, Group, Kind
 
-__all__ = ["Field", "Schema", "SchemaError", "qg_schema", "qg_inputs", "qg_velocity", "qg_constants", "qg_grid_sources", "qg_fluxes",
-           "qg_flux_channels",
+__all__ = ["Field", "Schema", "SchemaError", "qg_schema", "qg_inputs", "qg_velocity", "qg_constants", "qg_grid_sources",
+           "qg_fluxes", "qg_flux_channels",
            "DatasetVariable", "QG_DATASET", "QG_DATASET_ATTRS", "qg_dataset_fields",
            "escnn_gspace", "escnn_element", "escnn_field_type"]
 

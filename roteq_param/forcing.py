@@ -89,6 +89,7 @@ class PVForcing:
         self._to_s = torch.as_tensor(to_s, dtype=cdtype, device=device)
         # The model's fixed closure terms on top of the network (ModelConfig): both act on the
         # spectral streamfunction psi^ of each layer, so they are built here as multipliers.
+        K2 = k**2 + l**2
         closure = network.closure if closure_terms else {}
         self.grid_damping = float(closure.get("grid_damping", 0.0))
         self.energy_backscatter = float(closure.get("energy_backscatter", 0.0))
@@ -97,11 +98,9 @@ class PVForcing:
             self._damping = torch.as_tensor(fluxform.biharmonic_damping_multiplier(self.n, L, self.grid_damping),
                                             dtype=dtype, device=device)
         if self.energy_backscatter > 0.0:  # S^ += -a K^(2p) psi^, a sized from the network's energy drain
-            K2 = k**2 + l**2
             order = int(closure.get("backscatter_order", 2))
             self._backscatter_shape = torch.as_tensor(-(K2**order), dtype=dtype, device=device)
         # psi^ from the velocity the network sees, for the named-input route: psi^ = -zeta^ / K^2
-        K2 = k**2 + l**2
         self._psi_from_zeta = torch.as_tensor(np.where(K2 > 0, -1.0 / np.where(K2 > 0, K2, 1.0), 0.0),
                                               dtype=dtype, device=device)
         self._ik = torch.as_tensor(np.ascontiguousarray(ik), dtype=cdtype, device=device)

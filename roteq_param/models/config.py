@@ -47,15 +47,16 @@ class ModelConfig:
         ``S += -nu4 lap^2 zeta`` with ``nu4 = grid_damping (dx/pi)^4`` [m^4/s], so a vorticity mode at
         the grid's Nyquist wavenumber pi/dx decays at this rate on any grid. It is the momentum flux
         ``tau = +nu4 lap(grad u + grad u^T)`` (``du/dt = -div tau = -nu4 lap^2 u``): flux form,
-        isotropic (exactly equivariant for every element), energy-draining. 0 (default) = the network alone. Not trained: it is tuned online
-        (``roteq derive``).
+        isotropic (exactly equivariant for every element), energy-draining. 0 (default) = the network
+        alone. Not trained: set with ``roteq derive`` and judged online (measured so far: every rate
+        tried made the shipped models worse, README "Fixed closure terms").
     energy_backscatter:
         Multiple (>= 0) of the energy the network's forcing drains that an energy-consistent
         backscatter term returns (:meth:`roteq_param.forcing.PVForcing._closure_terms`): ``S +=
         -a lap zeta`` per member, ``a >= 0`` set every call from the domain sums so that its energy
         input is this multiple of the network's net drain ``sum_i H_i/H <psi_i S_i>``. 1 makes the
-        network energy-neutral; above 1 it is a net source, as Jansen & Held's backscatter constants
-        above 1 are (they also make up for the coarse model's own small-scale filter). Isotropic and
+        network energy-neutral; above 1 it is a net source (pyqg's ``BackscatterBiharmonic`` with
+        Ross et al.'s tuning returns 120 % of its Smagorinsky dissipation). Isotropic and
         built from domain sums, hence exactly equivariant; 0 (default) = off. ``roteq derive
         --energy-backscatter auto`` sets the value that matches the truth's offline energy transfer.
     backscatter_order:
