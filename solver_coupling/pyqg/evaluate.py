@@ -70,9 +70,12 @@ def to_training_frame(datasets: Sequence[xr.Dataset], element: str, label: str) 
     for ds in datasets:
         raw = json.loads(ds.attrs.get("config", "{}"))
         params = dict(raw.get("params", raw))
-        beta = symmetry.act(back, np.array([0.0, float(params.get("beta", 1.5e-11))]), "constant_pseudovector")
-        U = [symmetry.act(back, np.array([float(params.get(k, d)), 0.0]), "constant_vector")
-             for k, d in (("U1", 0.025), ("U2", 0.0))]
+        missing = [k for k in ("beta", "U1", "U2") if k not in params]
+        if missing:
+            raise UsageError(f"{label}: {ds.attrs.get('source', 'a file')} records no {missing} in its config; "
+                             "only rollouts written by `roteq rollout` can be mapped to another frame")
+        beta = symmetry.act(back, np.array([0.0, float(params["beta"])]), "constant_pseudovector")
+        U = [symmetry.act(back, np.array([float(params[k]), 0.0]), "constant_vector") for k in ("U1", "U2")]
         if abs(beta[0]) > 0 or any(abs(u[1]) > 0 for u in U):
             raise UsageError(f"{label}: {element} turns beta off y or U off x; pyqg cannot hold that frame")
         params.update(beta=float(beta[1]), U1=float(U[0][0]), U2=float(U[1][0]))
