@@ -39,11 +39,13 @@ def eddy():
 
 @pytest.fixture(scope="module")
 def damped(tmp_path_factory):
-    """The shipped default model and a copy of it with grid damping (``roteq derive``)."""
-    out = tmp_path_factory.mktemp("derived") / "damped"
-    assert roteq(["derive", "--model", models.DEFAULT_MODEL, "--grid-damping", str(RATE), "--out", str(out),
+    """Copies of the shipped default model without closure terms and with grid damping (``roteq derive``)."""
+    base = tmp_path_factory.mktemp("derived")
+    assert roteq(["derive", "--model", models.DEFAULT_MODEL, "--grid-damping", "0", "--energy-backscatter", "0",
+                  "--out", str(base / "plain")]) == 0
+    assert roteq(["derive", "--model", str(base / "plain"), "--grid-damping", str(RATE), "--out", str(base / "damped"),
                   "--note", "test"]) == 0
-    return models.load_model(models.DEFAULT_MODEL), models.load_model(out), out
+    return models.load_model(base / "plain"), models.load_model(base / "damped"), base / "damped"
 
 
 def test_multiplier_damps_the_grid_scale_at_the_rate_on_any_grid():
@@ -122,7 +124,8 @@ def test_derive_keeps_the_network_and_records_its_origin(eddy, damped):
     assert all(np.array_equal(a[k], b[k]) for k in a)  # the fluxes are the network's, bit for bit
     card = models.load_card(folder)
     assert card["architecture"]["grid_damping"] == RATE
-    assert card["training"]["derived_from"]["model"] == models.DEFAULT_MODEL
+    assert card["training"]["derived_from"]["model"] == "plain"
+    assert card["training"]["derived_from"]["closure"]["grid_damping"] == 0.0
     assert card["training"]["solver"] == models.load_card(models.DEFAULT_MODEL)["training"]["solver"]
     assert "network" in card["metrics"]
     assert "grid-scale damping 2e-05" in (folder / "CARD.md").read_text()
@@ -149,7 +152,7 @@ def test_training_route_through_a_flux_net_adds_the_same_damping(eddy, damped):
     beta, U = torch.tensor([0.0, eddy.beta]), torch.tensor([[eddy.U1, 0.0], [eddy.U2, 0.0]])
     ph = torch.as_tensor(eddy.ph)
     S = []
-    for source in (models.DEFAULT_MODEL, folder):
+    for source in (folder.parent / "plain", folder):
         net64 = models.load_model(source).train().converted(torch.float64).eval()  # train(): no caches to copy
         S.append(PVForcing(net64, F1=eddy.F1, F2=eddy.F2, L=eddy.L, n=eddy.nx).from_spectral(ph, beta, U).detach())
     expected = eddy.ifft(fluxform.biharmonic_damping_multiplier(eddy.nx, eddy.L, RATE) * eddy.ph)
