@@ -295,3 +295,22 @@ def test_derive_refuses_bad_closure_requests(tmp_path, capsys, argv, message):
     import re
     assert re.search(message, capsys.readouterr().err)
     assert not (tmp_path / "x" / "model.pt").exists()
+
+
+def test_the_torch_twin_applies_the_same_closure_terms_as_the_pyqg_hook(eddy, backscattering):
+    """A model with both closure terms: 50 steps of pyqg + hook and of the twin + in-graph closure from
+    the same state agree to round-off (float64)."""
+    from solver_coupling.torchqg import TorchQGModel
+    from solver_coupling.torchqg.closures import FluxNetClosure
+
+    _, folder = backscattering
+    m = get_config("eddy", {"nx": 64}, coarse_nx=64).make_model(
+        log_level=0, tmax=50 * 3600.0, parameterization=RotEqParameterization(str(folder), dtype=torch.float64))
+    m.q = eddy.q.copy()
+    m._invert()
+    twin = TorchQGModel.from_pyqg(m, dtype=torch.float64, parameterization=FluxNetClosure(str(folder),
+                                                                                          dtype=torch.float64))
+    m.run()
+    twin.step(50)
+    err = float(np.abs(twin.q[0].numpy() - m.q).max() / np.abs(m.q).max())
+    assert err <= 1e-10, err

@@ -69,7 +69,7 @@ def _card_markdown(card: Mapping[str, Any]) -> str:
               f"output kernel {arch['out_kernel_size']}, activation {arch['activation']}, circular padding",
               f"- fixed closure terms added to the network's PV forcing: grid-scale damping "
               f"{arch.get('grid_damping', 0.0):g} s^-1 (biharmonic viscosity on relative vorticity), energy "
-              f"backscatter {arch.get('energy_backscatter', 0.0):g} (fraction of the network's energy drain "
+              f"backscatter {arch.get('energy_backscatter', 0.0):g} (multiple of the network's energy drain "
               "returned by an anti-diffusion of vorticity); 0 = none",
               f"- {card['n_parameters']} trainable parameters", ""]
     norm = card.get("normalization") or {}
