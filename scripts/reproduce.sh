@@ -55,7 +55,13 @@ $R bench --model eddy-c4-dilated --members 1 --json runs/bench_eddy-c4-dilated.j
 #    the closure-term sweep, the offline energy budget
 $R generate --runs 8 --years 10 --spinup-years 5 --snapshot-hours 250 --seed 1 --workers 2 \
   --out data/eddy_truth8_seed1.nc
-MODELS="eddy-c4 eddy-c4-dilated" bash scripts/skill_eval.sh
 BASE=eddy-c4 RATES="3e-6 1e-5" EXTRA="backscatter=backscatter" bash scripts/damping_sweep.sh
+# the new default: eddy-c4-dilated with the grid damping its pilot chose (2 members, seed 3, against the
+# eddy-c4 reference); its 5 x 20-year stability
+BASE=eddy-c4-dilated RATES="1e-6" bash scripts/damping_sweep.sh
+$R derive --model eddy-c4-dilated --grid-damping 1e-6 --out trained_models/eddy-c4-dilated-damped
+$R rollout --model eddy-c4-dilated-damped --members 3 --years 20 --seed 1 --out runs/skill/stability20y-damped-seed1 --resume
+$R rollout --model eddy-c4-dilated-damped --members 2 --years 20 --seed 2 --out runs/skill/stability20y-damped-seed2 --resume
+bash scripts/skill_eval.sh   # eddy-c4, eddy-c4-dilated, eddy-c4-dilated-damped and the peers
 .venv/bin/python benchmarks/energy_budget_offline.py data/eddy_truth8_seed1.nc 0 4
 $R bench --model eddy-c4 --members 1

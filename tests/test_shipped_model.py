@@ -37,7 +37,10 @@ def test_shipped_model_card_and_exact_equivariance(name):
     card = models.load_card(name)
     assert card["schema"] == qg_schema(2).to_dict()
     assert card["training"]["solver"]["nx"] == 64
-    assert card["metrics"]["val"]["S_1"] > 0.3  # held-out skill recorded in the card, not a placeholder
+    # held-out skill recorded in the card, not a placeholder (a model made by `roteq derive` keeps its
+    # network's scores under "network": the closure terms it adds are judged online)
+    metrics = card["metrics"].get("network", card["metrics"])
+    assert metrics["val"]["S_1"] > 0.3
     net = models.load_model(name)
     exported = net.export()
     x = torch.randn(2, net.schema.n_channels("inputs"), 32, 32)
