@@ -48,8 +48,8 @@ class FluxNetClosure:
 
     parameterization_type = "q_parameterization"
 
-    def __init__(self, model: "str | os.PathLike | models.FluxNet" = "eddy-c4", *, dtype: torch.dtype = torch.float32,
-                 differentiable: bool = False):
+    def __init__(self, model: "str | os.PathLike | models.FluxNet" = models.DEFAULT_MODEL, *,
+                 dtype: torch.dtype = torch.float32, differentiable: bool = False):
         self.net = model if isinstance(model, models.FluxNet) else models.load_model(model)
         self.dtype = dtype
         self.differentiable = differentiable
