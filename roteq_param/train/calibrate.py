@@ -1,10 +1,11 @@
 """Offline calibration of a model's fixed closure terms against coarse-grained truth.
 
 ``energy_backscatter`` (:class:`~roteq_param.models.ModelConfig`) returns a fraction of the energy
-the network's forcing drains. The fraction that makes the network's total energy transfer equal the
-truth's is ``1 - D_truth / D_net`` with ``D = sum_i H_i/H <psi_i S_i>`` averaged over the samples
-(:meth:`~roteq_param.forcing.PVForcing.energy_drain`): the measured nets drain 3-4.5x the truth's
-energy (README, "Skill"), the root of their too-weak online energy.
+the network's forcing drains. The multiple that makes the network's mean energy transfer on truth
+states equal the truth's is ``1 - D_truth / D_net`` with ``D = sum_i H_i/H <psi_i S_i>`` averaged over
+the samples (:meth:`~roteq_param.forcing.PVForcing.energy_drain`). Measured (README, "Fixed closure
+terms"): on truth states the shipped nets drain 3-4.5x the truth's energy, but on their own online
+states they mostly inject energy, so this offline value does not carry over online.
 """
 
 from __future__ import annotations
