@@ -47,7 +47,8 @@ train25() {  # OUT NAME [options]
 }
 train25 runs/skill_train/c4-7x7 runs/skill_train/c4-7x7/model --channels 32,32 --kernel-sizes 7,1 --epochs 40
 train25 runs/skill_train/c4-dil17 eddy-c4-dilated --channels 32,32,32 --kernel-sizes 5,3,3 --dilations 1,2,4 --epochs 30
-MODELS="eddy-c4 c4-7x7-25runs=runs/skill_train/c4-7x7/model eddy-c4-dilated" bash scripts/skill_eval.sh
+DATA=data/eddy25.nc TRUTH_RUNS=21-24 CEILING_RUNS=17-20 SEEDS=3 MEMBERS=4 OUT=runs/skill25 \
+  MODELS="eddy-c4 c4-7x7-25runs=runs/skill_train/c4-7x7/model eddy-c4-dilated" bash scripts/skill_eval.sh
 $R bench --model eddy-c4-dilated --members 1 --json runs/bench_eddy-c4-dilated.json
 
 # 7. this session's study (README "Online skill against an independent truth set" and "Fixed closure
