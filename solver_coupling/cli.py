@@ -470,7 +470,7 @@ def add_derive_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--model", default=DEFAULT_MODEL, help="source model, a name or folder (default: %(default)s)")
     p.add_argument("--grid-damping", type=float, default=None, metavar="RATE",
                    help="damping rate at the grid scale [1/s], >= 0 (e.g. 1e-5 = 1/(1.2 days))")
-    p.add_argument("--energy-backscatter", default=None, metavar="FRACTION|auto",
+    p.add_argument("--energy-backscatter", default=None, metavar="MULTIPLE|auto",
                    help="multiple >= 0 of the network's energy drain to return (1: energy-neutral network), "
                         "or 'auto' (needs --data)")
     p.add_argument("--backscatter-order", type=int, default=None, choices=(1, 2),
@@ -511,7 +511,8 @@ def _cmd_derive(args: argparse.Namespace) -> int:
             except ValueError:
                 raise UsageError(f"--energy-backscatter takes a number or 'auto'; got {args.energy_backscatter!r}")
         if not closure:
-            raise UsageError("nothing to change: give --grid-damping and/or --energy-backscatter")
+            raise UsageError("nothing to change: give --grid-damping, --energy-backscatter and/or "
+                             "--backscatter-order")
         out = derive_model(args.model, args.out, closure=closure, note=args.note, calibration=calibration)
     except (FileNotFoundError, ValueError, ModelFileError) as e:
         _fail("derive", e)

@@ -70,7 +70,8 @@ def _card_markdown(card: Mapping[str, Any]) -> str:
               f"- fixed closure terms added to the network's PV forcing: grid-scale damping "
               f"{arch.get('grid_damping', 0.0):g} s^-1 (biharmonic viscosity on relative vorticity), energy "
               f"backscatter {arch.get('energy_backscatter', 0.0):g} (multiple of the network's energy drain "
-              "returned by an anti-diffusion of vorticity); 0 = none",
+              f"returned with shape order {arch.get('backscatter_order', 2)}: 2 = -a lap zeta, 1 = +a zeta); "
+              "0 = none",
               f"- {card['n_parameters']} trainable parameters", ""]
     norm = card.get("normalization") or {}
     if norm:
@@ -212,7 +213,8 @@ def derive_model(source: str | os.PathLike, out: str | os.PathLike, *, closure: 
     """Save the trained model ``source`` with other fixed closure terms as ``out``.
 
     ``closure`` sets any of :attr:`ModelConfig.closure`'s keys (``grid_damping`` [1/s],
-    ``energy_backscatter`` [fraction]); the others keep the source's values. The weights,
+    ``energy_backscatter`` [multiple of the network's drain], ``backscatter_order``); the others keep
+    the source's values. The weights,
     normalisation and escnn bases are copied unchanged. The new card keeps the source's training
     recipe and its held-out metrics under ``metrics["network"]`` (they score the network alone),
     and records where it came from and, if given, the ``calibration`` that chose the values.

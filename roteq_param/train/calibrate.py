@@ -1,6 +1,6 @@
 """Offline calibration of a model's fixed closure terms against coarse-grained truth.
 
-``energy_backscatter`` (:class:`~roteq_param.models.ModelConfig`) returns a fraction of the energy
+``energy_backscatter`` (:class:`~roteq_param.models.ModelConfig`) returns a multiple of the energy
 the network's forcing drains. The multiple that makes the network's mean energy transfer on truth
 states equal the truth's is ``1 - D_truth / D_net`` with ``D = sum_i H_i/H <psi_i S_i>`` averaged over
 the samples (:meth:`~roteq_param.forcing.PVForcing.energy_drain`). Measured (README, "Fixed closure
@@ -16,7 +16,6 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from roteq_param import fields
 from roteq_param.forcing import PVForcing
 from roteq_param.models.net import FluxNet
 from roteq_param.models.predictor import Predictor
@@ -27,11 +26,12 @@ __all__ = ["calibrate_energy_backscatter"]
 
 def calibrate_energy_backscatter(model: FluxNet, data: str | os.PathLike, runs: Sequence[int] | None = None,
                                  every: int = 1, batch: int = 32) -> dict:
-    """The backscatter fraction that matches the truth's mean energy transfer on ``data``'s ``runs``.
+    """The backscatter multiple that matches the truth's mean energy transfer on ``data``'s ``runs``.
 
     Returns ``{"fraction", "drain_truth", "drain_network", "samples", "runs", "dataset_sha256"}``
-    (drains in m^2 s^-3 summed over the grid, mean over every ``every``-th snapshot). The fraction
-    is clipped to [0, 1]; a network that drains less energy than the truth needs none.
+    (drains in m^2 s^-3 summed over the grid, mean over every ``every``-th snapshot). The value,
+    ``1 - D_truth / D_net``, is clipped to [0, 1]; a network that drains less energy than the truth
+    needs none.
     """
     ds = load_dataset(data, model.schema, min_runs=1)
     runs = list(range(ds.n_runs)) if runs is None else [int(r) for r in runs]

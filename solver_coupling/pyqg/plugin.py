@@ -324,7 +324,7 @@ class Ensemble:
             finite = np.isfinite(ph).all(axis=(1, 2, 3))
             S = np.full((len(idx), *m0.q.shape), np.nan)
             if finite.any():
-                S[finite] = self.forcing.from_spectral(ph[finite], *constants(m0))
+                S[finite] = self.forcing.from_spectral(ph[finite], *self.param._constants)  # fixed at bind
             for n, i in enumerate(idx):
                 self._slots[i].dq = S[n]
         for i in idx:
