@@ -8,6 +8,9 @@
 # Default data: 8 high-res runs of seed 1 that no shipped model was trained or calibrated on
 #   roteq generate --runs 8 --years 10 --spinup-years 5 --snapshot-hours 250 --seed 1 --out data/eddy_truth8_seed1.nc
 # runs 0-3 are the truth, 4-7 the ceiling. Each rollout resumes if re-run; JOBS rollouts run at once.
+# REFERENCE=FILE scores against a stored truth reference instead (`roteq evaluate --save-reference`;
+# trained_models/eddy-c4-dilated-damped/reference.nc holds runs 0-3 of that data), without a ceiling:
+# for tuning when the high-res data is not on the machine.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PYTHONHASHSEED=0
@@ -20,6 +23,7 @@ SEEDS=${SEEDS:-3 4}
 MEMBERS=${MEMBERS:-2}
 JOBS=${JOBS:-2}
 OUT=${OUT:-runs/skill}
+REFERENCE=${REFERENCE:-}
 resume() { [ -f "$1/checkpoint.npz" ] && echo --resume || echo --overwrite; }
 roll() {  # DIR MODEL SEED
   $R rollout --model "$2" --members "$MEMBERS" --years 10 --seed "$3" --out "$1" $(resume "$1") > "$1.log" 2>&1
@@ -36,5 +40,7 @@ wait
 files() { local f=(); for seed in $SEEDS; do f+=("$OUT/$1-s$seed/rollout.nc"); done; (IFS=,; echo "${f[*]}"); }
 RUNS=()
 for spec in "${NAMES[@]:1}"; do RUNS+=(--run "${spec%%=*}=$(files "${spec%%=*}")"); done
-$R evaluate --truth "$DATA@$TRUTH_RUNS" --truth-b "$DATA@$CEILING_RUNS" --baseline $(files none | tr , ' ') \
+if [ -n "$REFERENCE" ]; then TRUTH=(--reference "$REFERENCE")
+else TRUTH=(--truth "$DATA@$TRUTH_RUNS" --truth-b "$DATA@$CEILING_RUNS"); fi
+$R evaluate "${TRUTH[@]}" --baseline $(files none | tr , ' ') \
   "${RUNS[@]}" --last-years 5 --out $OUT/evaluate
