@@ -64,6 +64,7 @@ class PVForcing:
         if len(layers) != 2:
             raise ValueError(f"the two-layer PV forcing needs fluxes for 2 layers, the schema has {layers}")
         self.n = int(n)
+        network.check_grid(self.n, self.n)
         operator = fluxform.PVForcingOperator(self.n, L, F1, F2)
         k, l = fluxform.wavenumbers(self.n, L)  # pyqg's k, l (Nyquist kept, as pyqg's own velocity has it)
         cdtype = torch.complex64 if dtype == torch.float32 else torch.complex128

@@ -137,7 +137,8 @@ def _int_list(text: str) -> tuple[int, ...]:
 def _cmd_train(args: argparse.Namespace) -> int:
     try:
         model = ModelConfig(arch=args.arch, group=args.group, channels=args.channels, kernel_sizes=args.kernel_sizes,
-                            out_kernel_size=args.out_kernel_size, activation=args.activation, dilations=args.dilations)
+                            out_kernel_size=args.out_kernel_size, activation=args.activation, dilations=args.dilations,
+                            multiscale=args.multiscale)
         opts = TrainOptions(
             data=args.data, out=args.out, name=args.name, model=model, epochs=args.epochs,
             batch_size=args.batch_size, lr=args.lr, min_lr_factor=args.min_lr_factor,
@@ -173,6 +174,9 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
                    help="odd kernel size per hidden layer (default 3,1)")
     p.add_argument("--dilations", type=_int_list, default=None,
                    help="dilation per hidden layer (default 1 each), e.g. 1,2,4 for a 15-cell view with 3x3 stencils")
+    p.add_argument("--multiscale", action="store_true",
+                   help="U-Net: hidden layer l runs on the grid coarsened 2^l times (channels and kernel sizes "
+                        "per level, e.g. --channels 8,16,32 --kernel-sizes 3,3,3 sees 38 cells across)")
     p.add_argument("--out-kernel-size", type=int, default=m.out_kernel_size)
     p.add_argument("--activation", choices=["relu", "elu"], default=m.activation)
     p.add_argument("--epochs", type=int, default=d.epochs)

@@ -39,9 +39,10 @@ def eddy():
     return _model(np.load(Path(__file__).parent / "data" / "eddy64_state.npz")["q"])
 
 
-def _physically_scaled(group, state, seed=0):
+def _physically_scaled(group, state, seed=0, **arch):
     torch.manual_seed(seed)
-    net = models.build_model(group=group, channels=(2 * Group.parse(group).order,) * 2, kernel_sizes=(5, 1))
+    arch = arch or {"channels": (2 * Group.parse(group).order,) * 2, "kernel_sizes": (5, 1)}
+    net = models.build_model(group=group, **arch)
     rms = {k: float(np.sqrt(np.mean(np.asarray(v) ** 2))) or 1.0 for k, v in state.items()}
     out = {f.name: (rms["vel_1"] ** 2 if f.name.startswith("tau") else rms["vel_1"] * rms["b"]) * 0.05
            for f in net.schema.outputs}
@@ -54,7 +55,11 @@ def nets(eddy, tmp_path_factory):
     state = state_from_model(eddy)
     shipped = sorted(p.name for p in models.TRAINED_MODELS_DIR.iterdir() if (p / "model.pt").is_file())
     out = {f"shipped {name}": models.load_model(name) for name in shipped}
-    out |= {"fresh C4": _physically_scaled("C4", state), "fresh D4": _physically_scaled("D4", state, seed=1)}
+    out |= {"fresh C4": _physically_scaled("C4", state), "fresh D4": _physically_scaled("D4", state, seed=1),
+            "fresh C4 multiscale": _physically_scaled("C4", state, seed=2, channels=(8, 16, 32), kernel_sizes=(3, 3, 3),
+                                                      multiscale=True),
+            "fresh D4 multiscale": _physically_scaled("D4", state, seed=3, channels=(8, 16), kernel_sizes=(3, 3),
+                                                      multiscale=True)}
     d = tmp_path_factory.mktemp("trained")
     summary = train(TrainOptions(data=tiny_dataset(d / "tiny.nc"), out=str(d / "run"), name=str(d / "model"),
                                  model=ModelConfig(group="D4", channels=(8, 8), kernel_sizes=(3, 1)),

@@ -59,6 +59,13 @@ class ModelConfig:
         Ross et al.'s tuning returns 120 % of its Smagorinsky dissipation). Isotropic and
         built from domain sums, hence exactly equivariant; 0 (default) = off. ``roteq derive
         --energy-backscatter auto`` sets the value that matches the truth's offline energy transfer.
+    multiscale:
+        ``False`` (default): the hidden layers are a stack at full resolution. ``True``: a U-Net
+        (:mod:`roteq_param.models.multiscale`): hidden layer ``l`` runs on the grid coarsened
+        ``2^l`` times (2 x 2 means), with a convolution back up per level and a skip at each, so
+        three 3 x 3 levels see 38 cells across for little more than the cost of the full-resolution
+        layer. Exactly equivariant for 90-degree elements; the grid side must be divisible by
+        ``2^(levels-1)``; dilations must be 1.
     backscatter_order:
         Shape of the backscatter term: ``2`` (default) ``-a lap zeta`` (``-a K^4 psi^``: Jansen & Held's
         anti-diffusion, energy returned where ``K^2`` times the enstrophy spectrum peaks, near the grid
@@ -77,6 +84,7 @@ class ModelConfig:
     grid_damping: float = 0.0
     energy_backscatter: float = 0.0
     backscatter_order: int = 2
+    multiscale: bool = False
 
     def __post_init__(self) -> None:
         if self.backscatter_order not in (1, 2):
@@ -95,6 +103,11 @@ class ModelConfig:
         if len(dilations) != len(self.channels) or any(d < 1 for d in dilations):
             raise ValueError(f"dilations {list(dilations)} must be positive, one per hidden layer "
                              f"(channels {list(self.channels)})")
+        if not isinstance(self.multiscale, bool):
+            raise ValueError(f"multiscale must be true or false, got {self.multiscale!r}")
+        if self.multiscale and (len(self.channels) < 2 or any(d != 1 for d in dilations)):
+            raise ValueError(f"a multiscale network needs at least two levels (channels {list(self.channels)}) "
+                             f"and dilations of 1 (got {list(dilations)})")
         object.__setattr__(self, "group", Group.parse(self.group).name)
         if self.arch not in ARCHS:
             raise ValueError(f"unknown arch {self.arch!r}; expected one of {ARCHS}")
@@ -123,6 +136,10 @@ class ModelConfig:
     @property
     def receptive_field(self) -> int:
         """Grid cells across that one output value depends on."""
+        if self.multiscale:
+            from roteq_param.models.multiscale import receptive_field
+
+            return receptive_field(self.kernel_sizes, self.out_kernel_size)
         return 1 + sum(d * (k - 1) for k, d in zip(self.kernel_sizes, self.dilations)) + (self.out_kernel_size - 1)
 
     @property

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from roteq_param.fields import Schema
+from roteq_param.models import multiscale
 
 __all__ = ["ExportedFluxNet", "time_inference"]
 
@@ -39,8 +40,10 @@ class ExportedFluxNet(nn.Module):
 
     def __init__(self, schema: Schema, weights: list, in_scale: torch.Tensor, out_scale: torch.Tensor,
                  activation: str, dtype: torch.dtype = torch.float32, dilations: tuple[int, ...] | None = None,
-                 closure: dict[str, float] | None = None):
+                 closure: dict[str, float] | None = None, multiscale: bool = False):
         super().__init__()
+        # U-Net topology (roteq_param.models.multiscale): weights in the order encoder, decoder, output
+        self.multiscale = bool(multiscale)
         self.schema = schema
         # not part of the network's function: the forcing operator adds them (ModelConfig.closure)
         self.closure = dict(closure or {})
@@ -68,7 +71,7 @@ class ExportedFluxNet(nn.Module):
         # A constant channel sees the same value under every tap: its conv is (sum of taps) * value.
         self.register_buffer("w_const", w0[:, const_idx].sum(dim=(-2, -1)).contiguous())
         self.register_buffer("b_first", bs[0].contiguous())
-        self.dilations = [1] * len(ws) if dilations is None else [int(d) for d in dilations]
+        self.dilations = [1] * len(ws) if dilations is None or multiscale else [int(d) for d in dilations]
         self.pads = [d * (w.shape[-1] // 2) for w, d in zip(ws, self.dilations)]
         self.weights = nn.ParameterList([nn.Parameter(w.contiguous(), requires_grad=False) for w in ws[1:]])
         self.biases = nn.ParameterList([nn.Parameter(b.contiguous(), requires_grad=False) for b in bs[1:]])
@@ -94,15 +97,32 @@ class ExportedFluxNet(nn.Module):
         if p:
             grid = F.pad(grid, (p, p, p, p), mode="circular")
         h = self._act(F.conv2d(grid, self.w_first, dilation=self.dilations[0]).add_(bias[:, :, None, None]))
+        if self.multiscale:
+            convs = [lambda t, i=i: self._conv(i, t) for i in range(len(self.weights))]
+            L = self.levels
+            return multiscale.unet_forward(h, convs[: L - 1], convs[L - 1: 2 * L - 2], convs[-1], self._act)
         n = len(self.weights)
-        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            p = self.pads[i + 1]
-            if p:
-                h = F.pad(h, (p, p, p, p), mode="circular")
-            h = F.conv2d(h, w, b, dilation=self.dilations[i + 1])
+        for i in range(n):
+            h = self._conv(i, h)
             if i < n - 1:
                 h = self._act(h)
         return h
+
+    @property
+    def levels(self) -> int:
+        """Grid levels the network runs on (1 unless multiscale: L - 1 encoder, L - 1 decoder, 1 output conv)."""
+        return (len(self.weights) + 2) // 2 if self.multiscale else 1
+
+    def check_grid(self, ny: int, nx: int) -> None:
+        """Raise a clear ``ValueError`` unless the network can run on an ``ny x nx`` grid."""
+        multiscale.check_grid((ny, nx), self.levels)
+
+    def _conv(self, i: int, h: torch.Tensor) -> torch.Tensor:
+        """Layer ``i + 1``: circular pad and convolution, no activation."""
+        p = self.pads[i + 1]
+        if p:
+            h = F.pad(h, (p, p, p, p), mode="circular")
+        return F.conv2d(h, self.weights[i], self.biases[i], dilation=self.dilations[i + 1])
 
 
 def time_inference(model: ExportedFluxNet, n: int = 64, repeats: int = 200) -> float:

@@ -80,9 +80,11 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from roteq_param.fields import Schema, escnn_field_type
+from roteq_param.models import multiscale
 from roteq_param.models.config import ModelConfig
 from roteq_param.models.export import ExportedFluxNet
 from roteq_param.symmetry import Group
@@ -138,25 +140,43 @@ class FluxNet(nn.Module):
         gspace = in_type.gspace
         self.in_type, self.out_type = in_type, out_type
         act = enn.ReLU if cfg.activation == "relu" else enn.ELU
+        hidden = [enn.FieldType(gspace, [gspace.regular_repr] * (c // self.group.order)) for c in cfg.channels]
+
+        def conv(a, b, k, d=1):
+            return enn.R2Conv(a, b, k, padding=d * (k // 2), dilation=d, padding_mode="circular")
+
+        if cfg.multiscale:  # U-Net: ModuleList in export order (encoder, decoder, output)
+            return nn.ModuleList(self._multiscale_convs(conv, in_type, hidden, out_type))
+        act = enn.ReLU if cfg.activation == "relu" else enn.ELU
         layers, t = [], in_type
-        for c, k, d in zip(cfg.channels, cfg.kernel_sizes, cfg.dilations):
-            hidden = enn.FieldType(gspace, [gspace.regular_repr] * (c // self.group.order))
-            layers += [enn.R2Conv(t, hidden, k, padding=d * (k // 2), dilation=d, padding_mode="circular"),
-                       act(hidden)]
-            t = hidden
-        k = cfg.out_kernel_size
-        layers.append(enn.R2Conv(t, out_type, k, padding=k // 2, padding_mode="circular"))
+        for h, k, d in zip(hidden, cfg.kernel_sizes, cfg.dilations):
+            layers += [conv(t, h, k, d), act(h)]
+            t = h
+        layers.append(conv(t, out_type, cfg.out_kernel_size))
         return enn.SequentialModule(*layers)
 
-    def _build_cnn(self, c_in: int, c_out: int) -> nn.Sequential:
+    def _multiscale_convs(self, conv, t_in, hidden: list, t_out) -> list:
+        """Convolutions of the U-Net (:mod:`roteq_param.models.multiscale`) in the order encoder
+        (level 0..L-1), decoder (``conv_dl``, l = 0..L-2), output."""
+        ks = self.config.kernel_sizes
+        enc = [conv(t_in if lev == 0 else hidden[lev - 1], hidden[lev], ks[lev]) for lev in range(len(hidden))]
+        dec = [conv(hidden[lev + 1], hidden[lev], ks[lev + 1]) for lev in range(len(hidden) - 1)]
+        return enc + dec + [conv(hidden[0], t_out, self.config.out_kernel_size)]
+
+    def _build_cnn(self, c_in: int, c_out: int) -> nn.Module:
         cfg = self.config
+
+        def conv(a, b, k, d=1):
+            return nn.Conv2d(a, b, k, padding=d * (k // 2), dilation=d, padding_mode="circular")
+
+        if cfg.multiscale:
+            return nn.ModuleList(self._multiscale_convs(conv, c_in, list(cfg.channels), c_out))
         act = nn.ReLU if cfg.activation == "relu" else nn.ELU
         layers, c_prev = [], c_in
         for c, k, d in zip(cfg.channels, cfg.kernel_sizes, cfg.dilations):
-            layers += [nn.Conv2d(c_prev, c, k, padding=d * (k // 2), dilation=d, padding_mode="circular"), act()]
+            layers += [conv(c_prev, c, k, d), act()]
             c_prev = c
-        k = cfg.out_kernel_size
-        layers.append(nn.Conv2d(c_prev, c_out, k, padding=k // 2, padding_mode="circular"))
+        layers.append(conv(c_prev, c_out, cfg.out_kernel_size))
         return nn.Sequential(*layers)
 
     # -- normalisation ----------------------------------------------------------------------------
@@ -174,11 +194,29 @@ class FluxNet(nn.Module):
     def forward_normalized(self, x: torch.Tensor) -> torch.Tensor:
         """Outputs in units of ``out_scale`` (what the training loss compares)."""
         x = x / self.in_scale[:, None, None]
+        if self.config.multiscale:
+            return self._multiscale_forward(x)
         if self.config.arch == "escnn":
             from escnn.nn import GeometricTensor
 
             return self.net(GeometricTensor(x, self.in_type)).tensor
         return self.net(x)
+
+    def check_grid(self, ny: int, nx: int) -> None:
+        """Raise a clear ``ValueError`` unless the network can run on an ``ny x nx`` grid."""
+        multiscale.check_grid((ny, nx), len(self.config.channels) if self.config.multiscale else 1)
+
+    def _multiscale_forward(self, x: torch.Tensor) -> torch.Tensor:
+        convs = list(self.net)
+        if self.config.arch == "escnn":
+            from escnn.nn import GeometricTensor
+
+            # each conv on plain tensors; the hidden fields are regular, so a pointwise activation on the
+            # raw channels is escnn's own (it permutes channels only)
+            convs = [lambda t, c=c: c(GeometricTensor(t, c.in_type)).tensor for c in convs]
+        levels = len(self.config.channels)
+        act = torch.relu if self.config.activation == "relu" else F.elu
+        return multiscale.unet_forward(act(convs[0](x)), convs[1:levels], convs[levels:2 * levels - 1], convs[-1], act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_normalized(x) * self.out_scale[:, None, None]
@@ -231,9 +269,9 @@ class FluxNet(nn.Module):
         if self.config.arch == "escnn":
             from escnn import nn as enn
 
-            convs = [m for m in self.net if isinstance(m, enn.R2Conv)]
+            convs = [m for m in self.net.modules() if isinstance(m, enn.R2Conv)]
             return [_project_equivariant(*c.expand_parameters(), c.in_type, c.out_type, self.group) for c in convs]
-        convs = [m for m in self.net if isinstance(m, nn.Conv2d)]
+        convs = [m for m in self.net.modules() if isinstance(m, nn.Conv2d)]
         return [(c.weight.detach().clone(), None if c.bias is None else c.bias.detach().clone()) for c in convs]
 
     @torch.no_grad()
@@ -242,7 +280,7 @@ class FluxNet(nn.Module):
         weights = self._layer_weights()
         return ExportedFluxNet(self.schema, weights, self.in_scale.clone(), self.out_scale.clone(),
                                self.config.activation, dtype, dilations=self.config.dilations + (1,),
-                               closure=self.config.closure)
+                               closure=self.config.closure, multiscale=self.config.multiscale)
 
 
 def _signed_permutation(rho: np.ndarray, what: str) -> np.ndarray:

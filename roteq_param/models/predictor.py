@@ -121,8 +121,14 @@ class Predictor:
         return const
 
     # -- named level ------------------------------------------------------------------------------
+    def check_grid(self, ny: int, nx: int) -> None:
+        """Raise a clear ``ValueError`` unless the network can run on an ``ny x nx`` grid (a multiscale
+        net halves it per level); the traced graph itself cannot say why a shape fails."""
+        self.model.check_grid(ny, nx)
+
     def __call__(self, arrays: Mapping[str, Any]) -> dict[str, Any]:
         batch, (ny, nx) = self.schema.validate(arrays, "inputs")
+        self.check_grid(ny, nx)
         first = arrays[self._grid_parts[0][0]]
         y = self.stacked(*self.pack(arrays, batch, ny, nx))
         if not is_torch(first):
