@@ -1,28 +1,48 @@
 #!/usr/bin/env bash
-# Pilot of the architecture comparison (skill issue): the same data, epochs and seed for each network,
-# held-out S R^2 per layer from the card, cost per call from the card. DATA is a dataset in the
-# QG_DATASET layout with >= 3 runs (the last 2 are held out). Each run resumes if re-run.
+# Architecture comparison of the skill issue: the same data, epochs and seed for each network; held-out
+# S R^2 per layer and the receptive field from the card, cost per call measured at save time.
+# DATA is a dataset in the QG_DATASET layout; its last VAL_RUNS runs are held out. ARCHS picks
+# entries of the table below by name (default: all). JOBS trainings run at once, one thread each.
+# Each training resumes if re-run.
+#   DATA=data/eddy8w.nc VAL_RUNS=2 bash scripts/arch_pilot.sh
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PYTHONHASHSEED=0
 DATA=${DATA:-data/eddy25.nc}
+VAL_RUNS=${VAL_RUNS:-2}
 EPOCHS=${EPOCHS:-30}
+JOBS=${JOBS:-2}
+OUT=${OUT:-runs/arch}
 R=".venv/bin/python -m solver_coupling.cli"
-train() {  # NAME then architecture options
-  local name=$1; shift
-  local out=runs/arch/$name
-  $R train --data "$DATA" --val-runs 2 --epochs "$EPOCHS" --patience 1000 --lr 1e-2 --seed 0 --no-progress \
-    --out "$out" --name "$out/model" $([ -f "$out/checkpoint.pt" ] && echo --resume) "$@" > /dev/null
-  .venv/bin/python - "$out/model" "$name" <<'PY'
+declare -A SPEC=(
+  [shipped-c4-7x7]="--channels 32,32 --kernel-sizes 7,1"
+  [dilated-c4-17]="--channels 32,32,32 --kernel-sizes 5,3,3 --dilations 1,2,4"
+  [unet-c4-4lev]="--multiscale --channels 8,16,32,64 --kernel-sizes 3,3,3,3"
+  [unet-c4-3lev]="--multiscale --channels 16,32,64 --kernel-sizes 5,3,3"
+  [unet-cnn-4lev-aug]="--arch cnn --group D4 --augment --multiscale --channels 8,16,32,64 --kernel-sizes 3,3,3,3"
+)
+ARCHS=${ARCHS:-"${!SPEC[*]}"}
+train() {  # NAME
+  local out=$OUT/$1
+  $R train --data "$DATA" --val-runs "$VAL_RUNS" --epochs "$EPOCHS" --patience 1000 --lr 1e-2 --seed 0 \
+    --no-progress --threads 1 --out "$out" --name "$out/model" $([ -f "$out/checkpoint.pt" ] && echo --resume) \
+    ${SPEC[$1]} > "$out.log" 2>&1
+}
+mkdir -p "$OUT"
+for name in $ARCHS; do
+  [ -n "${SPEC[$name]+x}" ] || { echo "unknown architecture $name; known: ${!SPEC[*]}" >&2; exit 2; }
+  while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do sleep 5; done
+  train "$name" &
+done
+wait
+for name in $ARCHS; do
+  .venv/bin/python - "$OUT/$name/model" "$name" <<'PY'
 import json, sys
+from roteq_param.models import ModelConfig
 card = json.load(open(sys.argv[1] + "/card.json"))
 a, v = card["architecture"], card["metrics"]["val"]
-rf = 1 + sum(d * (k - 1) for k, d in zip(a["kernel_sizes"], a.get("dilations") or [1] * len(a["kernel_sizes"])))
-print(f"{sys.argv[2]:>22}  params {card['n_parameters']:6d}  receptive field {rf:3d}  S R2 {v['S_1']:.3f} / {v['S_2']:.3f}"
+rf = ModelConfig.from_dict(a).receptive_field
+print(f"{sys.argv[2]:>20}  params {card['n_parameters']:6d}  receptive field {rf:3d}  S R2 {v['S_1']:.3f} / {v['S_2']:.3f}"
       f"  ms/call {card['inference_cost']['ms_per_call_64x64_1thread']:.3f}")
 PY
-}
-train shipped-c4-7x7 --channels 32,32 --kernel-sizes 7,1
-train dilated-c4-16x3 --channels 16,16,16 --kernel-sizes 3,3,3 --dilations 1,2,4
-train dilated-c4-16x4 --channels 16,16,16,16 --kernel-sizes 3,3,3,3 --dilations 1,2,4,8
-train plain-c4-16x3 --channels 16,16,16 --kernel-sizes 3,3,3
+done
