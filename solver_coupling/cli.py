@@ -213,7 +213,8 @@ def _cmd_train_online(args: argparse.Namespace) -> int:
             data=args.data, init=args.init, out=args.out, name=args.name, unroll=args.unroll,
             iterations=args.iterations, batch=args.batch, lr=args.lr, val_runs=args.val_runs, seed=args.seed,
             checkpoint_every=args.checkpoint_every, threads=args.threads,
-            progress=False if args.no_progress else None))
+            progress=False if args.no_progress else None, offline_weight=args.offline_weight,
+            offline_batch=args.offline_batch))
     except (ValueError, FileNotFoundError) as e:
         _fail("train-online", e)
     print(json.dumps(summary, indent=2, default=str))
@@ -236,6 +237,10 @@ def add_train_online_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--val-runs", type=int, default=1, help="last runs held out (default 1)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--offline-weight", type=float, default=0.0,
+                   help="add this multiple of the offline loss (flux + S on snapshots of the training runs) "
+                        "to every iteration, as a regulariser (default 0: off)")
+    p.add_argument("--offline-batch", type=int, default=16, help="snapshots per iteration for --offline-weight")
     p.add_argument("--checkpoint-every", type=int, default=8, help="steps per gradient-checkpoint block")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-progress", action="store_true")

@@ -63,3 +63,25 @@ def test_train_online_writes_a_model_with_its_history(windows_file, tmp_path):
     tuned = models.load_model(summary["model_dir"])
     assert any(not torch.equal(a, b) for a, b in zip(tuned.state_dict().values(),
                                                       models.load_model(start).state_dict().values()))
+
+
+def test_offline_regulariser_adds_the_offline_loss_of_the_same_dataset(windows_file, tmp_path):
+    """With offline_weight, every iteration adds the offline (flux + S) loss on snapshots of the training
+    runs: a huge weight makes the fine-tuning follow the offline gradient, so the offline loss falls."""
+    from roteq_param.train import load_dataset, offline_losses, s_scales
+
+    start = models.save_model(_net().eval(), tmp_path / "start", inference_cost={})
+    data = load_dataset(windows_file)
+    x, y, s = data.samples([0, 1])
+
+    def offline(model_dir):
+        net = models.load_model(model_dir).eval()
+        with torch.no_grad():
+            f, sl = offline_losses(net, data, x, y, s, s_scales(s))
+        return float(f + sl)
+
+    summary = train_online(OnlineOptions(data=windows_file, init=str(start), out=str(tmp_path / "run"),
+                                         name=str(tmp_path / "tuned"), unroll=(2,), iterations=8, batch=1,
+                                         lr=3e-3, progress=False, offline_weight=1e3, offline_batch=8))
+    assert offline(summary["model_dir"]) < 0.9 * offline(start)
+    assert models.load_card(summary["model_dir"])["training"]["online"]["offline_weight"] == 1e3

@@ -48,7 +48,7 @@ from roteq_param.symmetry import Group, Kind
 from roteq_param.train.data import QGData, field_scales, load_dataset, pv_forcing
 from roteq_param.train.metrics import evaluate, r2_scores
 
-__all__ = ["TrainOptions", "train", "CHECKPOINT", "METRICS_CSV"]
+__all__ = ["TrainOptions", "train", "offline_losses", "s_scales", "CHECKPOINT", "METRICS_CSV"]
 
 CHECKPOINT = "checkpoint.pt"
 METRICS_CSV = "metrics.csv"
@@ -113,8 +113,10 @@ def _lr_at(opts: TrainOptions, epoch: int) -> float:
     return lo + 0.5 * (opts.lr - lo) * (1.0 + math.cos(math.pi * frac))
 
 
-def _losses(model: FluxNet, data: QGData, x, y, s, s_scale) -> tuple[torch.Tensor, torch.Tensor]:
-    """(flux loss, S loss), both dimensionless (normalised by the per-field / per-layer scales)."""
+def offline_losses(model: FluxNet, data: QGData, x, y, s, s_scale) -> tuple[torch.Tensor, torch.Tensor]:
+    """(flux loss, S loss), both dimensionless (normalised by the per-field / per-layer scales).
+
+    ``s_scale`` is the RMS of the training runs' S per layer [s^-2] (:func:`s_scales`)."""
     pred_n = model.forward_normalized(x)
     flux = ((pred_n - y / model.out_scale[:, None, None]) ** 2).mean()
     s_pred = pv_forcing(data.schema, pred_n * model.out_scale[:, None, None], data.F1, data.F2, data.L)
@@ -122,12 +124,17 @@ def _losses(model: FluxNet, data: QGData, x, y, s, s_scale) -> tuple[torch.Tenso
     return flux, s_loss
 
 
+def s_scales(s: torch.Tensor) -> torch.Tensor:
+    """RMS of S ``[N, 2, y, x]`` per layer [s^-2]: what the S loss is normalised by."""
+    return s.double().pow(2).mean(dim=(0, 2, 3)).sqrt().clamp_min(1e-300).float()
+
+
 def _val_losses(model, data, runs, s_scale, batch_size) -> tuple[float, float]:
     x_all, y_all, s_all = data.samples(runs)
     tot_f = tot_s = 0.0
     with torch.no_grad():
         for i in range(0, x_all.shape[0], batch_size):
-            f, s = _losses(model, data, x_all[i:i + batch_size], y_all[i:i + batch_size],
+            f, s = offline_losses(model, data, x_all[i:i + batch_size], y_all[i:i + batch_size],
                            s_all[i:i + batch_size], s_scale)
             n = min(batch_size, x_all.shape[0] - i)
             tot_f += float(f) * n
@@ -212,7 +219,7 @@ def _train_epoch(opts: TrainOptions, model: FluxNet, optim, gen, data: QGData, t
             x = data.schema.transform_stacked(g, x, "inputs")
             y = data.schema.transform_stacked(g, y, "outputs")
             s = symmetry.act(g, s, Kind.PSEUDOSCALAR)
-        f_loss, s_loss = _losses(model, data, x, y, s, s_scale)
+        f_loss, s_loss = offline_losses(model, data, x, y, s, s_scale)
         loss = f_loss + opts.s_weight * s_loss
         optim.zero_grad(set_to_none=True)
         loss.backward()
@@ -297,7 +304,7 @@ def _train(opts: TrainOptions, tqdm) -> dict[str, Any]:
     np.random.seed(opts.seed)
     model = build_model(opts.model)
     model.set_normalization(field_scales(data.schema, "inputs", x_tr), field_scales(data.schema, "outputs", y_tr))
-    s_scale = s_tr.double().pow(2).mean(dim=(0, 2, 3)).sqrt().clamp_min(1e-300).float()  # per layer, s^-2
+    s_scale = s_scales(s_tr)
     optim = torch.optim.Adam(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
     gen = torch.Generator().manual_seed(opts.seed)
     if ckpt_path.is_file() and not (opts.resume or opts.overwrite):

@@ -105,7 +105,12 @@ def window_loss(net: models.FluxNet, windows: TrajectoryWindows, runs: torch.Ten
 class OnlineOptions:
     """A fine-tuning run through the twin. ``init`` is the model to start from (name or directory),
     ``unroll`` the curriculum (one stage per length), ``iterations`` per stage, ``batch`` windows per
-    iteration; the last ``val_runs`` runs are held out and scored at the end of every stage."""
+    iteration; the last ``val_runs`` runs are held out and scored at the end of every stage.
+
+    ``offline_weight`` > 0 adds that multiple of the offline loss of ``roteq train`` (flux + S, on
+    ``offline_batch`` random snapshots of the training runs of the same dataset) to every iteration:
+    a regulariser that keeps the network near what it fits offline while the trajectory loss, which
+    constrains the closure only weakly over a few hours, moves it."""
 
     data: str
     init: str
@@ -120,6 +125,31 @@ class OnlineOptions:
     checkpoint_every: int | None = 8
     threads: int | None = 1
     progress: bool | None = None
+    offline_weight: float = 0.0
+    offline_batch: int = 16
+
+
+class _OfflineTerm:
+    """The offline loss on random snapshots of the training runs (``OnlineOptions.offline_weight``)."""
+
+    def __init__(self, opts: OnlineOptions, n_runs: int):
+        from roteq_param.train import load_dataset, s_scales
+
+        self.data = load_dataset(opts.data)
+        if self.data.n_runs != n_runs:
+            raise ValueError(f"{opts.data}: {self.data.n_runs} runs of snapshots but {n_runs} of windows")
+        self.x, self.y, self.s = self.data.samples(list(range(n_runs - opts.val_runs)))
+        self.s_scale = s_scales(self.s)
+        self.batch = opts.offline_batch
+
+    def loss(self, net: models.FluxNet, gen: torch.Generator) -> torch.Tensor:
+        from roteq_param.train import offline_losses
+
+        idx = torch.randint(self.x.shape[0], (self.batch,), generator=gen)
+        dtype = net.in_scale.dtype
+        f, s = offline_losses(net, self.data, self.x[idx].to(dtype), self.y[idx].to(dtype), self.s[idx].to(dtype),
+                              self.s_scale.to(dtype))
+        return f + s
 
 
 def train_online(opts: OnlineOptions) -> dict[str, Any]:
@@ -140,6 +170,7 @@ def train_online(opts: OnlineOptions) -> dict[str, Any]:
     optim = torch.optim.Adam(net.parameters(), lr=opts.lr)
     train_runs, val_runs = R - opts.val_runs, torch.arange(R - opts.val_runs, R)
     val_idx = (val_runs.repeat_interleave(W), torch.arange(W).repeat(len(val_runs)))
+    offline = _OfflineTerm(opts, R) if opts.offline_weight > 0 else None
     history = []
     for n in opts.unroll:
         with torch.no_grad():
@@ -149,6 +180,8 @@ def train_online(opts: OnlineOptions) -> dict[str, Any]:
             runs = torch.randint(train_runs, (opts.batch,), generator=gen)
             starts = torch.randint(W, (opts.batch,), generator=gen)
             loss = window_loss(net, windows, runs, starts, n, checkpoint_every=opts.checkpoint_every)
+            if offline is not None:
+                loss = loss + opts.offline_weight * offline.loss(net, gen)
             optim.zero_grad(set_to_none=True)
             loss.backward()
             optim.step()
@@ -162,6 +195,7 @@ def train_online(opts: OnlineOptions) -> dict[str, Any]:
                 "online": {"init": str(init_dir), "init_sha256": card.get("model_sha256", ""), "dataset": opts.data,
                            "dataset_sha256": windows.sha256, "unroll": list(opts.unroll),
                            "iterations": opts.iterations, "batch": opts.batch, "lr": opts.lr, "seed": opts.seed,
+                           "offline_weight": opts.offline_weight, "offline_batch": opts.offline_batch,
                            "val_runs": val_runs.tolist(), "history": history}}
     target = opts.name if opts.name else Path(opts.out) / "model"
     Path(opts.out).mkdir(parents=True, exist_ok=True)
