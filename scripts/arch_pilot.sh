@@ -14,19 +14,16 @@ EPOCHS=${EPOCHS:-30}
 JOBS=${JOBS:-2}
 OUT=${OUT:-runs/arch}
 R=".venv/bin/python -m solver_coupling.cli"
-declare -A SPEC=(
+declare -A SPEC=(  # options after the common ones override them (e.g. --lr)
   [shipped-c4-7x7]="--channels 32,32 --kernel-sizes 7,1"
   [dilated-c4-17]="--channels 32,32,32 --kernel-sizes 5,3,3 --dilations 1,2,4"
-  [unet-c4-4lev]="--multiscale --channels 8,16,32,64 --kernel-sizes 3,3,3,3"
-  [unet-c4-3lev]="--multiscale --channels 16,32,64 --kernel-sizes 5,3,3"
-  [unet-c4-4lev-wide]="--multiscale --channels 16,32,64,128 --kernel-sizes 3,3,3,3"
-  [unet-d4-4lev]="--group D4 --multiscale --channels 8,16,32,64 --kernel-sizes 3,3,3,3"
-  [unet-cnn-4lev-aug]="--arch cnn --group D4 --augment --multiscale --channels 8,16,32,64 --kernel-sizes 3,3,3,3"
-  # less data (run 0, runs 0-1): equivariance against augmentation when data is scarce
-  [unet-c4-4lev-1run]="--train-runs 0 --multiscale --channels 8,16,32,64 --kernel-sizes 3,3,3,3"
-  [unet-cnn-4lev-aug-1run]="--train-runs 0 --arch cnn --group D4 --augment --multiscale --channels 8,16,32,64 --kernel-sizes 3,3,3,3"
-  [unet-c4-4lev-2runs]="--train-runs 0,1 --multiscale --channels 8,16,32,64 --kernel-sizes 3,3,3,3"
-  [unet-cnn-4lev-aug-2runs]="--train-runs 0,1 --arch cnn --group D4 --augment --multiscale --channels 8,16,32,64 --kernel-sizes 3,3,3,3"
+  [dilated-cnn-17-aug]="--arch cnn --group D4 --augment --channels 32,32,32 --kernel-sizes 5,3,3 --dilations 1,2,4"
+  [unet-c4-3lev]="--multiscale --channels 16,32,64 --kernel-sizes 3,3,3 --activation elu --lr 3e-3"
+  [unet-c4-4lev-thin]="--multiscale --channels 8,16,32,64 --kernel-sizes 3,3,3,3 --activation elu --lr 3e-3"
+  [unet-d4-3lev]="--group D4 --multiscale --channels 16,32,64 --kernel-sizes 3,3,3 --activation elu --lr 3e-3"
+  # one training run only: equivariance against augmentation when data is scarce
+  [dilated-c4-17-1run]="--train-runs 0 --channels 32,32,32 --kernel-sizes 5,3,3 --dilations 1,2,4"
+  [dilated-cnn-17-aug-1run]="--train-runs 0 --arch cnn --group D4 --augment --channels 32,32,32 --kernel-sizes 5,3,3 --dilations 1,2,4"
 )
 ARCHS=${ARCHS:-"${!SPEC[*]}"}
 train() {  # NAME

@@ -63,8 +63,7 @@ class ModelConfig:
         ``False`` (default): the hidden layers are a stack at full resolution. ``True``: a U-Net
         (:mod:`roteq_param.models.multiscale`): hidden layer ``l`` runs on the grid coarsened
         ``2^l`` times (2 x 2 means), with a convolution back up per level and a skip at each, so
-        three 3 x 3 levels see 38 cells across for little more than the cost of the full-resolution
-        layer. Exactly equivariant for 90-degree elements; the grid side must be divisible by
+        three 3 x 3 levels see 30 cells across. Exactly equivariant for 90-degree elements; the grid side must be divisible by
         ``2^(levels-1)``; dilations must be 1.
     backscatter_order:
         Shape of the backscatter term: ``2`` (default) ``-a lap zeta`` (``-a K^4 psi^``: Jansen & Held's
