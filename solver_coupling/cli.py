@@ -214,7 +214,7 @@ def _cmd_train_online(args: argparse.Namespace) -> int:
             iterations=args.iterations, batch=args.batch, lr=args.lr, val_runs=args.val_runs, seed=args.seed,
             checkpoint_every=args.checkpoint_every, threads=args.threads,
             progress=False if args.no_progress else None, offline_weight=args.offline_weight,
-            offline_batch=args.offline_batch))
+            offline_batch=args.offline_batch, scales=args.scales))
     except (ValueError, FileNotFoundError) as e:
         _fail("train-online", e)
     print(json.dumps(summary, indent=2, default=str))
@@ -241,6 +241,8 @@ def add_train_online_parser(subparsers) -> argparse.ArgumentParser:
                    help="add this multiple of the offline loss (flux + S on snapshots of the training runs) "
                         "to every iteration, as a regulariser (default 0: off)")
     p.add_argument("--offline-batch", type=int, default=16, help="snapshots per iteration for --offline-weight")
+    p.add_argument("--scales", choices=["resolved", "all"], default="resolved",
+                   help="wavenumbers the trajectory loss compares: those pyqg's filter leaves alone (default) or all")
     p.add_argument("--checkpoint-every", type=int, default=8, help="steps per gradient-checkpoint block")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-progress", action="store_true")

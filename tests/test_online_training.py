@@ -85,3 +85,34 @@ def test_offline_regulariser_adds_the_offline_loss_of_the_same_dataset(windows_f
                                          lr=3e-3, progress=False, offline_weight=1e3, offline_batch=8))
     assert offline(summary["model_dir"]) < 0.9 * offline(start)
     assert models.load_card(summary["model_dir"])["training"]["online"]["offline_weight"] == 1e3
+
+
+def test_window_loss_on_all_scales_is_the_grid_space_error_and_resolved_drops_the_filtered_band(windows_file):
+    """Parseval: ``scales="all"`` is the per-layer grid-space normalised error of the same unroll; the
+    default keeps only the wavenumbers pyqg's filter leaves alone, so it is the same sum without them."""
+    from solver_coupling.torchqg import TorchQGModel
+    from solver_coupling.torchqg.closures import FluxNetClosure
+
+    w = load_windows(windows_file)
+    net = _net().double()
+    runs, starts, n = torch.tensor([0, 1]), torch.tensor([0, 0]), 3
+    with torch.no_grad():
+        all_scales = float(window_loss(net, w, runs, starts, n, scales="all"))
+        resolved = float(window_loss(net, w, runs, starts, n))
+        truth = w.q[runs, starts, : n + 1].double()
+        twin = TorchQGModel(2, dtype=torch.float64, **w.twin_kwargs,
+                            parameterization=FluxNetClosure(net, dtype=torch.float64, differentiable=True))
+        twin.q = truth[:, 0]
+        traj, target = twin.unroll(n, save_every=1), truth[:, 1:].transpose(0, 1)
+        grid = float(((traj - target).pow(2).mean(dim=(-2, -1)) / target.pow(2).mean(dim=(-2, -1))).mean())
+        # the filter's pass band from pyqg's definition (wvx = |k| dx <= 0.65 pi), built independently
+        nx = target.shape[-1]
+        idx = np.fft.fftfreq(nx, 1.0 / nx)
+        wvx = 2 * np.pi / nx * np.hypot(idx[:, None], np.abs(idx)[None, :])
+        e, t = np.fft.fft2((traj - target).numpy()), np.fft.fft2(target.numpy())
+        keep = wvx <= 0.65 * np.pi
+        masked = float(((np.abs(e) ** 2 * keep).sum(axis=(-2, -1)) / (np.abs(t) ** 2 * keep).sum(axis=(-2, -1))).mean())
+    assert abs(all_scales - grid) <= 1e-12 * grid
+    assert 0 < keep.mean() < 1 and abs(resolved - masked) <= 1e-10 * masked
+    with pytest.raises(ValueError, match="scales must be one of"):
+        window_loss(net, w, runs, starts, n, scales="low")

@@ -364,6 +364,12 @@ class TorchQGModel:
         """Total depth ``(P,)`` [m]."""
         return self.constants()["H"]
 
+    @property
+    def unfiltered(self) -> torch.Tensor:
+        """Boolean ``(ny, nx//2 + 1)`` mask (rfft2 layout) of the wavenumbers pyqg's exponential filter
+        leaves alone (``|k| dx <= 0.65 pi``); above it the filter damps every step."""
+        return self._filter_pass
+
     # ------------------------------------------------------------------ state
     @property
     def q(self) -> torch.Tensor:
