@@ -59,6 +59,8 @@ def test_train_online_writes_a_model_with_its_history(windows_file, tmp_path):
                                          lr=1e-3, progress=False))
     card = models.load_card(summary["model_dir"])
     assert [h["unroll"] for h in card["training"]["online"]["history"]] == [2, 3]
+    # the tuned model's own held-out offline scores (last run held out), not the starting model's
+    assert card["metrics"]["val_runs"] == [2] and set(card["metrics"]["val"]) >= {"S_1", "S_2", "flux_mean"}
     assert np.isfinite([h["val_loss"] for h in summary["history"]]).all()
     tuned = models.load_model(summary["model_dir"])
     assert any(not torch.equal(a, b) for a, b in zip(tuned.state_dict().values(),

@@ -153,6 +153,16 @@ class OnlineOptions:
     scales: str = "resolved"
 
 
+def _snapshots_or_none(path: str):
+    """The dataset's snapshots for offline scores, or None if it holds only trajectory windows."""
+    from roteq_param.train import load_dataset
+
+    try:
+        return load_dataset(path)
+    except (ValueError, KeyError):
+        return None
+
+
 class _OfflineTerm:
     """The offline loss on random snapshots of the training runs (``OnlineOptions.offline_weight``)."""
 
@@ -225,7 +235,16 @@ def train_online(opts: OnlineOptions) -> dict[str, Any]:
                            "val_runs": val_runs.tolist(), "history": history}}
     target = opts.name if opts.name else Path(opts.out) / "model"
     Path(opts.out).mkdir(parents=True, exist_ok=True)
-    # the offline metrics of the starting model do not describe this one: only the online losses are recorded
-    model_path = models.save_model(net, target, training=training, metrics={"online": history})
+    # the offline metrics of the starting model do not describe this one: its own held-out R^2 on the
+    # snapshots of the held-out runs (when the dataset has them) and the online losses are recorded
+    metrics: dict[str, Any] = {"online": history}
+    offline_data = offline.data if offline is not None else _snapshots_or_none(opts.data)
+    if offline_data is not None:
+        from roteq_param.train import r2_scores
+
+        with torch.no_grad():
+            metrics["val"] = r2_scores(net, offline_data, val_runs.tolist())
+        metrics["val_runs"] = val_runs.tolist()
+    model_path = models.save_model(net, target, training=training, metrics=metrics)
     return {"model_dir": str(model_path), "history": history,
             "val_loss_first_stage": history[0]["val_loss"] if history else math.nan}
