@@ -18,12 +18,14 @@ declare -A SPEC=(  # options after the common ones override them (e.g. --lr)
   [shipped-c4-7x7]="--channels 32,32 --kernel-sizes 7,1"
   [dilated-c4-17]="--channels 32,32,32 --kernel-sizes 5,3,3 --dilations 1,2,4"
   [dilated-cnn-17-aug]="--arch cnn --group D4 --augment --channels 32,32,32 --kernel-sizes 5,3,3 --dilations 1,2,4"
+  [dilated-cnn-17-aug-lr3e-3]="--arch cnn --group D4 --augment --channels 32,32,32 --kernel-sizes 5,3,3 --dilations 1,2,4 --lr 3e-3"
   [unet-c4-3lev]="--multiscale --channels 16,32,64 --kernel-sizes 3,3,3 --activation elu --lr 3e-3"
   [unet-c4-4lev-thin]="--multiscale --channels 8,16,32,64 --kernel-sizes 3,3,3,3 --activation elu --lr 3e-3"
   [unet-d4-3lev]="--group D4 --multiscale --channels 16,32,64 --kernel-sizes 3,3,3 --activation elu --lr 3e-3"
   # one training run only: equivariance against augmentation when data is scarce
   [dilated-c4-17-1run]="--train-runs 0 --channels 32,32,32 --kernel-sizes 5,3,3 --dilations 1,2,4"
   [dilated-cnn-17-aug-1run]="--train-runs 0 --arch cnn --group D4 --augment --channels 32,32,32 --kernel-sizes 5,3,3 --dilations 1,2,4"
+  [dilated-cnn-17-aug-lr3e-3-1run]="--train-runs 0 --arch cnn --group D4 --augment --channels 32,32,32 --kernel-sizes 5,3,3 --dilations 1,2,4 --lr 3e-3"
 )
 ARCHS=${ARCHS:-"${!SPEC[*]}"}
 train() {  # NAME

@@ -66,3 +66,21 @@ $R rollout --model eddy-c4-dilated-damped --members 2 --years 20 --seed 2 --out 
 bash scripts/skill_eval.sh   # eddy-c4, eddy-c4-dilated, eddy-c4-dilated-damped and the peers
 .venv/bin/python benchmarks/energy_budget_offline.py data/eddy_truth8_seed1.nc 0 4
 $R bench --model eddy-c4 --members 1
+
+# 8. this wave's later session (README "Training through the solver; architectures, augmentation and
+#    equivariance on the same data"): runs 0-6 of the seed-0 set with trajectory windows (1.44
+#    core-hours), the architecture table, the a-posteriori model and the online table against the
+#    default's stored truth reference
+$R generate --runs 7 --years 10 --spinup-years 5 --snapshot-hours 250 --window-steps 32 --window-every 4 \
+  --seed 0 --workers 2 --out data/eddy7w.nc
+DATA=data/eddy7w.nc VAL_RUNS=2 ARCHS="dilated-c4-17 dilated-cnn-17-aug dilated-cnn-17-aug-lr3e-3 unet-c4-3lev \
+  dilated-c4-17-1run dilated-cnn-17-aug-1run dilated-cnn-17-aug-lr3e-3-1run" bash scripts/arch_pilot.sh
+$R train-online --data data/eddy7w.nc --init eddy-c4-dilated-damped --unroll 4,8,16 --iterations 40 --batch 4 \
+  --lr 1e-4 --val-runs 2 --out runs/apost/w0 --name eddy-c4-dilated-apost
+cp trained_models/eddy-c4-dilated-damped/reference.nc trained_models/eddy-c4-dilated-apost/
+for m in dilated-c4-17 dilated-cnn-17-aug-lr3e-3; do
+  $R derive --model runs/arch/$m/model --grid-damping 1e-6 --out runs/arch/$m-d1e-6
+done
+REFERENCE=trained_models/eddy-c4-dilated-damped/reference.nc OUT=runs/skill_tune \
+  MODELS="eddy-c4-dilated-damped eddy-c4-dilated-apost dil17-5runs-d1e-6=runs/arch/dilated-c4-17-d1e-6 \
+  cnn-aug-d1e-6=runs/arch/dilated-cnn-17-aug-lr3e-3-d1e-6" bash scripts/skill_eval.sh
