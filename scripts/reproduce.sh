@@ -84,3 +84,6 @@ done
 REFERENCE=trained_models/eddy-c4-dilated-damped/reference.nc OUT=runs/skill_tune \
   MODELS="eddy-c4-dilated-damped eddy-c4-dilated-apost dil17-5runs-d1e-6=runs/arch/dilated-c4-17-d1e-6 \
   cnn-aug-d1e-6=runs/arch/dilated-cnn-17-aug-lr3e-3-d1e-6" bash scripts/skill_eval.sh
+# the new default's 5 x 20-year stability (started at the end of the session that made it)
+$R rollout --model eddy-c4-dilated-apost --members 3 --years 20 --seed 1 --out runs/skill/stability20y-apost-seed1 --resume
+$R rollout --model eddy-c4-dilated-apost --members 2 --years 20 --seed 2 --out runs/skill/stability20y-apost-seed2 --resume
