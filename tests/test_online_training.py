@@ -96,7 +96,7 @@ def test_window_loss_on_all_scales_is_the_grid_space_error_and_resolved_drops_th
     from solver_coupling.torchqg.closures import FluxNetClosure
 
     w = load_windows(windows_file)
-    net = _net().double()
+    net = _net().converted(torch.float64)  # not .double(): escnn shares bases between nets (FluxNet.converted)
     runs, starts, n = torch.tensor([0, 1]), torch.tensor([0, 0]), 3
     with torch.no_grad():
         all_scales = float(window_loss(net, w, runs, starts, n, scales="all"))
