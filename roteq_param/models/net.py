@@ -139,15 +139,13 @@ class FluxNet(nn.Module):
         out_type = escnn_field_type(self.schema, "outputs", self.group)
         gspace = in_type.gspace
         self.in_type, self.out_type = in_type, out_type
-        act = enn.ReLU if cfg.activation == "relu" else enn.ELU
         hidden = [enn.FieldType(gspace, [gspace.regular_repr] * (c // self.group.order)) for c in cfg.channels]
 
         def conv(a, b, k, d=1):
             return enn.R2Conv(a, b, k, padding=d * (k // 2), dilation=d, padding_mode="circular")
 
         if cfg.multiscale:  # U-Net: ModuleList in export order (encoder, decoder, output)
-            # stacked regular fields are regular fields: the direct sum of the two types
-            return nn.ModuleList(self._multiscale_convs(conv, in_type, hidden, out_type, lambda a, b: a + b))
+            return nn.ModuleList(self._multiscale_convs(conv, in_type, hidden, out_type))
         act = enn.ReLU if cfg.activation == "relu" else enn.ELU
         layers, t = [], in_type
         for h, k, d in zip(hidden, cfg.kernel_sizes, cfg.dilations):
@@ -156,13 +154,14 @@ class FluxNet(nn.Module):
         layers.append(conv(t, out_type, cfg.out_kernel_size))
         return enn.SequentialModule(*layers)
 
-    def _multiscale_convs(self, conv, t_in, hidden: list, t_out, joined) -> list:
+    def _multiscale_convs(self, conv, t_in, hidden: list, t_out) -> list:
         """Convolutions of the U-Net (:mod:`roteq_param.models.multiscale`) in the order encoder
-        (level 0..L-1), decoder (``conv_dl``, l = 0..L-2), output; ``joined(a, b)`` is the type of
-        channels ``a`` stacked on ``b``."""
+        (level 0..L-1), decoder (``conv_dl``, l = 0..L-2), output. ``hidden`` holds escnn field types
+        or channel counts: for both, ``a + b`` is channels ``a`` stacked on ``b`` (for field types the
+        direct sum, and stacked regular fields are regular fields)."""
         ks = self.config.kernel_sizes
         enc = [conv(t_in if lev == 0 else hidden[lev - 1], hidden[lev], ks[lev]) for lev in range(len(hidden))]
-        dec = [conv(joined(hidden[lev], hidden[lev + 1]), hidden[lev], ks[lev]) for lev in range(len(hidden) - 1)]
+        dec = [conv(hidden[lev] + hidden[lev + 1], hidden[lev], ks[lev]) for lev in range(len(hidden) - 1)]
         return enc + dec + [conv(hidden[0], t_out, self.config.out_kernel_size)]
 
     def _build_cnn(self, c_in: int, c_out: int) -> nn.Module:
@@ -172,7 +171,7 @@ class FluxNet(nn.Module):
             return nn.Conv2d(a, b, k, padding=d * (k // 2), dilation=d, padding_mode="circular")
 
         if cfg.multiscale:
-            return nn.ModuleList(self._multiscale_convs(conv, c_in, list(cfg.channels), c_out, lambda a, b: a + b))
+            return nn.ModuleList(self._multiscale_convs(conv, c_in, list(cfg.channels), c_out))
         act = nn.ReLU if cfg.activation == "relu" else nn.ELU
         layers, c_prev = [], c_in
         for c, k, d in zip(cfg.channels, cfg.kernel_sizes, cfg.dilations):
