@@ -176,7 +176,7 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
                    help="dilation per hidden layer (default 1 each), e.g. 1,2,4 for a 15-cell view with 3x3 stencils")
     p.add_argument("--multiscale", action="store_true",
                    help="U-Net: hidden layer l runs on the grid coarsened 2^l times (channels and kernel sizes "
-                        "per level, e.g. --channels 8,16,32 --kernel-sizes 3,3,3 sees 38 cells across)")
+                        "per level, e.g. --channels 16,32,64 --kernel-sizes 3,3,3 sees 30 cells across)")
     p.add_argument("--out-kernel-size", type=int, default=m.out_kernel_size)
     p.add_argument("--activation", choices=["relu", "elu"], default=m.activation)
     p.add_argument("--epochs", type=int, default=d.epochs)

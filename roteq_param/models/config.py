@@ -62,9 +62,10 @@ class ModelConfig:
     multiscale:
         ``False`` (default): the hidden layers are a stack at full resolution. ``True``: a U-Net
         (:mod:`roteq_param.models.multiscale`): hidden layer ``l`` runs on the grid coarsened
-        ``2^l`` times (2 x 2 means), with a convolution back up per level and a skip at each, so
-        three 3 x 3 levels see 30 cells across. Exactly equivariant for 90-degree elements; the grid side must be divisible by
-        ``2^(levels-1)``; dilations must be 1.
+        ``2^l`` times (2 x 2 means); on the way back up each finer level convolves its skip stacked
+        on the upsampled coarser result, so three 3 x 3 levels see 30 cells across. Exactly
+        equivariant for 90-degree elements; the grid side must be divisible by ``2^(levels-1)``;
+        dilations must be 1.
     backscatter_order:
         Shape of the backscatter term: ``2`` (default) ``-a lap zeta`` (``-a K^4 psi^``: Jansen & Held's
         anti-diffusion, energy returned where ``K^2`` times the enstrophy spectrum peaks, near the grid
