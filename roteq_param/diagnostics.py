@@ -12,7 +12,7 @@ Spectral density
     with ``f_hat = numpy.fft.rfft2(f)``, the normalisation pyqg uses. The domain
     mean of ``f g`` is the *full-plane* sum of ``e``, that is the half-plane sum
     with weight 1 on the self-conjugate columns (k = 0 and the Nyquist column)
-    and 2 elsewhere (:func:`half_plane_weights`).
+    and 2 elsewhere (:func:`roteq_param.fluxform.half_plane_weights`).
 Isotropic spectrum
     ``E(k_r)`` with ``sum(E) * dk_r`` equal to the full-plane sum of ``e`` over
     the modes binned (Parseval; exact with ``truncate=False``). The default
@@ -58,7 +58,6 @@ from roteq_param import fluxform
 __all__ = [
     "QUANTITIES",
     "SPECTRA",
-    "half_plane_weights",
     "spectral_density",
     "isotropic_spectrum",
     "wasserstein1",
@@ -101,18 +100,6 @@ SPECTRA: dict[str, dict[str, Any]] = {
 
 
 # --------------------------------------------------------------------------- spectra
-def half_plane_weights(ny: int, nk: int) -> np.ndarray:
-    """Weights (ny, nk) that turn a half-plane sum into a full-plane sum (even nx).
-
-    Each interior column stands for itself and its complex conjugate (weight 2);
-    k = 0 and the Nyquist column are their own conjugates (weight 1).
-    """
-    w = np.full((ny, nk), 2.0)
-    w[:, 0] = 1.0
-    w[:, -1] = 1.0
-    return w
-
-
 def _grid_of(density: np.ndarray) -> tuple[int, int]:
     ny, nk = density.shape[-2:]
     if nk < 2:
@@ -151,7 +138,7 @@ def isotropic_spectrum(density: np.ndarray, L: float, W: float | None = None, *,
         False: ``E = (full-plane sum of the density in the bin) / dk_r``, so
         ``E.sum() * dk_r`` is exactly the domain mean over the binned modes.
         True: pyqg's annulus-average estimator ``E = mean_bin(w e) pi k_c / (dk dl)``
-        (w from :func:`half_plane_weights`, k_c the bin centre), smoother at low k
+        (w from :func:`fluxform.half_plane_weights`, k_c the bin centre), smoother at low k
         but not exactly Parseval.
     truncate : bool
         True: bins up to the inner circle ``min(max |k|, max |l|)``; False: up to
@@ -186,7 +173,7 @@ def isotropic_spectrum(density: np.ndarray, L: float, W: float | None = None, *,
         centres = left + width / 2
     inside = (idx >= 0) & (idx < nbins)
 
-    weights = half_plane_weights(ny, nx // 2 + 1)
+    weights = fluxform.half_plane_weights(ny, nx // 2 + 1)
     assign = np.zeros((ny * (nx // 2 + 1), nbins))
     flat = np.flatnonzero(inside)
     assign[flat, idx.ravel()[flat]] = weights.ravel()[flat]

@@ -52,6 +52,7 @@ __all__ = [
     "pv_forcing_from_fluxes",
     "PVForcingOperator",
     "biharmonic_damping_multiplier",
+    "half_plane_weights",
     "energy_weights",
     "stretching_coefficients",
     "inversion_matrix",
@@ -212,6 +213,18 @@ def biharmonic_damping_multiplier(n: int, L: float, rate: float) -> np.ndarray:
     return nu4 * (k**2 + l**2) ** 3
 
 
+def half_plane_weights(ny: int, nk: int) -> np.ndarray:
+    """Weights (ny, nk) that turn a half-plane sum into a full-plane sum (even nx, rfft2 layout).
+
+    Each interior column stands for itself and its complex conjugate (weight 2);
+    k = 0 and the Nyquist column are their own conjugates (weight 1).
+    """
+    w = np.full((ny, nk), 2.0)
+    w[:, 0] = 1.0
+    w[:, -1] = 1.0
+    return w
+
+
 def energy_weights(n: int, F1: float, F2: float) -> np.ndarray:
     """Weights ``w`` ``(2, n, n//2+1)`` with ``sum(w * Re(conj(a^) b^)) = sum_i H_i/H <a_i b_i>``.
 
@@ -222,9 +235,7 @@ def energy_weights(n: int, F1: float, F2: float) -> np.ndarray:
     ``b = dq/dt`` this is minus the rate of change of the total (kinetic + available potential)
     energy, summed over the grid, per unit mass.
     """
-    half = np.full((n, n // 2 + 1), 2.0)
-    half[:, 0] = 1.0
-    half[:, -1] = 1.0
+    half = half_plane_weights(n, n // 2 + 1)
     return np.stack([F2 / (F1 + F2) * half, F1 / (F1 + F2) * half]) / n**2
 
 

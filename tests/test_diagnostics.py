@@ -115,7 +115,7 @@ def test_isotropic_spectrum_parseval(nx, ny, W):
     kmax = min(k.max(), np.abs(l).max())
     inside = np.rint(wv / width) <= np.floor(kmax / width + 0.5)
     kr, E = dg.isotropic_spectrum(dens, L, W)
-    expect = (dg.half_plane_weights(ny, nx // 2 + 1) * dens * inside).sum((-1, -2))
+    expect = (fluxform.half_plane_weights(ny, nx // 2 + 1) * dens * inside).sum((-1, -2))
     np.testing.assert_allclose(E.sum(-1) * width, expect, rtol=1e-12)
     np.testing.assert_allclose(np.diff(kr), width, rtol=1e-12)
 

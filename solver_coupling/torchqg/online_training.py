@@ -42,8 +42,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from roteq_param import models
-from roteq_param.diagnostics import half_plane_weights
+from roteq_param import fluxform, models
 from roteq_param.models.store import sha256_file
 
 __all__ = ["TrajectoryWindows", "load_windows", "window_loss", "OnlineOptions", "train_online"]
@@ -116,7 +115,7 @@ def window_loss(net: models.FluxNet, windows: TrajectoryWindows, runs: torch.Ten
     target = truth[:, 1:].transpose(0, 1)
     err, ref = torch.fft.rfft2(traj - target), torch.fft.rfft2(target)
     # rfft2 keeps one of each +-k pair of columns: count the others twice (Parseval)
-    weight = torch.from_numpy(half_plane_weights(*err.shape[-2:])).to(dtype=dtype, device=device)
+    weight = torch.from_numpy(fluxform.half_plane_weights(*err.shape[-2:])).to(dtype=dtype, device=device)
     if scales == "resolved":
         weight = weight * twin.unfiltered.to(dtype)
     power = lambda z: (z.real.pow(2) + z.imag.pow(2)).mul(weight).sum(dim=(-2, -1))  # noqa: E731
