@@ -17,6 +17,7 @@ R=".venv/bin/python -m solver_coupling.cli"
 declare -A SPEC=(  # options after the common ones override them (e.g. --lr)
   [shipped-c4-7x7]="--channels 32,32 --kernel-sizes 7,1"
   [dilated-c4-17]="--channels 32,32,32 --kernel-sizes 5,3,3 --dilations 1,2,4"
+  [dilated-d4-17]="--group D4 --channels 32,32,32 --kernel-sizes 5,3,3 --dilations 1,2,4"
   [dilated-cnn-17-aug]="--arch cnn --group D4 --augment --channels 32,32,32 --kernel-sizes 5,3,3 --dilations 1,2,4"
   [dilated-cnn-17-aug-lr3e-3]="--arch cnn --group D4 --augment --channels 32,32,32 --kernel-sizes 5,3,3 --dilations 1,2,4 --lr 3e-3"
   [unet-c4-3lev]="--multiscale --channels 16,32,64 --kernel-sizes 3,3,3 --activation elu --lr 3e-3"

@@ -215,7 +215,7 @@ def _cmd_train_online(args: argparse.Namespace) -> int:
             checkpoint_every=args.checkpoint_every, threads=args.threads,
             progress=False if args.no_progress else None, offline_weight=args.offline_weight,
             offline_batch=args.offline_batch, scales=args.scales))
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, OutputLocked) as e:
         _fail("train-online", e)
     print(json.dumps(summary, indent=2, default=str))
     return 0

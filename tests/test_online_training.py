@@ -1,12 +1,15 @@
 """Training through the torch twin: the loss is the twin's trajectory against coarse-grained truth
 windows from `roteq generate --window-steps`, and a gradient step on it improves it."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from conftest_models import tiny_dataset
 from roteq_param import models
+from roteq_param.atomic import OutputLocked, exclusive_output
 from solver_coupling.torchqg.online_training import OnlineOptions, load_windows, train_online, window_loss
 
 pytestmark = [pytest.mark.usefixtures("one_torch_thread"),
@@ -118,3 +121,14 @@ def test_window_loss_on_all_scales_is_the_grid_space_error_and_resolved_drops_th
     assert 0 < keep.mean() < 1 and abs(resolved - masked) <= 1e-10 * masked
     with pytest.raises(ValueError, match="scales must be one of"):
         window_loss(net, w, runs, starts, n, scales="low")
+
+
+def test_a_second_train_online_on_the_same_folder_is_refused_at_once(windows_file, tmp_path):
+    start = models.save_model(_net().eval(), tmp_path / "start", inference_cost={})
+    opts = OnlineOptions(data=windows_file, init=str(start), out=str(tmp_path / "run"), unroll=(2,),
+                         iterations=1, batch=1, progress=False)
+    with exclusive_output(tmp_path / "run"):  # another writer holds the folder (flock: per open file)
+        with pytest.raises(OutputLocked, match="being written by another process"):
+            train_online(opts)
+        assert not (tmp_path / "run" / "model").exists()
+    assert (Path(train_online(opts)["model_dir"]) / "model.pt").is_file()  # free again once released

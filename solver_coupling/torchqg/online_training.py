@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from roteq_param import fluxform, models
+from roteq_param.atomic import exclusive_output
 from roteq_param.models.store import sha256_file
 
 __all__ = ["TrajectoryWindows", "load_windows", "window_loss", "OnlineOptions", "train_online"]
@@ -186,7 +187,17 @@ class _OfflineTerm:
 
 
 def train_online(opts: OnlineOptions) -> dict[str, Any]:
-    """Fine-tune ``opts.init`` through the twin; saves the model with its card and returns a summary."""
+    """Fine-tune ``opts.init`` through the twin; saves the model with its card and returns a summary.
+
+    ``opts.out`` is held for the whole run (:func:`~roteq_param.atomic.exclusive_output`): a second
+    process started on the same folder is refused at once with ``OutputLocked`` instead of training
+    beside the first and overwriting its model at the end.
+    """
+    with exclusive_output(opts.out):
+        return _train_online(opts)
+
+
+def _train_online(opts: OnlineOptions) -> dict[str, Any]:
     from tqdm.auto import tqdm
 
     if opts.threads:
@@ -233,7 +244,6 @@ def train_online(opts: OnlineOptions) -> dict[str, Any]:
                            "scales": opts.scales,
                            "val_runs": val_runs.tolist(), "history": history}}
     target = opts.name if opts.name else Path(opts.out) / "model"
-    Path(opts.out).mkdir(parents=True, exist_ok=True)
     # the offline metrics of the starting model do not describe this one: its own held-out R^2 on the
     # snapshots of the held-out runs (when the dataset has them) and the online losses are recorded
     metrics: dict[str, Any] = {"online": history}
