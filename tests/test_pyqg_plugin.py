@@ -252,8 +252,30 @@ def test_regime_check_accepts_the_training_configuration_up_to_the_group():
     P.check_solver(cfg())
     assert P.matched_element is None
     P.check_solver(cfg(beta=-1.5e-11, U1=-0.025))
-    assert P.matched_element == symmetry.Element(4, 2) and "rot180" in repr(P)
+    assert P.matched_elements == (symmetry.Element(4, 2),) and P.matched_element == symmetry.Element(4, 2)
+    assert "solver frame = rot180 of" in repr(P)
     with pytest.raises(ModelMismatchError, match=r"beta: trained 1.5e-11, solver -1.5e-11.*no element"):
         P.check_solver(cfg(beta=-1.5e-11))
     with pytest.raises(ModelMismatchError, match="rek"):
         P.check_solver(cfg(beta=-1.5e-11, U1=-0.025, rek=1e-7))  # the turn cannot explain other settings
+
+
+def test_a_d4_model_names_both_elements_that_reach_the_turned_configuration(tmp_path):
+    """With pyqg's beta along y and U along x, eddy turned through 180 degrees is also eddy mirrored in
+    x (beta is a pseudovector); a D4 model trained on eddy matches both, the C4 model only the turn."""
+    from conftest_models import tiny_dataset
+    from roteq_param.models import ModelConfig
+    from roteq_param.train import TrainOptions, train
+
+    summary = train(TrainOptions(data=tiny_dataset(tmp_path / "tiny.nc", runs=2), out=str(tmp_path / "run"),
+                                 name=str(tmp_path / "d4"), val_runs=1, epochs=1, batch_size=4, progress=False,
+                                 threads=1, model=ModelConfig(group="D4", channels=(8,), kernel_sizes=(3,))))
+    P = RotEqParameterization(summary["model_dir"])
+    cfg = lambda **kw: pyqg.QGModel(nx=16, dt=3600.0, ntd=1, log_level=0, **kw)  # noqa: E731
+    P.check_solver(cfg())
+    assert P.matched_elements == ()
+    P.check_solver(cfg(beta=-1.5e-11, U1=-0.025))
+    assert [str(g) for g in P.matched_elements] == ["rot180", "rot0*flip"], P.matched_elements
+    assert "solver frame = rot180 = rot0*flip of" in repr(P)
+    with pytest.raises(ModelMismatchError, match="no element of the model's group D4"):
+        P.check_solver(cfg(beta=-1.5e-11))  # beta flipped alone: neither a turn nor a mirror

@@ -106,8 +106,11 @@ class RotEqParameterization(pyqg.QParameterization):
 
     A configuration equal to the training one up to an exact element g of the network's group
     (beta and U turned or mirrored by g, e.g. beta -> -beta with U -> -U for a 180-degree turn) is
-    accepted without the flag: it is the same physics in another frame. ``matched_element`` then
-    names g (None when the configuration is the training one).
+    accepted without the flag: it is the same physics in another frame. ``matched_elements`` then
+    names every such g, in the group's order (empty when the configuration is the training one), and
+    ``matched_element`` the first. pyqg's beta points along y and its U along x, so one set of pyqg
+    settings can be reached by several elements: eddy turned through 180 degrees is also eddy
+    mirrored in x, which a D4 model matches both ways.
     """
 
     def __init__(self, model: str | Any = models.DEFAULT_MODEL, *, device: str = "cpu", call_interval: int = 1,
@@ -120,7 +123,7 @@ class RotEqParameterization(pyqg.QParameterization):
         self.call_interval = int(call_interval)
         self.allow_out_of_regime = allow_out_of_regime
         self._forcing: PVForcing | None = None
-        self.matched_element: Element | None = None
+        self.matched_elements: tuple[Element, ...] = ()
         self._bound_to: int | None = None
         self._cached: np.ndarray | None = None
         self._constants: tuple[np.ndarray, np.ndarray] | None = None
@@ -177,8 +180,8 @@ class RotEqParameterization(pyqg.QParameterization):
                                          f"{key}={actual[key]}")
         off = [f"{k}: trained {declared[k]:g}, solver {actual[k]:g}" for k in SOLVER_REGIME
                if k in declared and not math.isclose(float(declared[k]), actual[k], rel_tol=1e-6, abs_tol=1e-30)]
-        self.matched_element = self._group_element_between(declared, actual) if off else None
-        if off and self.matched_element is None:
+        self.matched_elements = self._group_elements_between(declared, actual) if off else ()
+        if off and not self.matched_elements:
             msg = ("the solver runs outside the model's training configuration (" + "; ".join(off) + "), and no "
                    f"element of the model's group {self._symmetry_group()} maps one onto the other")
             if not self.allow_out_of_regime:
@@ -190,8 +193,13 @@ class RotEqParameterization(pyqg.QParameterization):
         net = self._loaded.model
         return net.group if net.config.arch == "escnn" else Group.parse("C1")
 
-    def _group_element_between(self, declared: dict, actual: dict) -> Element | None:
-        """The exact group element g that turns the training configuration into the solver's, if any.
+    @property
+    def matched_element(self) -> Element | None:
+        """The first group element that maps the training configuration onto the solver's (None: the same)."""
+        return self.matched_elements[0] if self.matched_elements else None
+
+    def _group_elements_between(self, declared: dict, actual: dict) -> tuple[Element, ...]:
+        """Every exact group element g that turns the training configuration into the solver's.
 
         An equivariant network sees beta and U as constant (pseudo)vectors, so a whole configuration
         turned or mirrored by g (beta -> g.beta, U_i -> g.U_i, every scalar setting equal) is the same
@@ -200,7 +208,7 @@ class RotEqParameterization(pyqg.QParameterization):
         scalars = [k for k in SOLVER_REGIME if k not in ("beta", "U1", "U2")]
         if any(k in declared and not math.isclose(float(declared[k]), actual[k], rel_tol=1e-6, abs_tol=1e-30)
                for k in scalars) or not all(k in declared for k in ("beta", "U1", "U2")):
-            return None
+            return ()
 
         def constants(c: dict) -> dict:
             return fields.qg_constants(np.array([0.0, float(c["beta"])]),
@@ -208,12 +216,14 @@ class RotEqParameterization(pyqg.QParameterization):
 
         trained, solver = constants(declared), constants(actual)
         schema = self._loaded.model.schema
-        for g in self._symmetry_group().exact_elements():
+
+        def maps(g: Element) -> bool:
             moved = schema.transform(g, trained)
-            if all(np.abs(moved[k] - solver[k]).max() <= 1e-6 * max(np.abs(solver[k]).max(), np.abs(moved[k]).max(),
-                                                                    1e-300) for k in solver):
-                return g
-        return None
+            return all(np.abs(moved[k] - solver[k]).max() <= 1e-6 * max(np.abs(solver[k]).max(),
+                                                                         np.abs(moved[k]).max(), 1e-300)
+                       for k in solver)
+
+        return tuple(g for g in self._symmetry_group().exact_elements() if maps(g))
 
     def bind(self, m: pyqg.QGModel) -> PVForcing:
         """Check ``m`` and build the forcing operator for it (done on the first call)."""
@@ -240,7 +250,8 @@ class RotEqParameterization(pyqg.QParameterization):
         return self._cached
 
     def __repr__(self) -> str:
-        frame = f", solver frame = {self.matched_element} of the training one" if self.matched_element else ""
+        frame = (f", solver frame = {' = '.join(map(str, self.matched_elements))} of the training one"
+                 if self.matched_elements else "")
         return (f"RotEqParameterization({self._loaded.card.get('name', 'in-memory model')!r}, device={self.device!r}, "
                 f"call_interval={self.call_interval}{frame})")
 
