@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduce the shipped model and every figure in the README's "Results" section.
-# About 2 hours on this 2-core machine; each step resumes if re-run after an interruption.
+# Many hours on this 2-core machine (each step names its cost); each step resumes if re-run after an interruption.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
@@ -87,3 +87,35 @@ REFERENCE=trained_models/eddy-c4-dilated-damped/reference.nc OUT=runs/skill_tune
 # the new default's 5 x 20-year stability (started at the end of the session that made it)
 $R rollout --model eddy-c4-dilated-apost --members 3 --years 20 --seed 1 --out runs/skill/stability20y-apost-seed1 --resume
 $R rollout --model eddy-c4-dilated-apost --members 2 --years 20 --seed 2 --out runs/skill/stability20y-apost-seed2 --resume
+# 9. the 2026-12-02 section (README "Re-run, 20-year stability, three tries on the worst score, the
+#    call-interval curve and D4"): the default re-run, the tries, the call-interval sweep, the D4 stack and
+#    the mirrored configuration, all in one table; the 20-year runs of step 8 are scored too
+T=runs/skill_tune
+roll() { $R rollout --members 2 --years 10 --out "$@" $( [ -f "$1/checkpoint.npz" ] && echo --resume || echo --overwrite ); }
+for s in 3 4; do
+  for m in none backscatter smagorinsky; do roll $T/$m-s$s --model $m --seed $s; done
+  roll $T/apost-s$s --model eddy-c4-dilated-apost --seed $s
+done
+for k in 4 8; do roll $T/apost-k$k-s3 --model eddy-c4-dilated-apost --call-interval $k --seed 3; done
+$R train-online --data data/eddy7w.nc --init eddy-c4-dilated-apost --unroll 16,32 --iterations 40 --batch 4 \
+  --lr 1e-4 --val-runs 2 --out runs/apost/v1
+roll $T/apost-v1-s3 --model runs/apost/v1/model --seed 3
+$R derive --model eddy-c4-dilated-apost --grid-damping 5e-7 --out runs/apost/v3-d5e-7
+roll $T/apost-v3-s3 --model runs/apost/v3-d5e-7 --seed 3
+ARCHS=dilated-d4-17 DATA=data/eddy7w.nc VAL_RUNS=2 bash scripts/arch_pilot.sh
+$R derive --model runs/arch/dilated-d4-17/model --grid-damping 1e-6 --out runs/d4/damped
+roll $T/d4-s3 --model runs/d4/damped --seed 3
+roll $T/d4-mirrored-s3 --model runs/d4/damped --set beta=-1.5e-11 --set U1=-0.025 --seed 3
+S=runs/skill
+$R evaluate --reference trained_models/eddy-c4-dilated-damped/reference.nc --baseline $T/none-s3/rollout.nc $T/none-s4/rollout.nc \
+  --run backscatter=$T/backscatter-s3/rollout.nc,$T/backscatter-s4/rollout.nc \
+  --run smagorinsky=$T/smagorinsky-s3/rollout.nc,$T/smagorinsky-s4/rollout.nc \
+  --run default=$T/apost-s3/rollout.nc,$T/apost-s4/rollout.nc \
+  --run default-s3=$T/apost-s3/rollout.nc --run default-s4=$T/apost-s4/rollout.nc \
+  --run default-20y=$S/stability20y-apost-seed1/rollout.nc,$S/stability20y-apost-seed2/rollout.nc \
+  --run default-k4-s3=$T/apost-k4-s3/rollout.nc --run default-k8-s3=$T/apost-k8-s3/rollout.nc \
+  --run longer-unroll-s3=$T/apost-v1-s3/rollout.nc --run half-damping-s3=$T/apost-v3-s3/rollout.nc \
+  --run d4-s3=$T/d4-s3/rollout.nc --run d4-mirrored-s3=$T/d4-mirrored-s3/rollout.nc \
+  --run d4-turned-s3=$T/d4-mirrored-s3/rollout.nc --frame d4-mirrored-s3=rot0*flip --frame d4-turned-s3=rot180 \
+  --last-years 5 --out $S/evaluate_all
+$R bench --model eddy-c4-dilated-apost --members 1
