@@ -119,3 +119,10 @@ $R evaluate --reference trained_models/eddy-c4-dilated-damped/reference.nc --bas
   --run d4-turned-s3=$T/d4-mirrored-s3/rollout.nc --frame d4-mirrored-s3=rot0*flip --frame d4-turned-s3=rot180 \
   --last-years 5 --out $S/evaluate_all
 $R bench --model eddy-c4-dilated-apost --members 1
+# ... and 4 more members of the default and of backscatter (seeds 5, 6): the 8-member rows
+for s in 5 6; do roll $T/apost-s$s --model eddy-c4-dilated-apost --seed $s; roll $T/backscatter-s$s --model backscatter --seed $s; done
+$R evaluate --reference trained_models/eddy-c4-dilated-damped/reference.nc --baseline $T/none-s3/rollout.nc $T/none-s4/rollout.nc \
+  --run backscatter-s3-6=$(echo $T/backscatter-s{3,4,5,6}/rollout.nc | tr ' ' ,) \
+  --run default-s3-6=$(echo $T/apost-s{3,4,5,6}/rollout.nc | tr ' ' ,) \
+  --run backscatter-s5-6=$T/backscatter-s5/rollout.nc,$T/backscatter-s6/rollout.nc \
+  --run default-s5-6=$T/apost-s5/rollout.nc,$T/apost-s6/rollout.nc --last-years 5 --out $S/evaluate_8members
