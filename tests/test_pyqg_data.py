@@ -9,6 +9,7 @@ import xarray as xr
 from roteq_param import coarsen
 from solver_coupling.cli import build_parser
 from solver_coupling.pyqg import data as pdata
+from solver_coupling.pyqg import fftw_plans
 from solver_coupling.pyqg.config import YEAR, get_config, parse_assignment
 
 # Tiny ensemble: 32^2 -> 16^2, 216 steps of 1 h, snapshots at steps 108, 144, 180, 216.
@@ -99,7 +100,7 @@ def test_killed_generate_resumes(serial_file, tmp_path):
     out = str(tmp_path / "resumed.nc")
     parts = out + ".parts"
     os.makedirs(parts)
-    wisdom = pdata._load_or_make_wisdom(parts, request.config)
+    wisdom = fftw_plans.load_or_measure(os.path.join(parts, fftw_plans.WISDOM_FILE), request.config.make_model)
     pdata.run_member(request, 0, parts, wisdom, progress=False)
     with open(os.path.join(parts, "run_00001.nc.tmp.999.deadbeef"), "wb") as fh:
         fh.write(b"truncated")

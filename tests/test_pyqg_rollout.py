@@ -218,3 +218,27 @@ def test_a_turned_configuration_is_mapped_back_for_scoring(tmp_path):
         to_training_frame([ds], "rot90*twist", "turned")
     with pytest.raises(UsageError, match="pyqg cannot hold that frame"):
         to_training_frame([ds], "rot90", "turned")
+
+
+def test_the_pyqg_engine_plans_its_ffts_from_the_folders_wisdom(tmp_path):
+    """pyqg plans with FFTW_MEASURE, which picks different algorithms in different processes on a loaded
+    machine; a rollout keeps its plans in its folder and plans from exactly them on every re-run."""
+    import pickle
+
+    import pyfftw
+
+    def plans(wisdom):  # FFTW exports the same wisdom in another order after an import
+        return [set(w.decode().splitlines()) for w in wisdom]
+
+    def pollute():  # plans for another grid, which a run that imports the folder's wisdom forgets
+        get_config("eddy", {"nx": 24}, coarse_nx=24).make_model(log_level=0)
+
+    pollute()
+    rollout(_request(years=0.01), tmp_path / "r", progress=False)
+    path = tmp_path / "r" / "fftw_wisdom.pkl"
+    stored = pickle.loads(path.read_bytes())
+    assert plans(pyfftw.export_wisdom()) == plans(stored)  # nothing was measured beyond the stored plans
+    pollute()
+    assert plans(pyfftw.export_wisdom()) != plans(stored)
+    rollout(_request(years=0.01), tmp_path / "r", progress=False, overwrite=True)
+    assert plans(pyfftw.export_wisdom()) == plans(stored) and pickle.loads(path.read_bytes()) == stored

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import shutil
 import sys
 from dataclasses import dataclass, field
@@ -44,6 +43,7 @@ import numpy as np
 from roteq_param import coarsen
 from roteq_param.atomic import atomic_to_netcdf, exclusive_output, remove_staging_files
 from roteq_param.fields import QG_DATASET, QG_DATASET_ATTRS
+from solver_coupling.pyqg import fftw_plans
 from solver_coupling.pyqg.config import YEAR, PyqgConfig, get_config
 
 __all__ = [
@@ -261,16 +261,6 @@ def _pyqg_version() -> str:
     return str(getattr(pyqg, "__version__", "unknown"))
 
 
-def _use_wisdom(wisdom: tuple | None) -> None:
-    """Make FFTW plan from exactly this wisdom, so every process picks the same algorithms."""
-    if wisdom is None:
-        return
-    import pyfftw
-
-    pyfftw.forget_wisdom()
-    pyfftw.import_wisdom(wisdom)
-
-
 def simulate_run(request: Request, run: int, wisdom: tuple | None = None, progress: bool | None = None):
     """Run member ``run`` at high resolution and return its coarse snapshots (xarray Dataset, run dim 1).
 
@@ -283,7 +273,7 @@ def simulate_run(request: Request, run: int, wisdom: tuple | None = None, progre
 
     from tqdm.auto import tqdm
 
-    _use_wisdom(wisdom)
+    fftw_plans.use_wisdom(wisdom)
     config = request.config
     op = request.make_operator()
     total = request.steps()[0]
@@ -368,24 +358,6 @@ def _part_is_reusable(path: str, fingerprint: str, overwrite: bool) -> bool:
     return False
 
 
-def _load_or_make_wisdom(parts_dir: str, config: PyqgConfig) -> tuple:
-    """FFTW wisdom for this grid, measured once and kept beside the parts so resumed runs reuse it."""
-    import pyfftw
-
-    path = os.path.join(parts_dir, "fftw_wisdom.pkl")
-    if os.path.exists(path):
-        with open(path, "rb") as fh:
-            return pickle.load(fh)
-    pyfftw.forget_wisdom()
-    config.make_model()  # planning the model's transforms accumulates the wisdom
-    wisdom = pyfftw.export_wisdom()
-    tmp = f"{path}.tmp.{os.getpid()}"
-    with open(tmp, "wb") as fh:
-        pickle.dump(wisdom, fh)
-    os.replace(tmp, path)
-    return wisdom
-
-
 def run_member(request: Request, run: int, parts_dir: str, wisdom: tuple | None = None,
                progress: bool | None = None, overwrite: bool = False) -> str:
     """Simulate run ``run`` in this process and write its part file atomically (reused if complete)."""
@@ -464,7 +436,8 @@ def generate(request: Request, out: str, *, overwrite: bool = False, workers: in
 
         paths = [_part_path(parts_dir, r) for r in range(request.runs)]
         pending = [r for r, p in enumerate(paths) if not _part_is_reusable(p, request.fingerprint(r), overwrite)]
-        wisdom = _load_or_make_wisdom(parts_dir, request.config)
+        wisdom = fftw_plans.load_or_measure(os.path.join(parts_dir, fftw_plans.WISDOM_FILE),
+                                            request.config.make_model)
 
         overall = tqdm(total=request.runs, initial=request.runs - len(pending), unit="run", desc="ensemble",
                        disable=None if progress is None else not progress)

@@ -31,7 +31,9 @@ is stopped cleanly and everything written so far is kept.
 A checkpoint (``OUT/checkpoint.npz``: PV, the Adams-Bashforth tendencies, clocks,
 diagnostics accumulators and monitor state of every member) is written atomically,
 after the dataset, every ``checkpoint_years``; ``resume=True`` continues from it and
-gives the same result as an uninterrupted run.
+gives the same result as an uninterrupted run. The pyqg engine keeps its FFTW plans in
+``OUT/fftw_wisdom.pkl`` (:mod:`~solver_coupling.pyqg.fftw_plans`) and plans from them on every
+resume or re-run into that folder, so those repeat bit for bit too.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ import xarray as xr
 from tqdm import tqdm
 
 from roteq_param.atomic import atomic_to_netcdf, atomic_write_bytes, exclusive_output
+from solver_coupling.pyqg import fftw_plans
 from solver_coupling.pyqg.baselines import BASELINES, pyqg_baseline, torch_baseline
 from solver_coupling.pyqg.config import YEAR, PyqgConfig
 from solver_coupling.pyqg.data import initial_pv
@@ -452,6 +455,10 @@ def rollout(req: RolloutRequest, out: str | os.PathLike, *, resume: bool = False
         if not resume and not overwrite and (nc.exists() or ckpt.exists()):
             raise FileExistsError(f"{out} already holds a rollout; pass resume=True (--resume) to continue it "
                                   "or overwrite=True (--overwrite) to start over")
+        if req.engine == "pyqg":
+            # plan pyqg's FFTs from the folder's wisdom, so a resume or a re-run repeats bit for bit
+            fftw_plans.use_wisdom(fftw_plans.load_or_measure(out / fftw_plans.WISDOM_FILE,
+                                                             lambda: req.config.make_model(nx=req.nx, log_level=0)))
         engine = ENGINES[req.engine](req)
         st = _State(req)
         engine.set_q([initial_pv(req.config, req.seed, i) for i in range(req.members)])
