@@ -185,7 +185,8 @@ class RotEqParameterization(pyqg.QParameterization):
             msg = ("the solver runs outside the model's training configuration (" + "; ".join(off) + "), and no "
                    f"element of the model's group {self._symmetry_group()} maps one onto the other")
             if not self.allow_out_of_regime:
-                raise ModelMismatchError(msg + "; pass allow_out_of_regime=True to run anyway")
+                raise ModelMismatchError(msg + "; pass allow_out_of_regime=True (`roteq rollout --allow-out-of-regime`) "
+                                         "to run anyway")
             warnings.warn(msg, OutOfRegimeWarning, stacklevel=3)
 
     def _symmetry_group(self) -> Group:

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Jet transfer (README "Transfer"): models trained on eddy only, run on the jet configuration of
+# Ross et al. (2023) (rek 7e-8 s-1, delta 0.1, beta 1e-11 m-1 s-1) with --allow-out-of-regime.
+# Truth: 4 high-res (256^2) jet runs of seed 1; noise ceiling: 4 of seed 2 (each 10 years after a
+# 5-year spin-up; about 16 min per run with three jobs on the 2 cores). Rollouts: MEMBERS members for
+# each of SEEDS, YEARS years at 64^2, scored over the last 5 years, so a rollout's window (years
+# 10-15 from rest) is as old as the truth's. Every step resumes if re-run.
+# MODELS: models to transfer (a name under trained_models/, or LABEL=PATH); EXTRA adds more rows.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export PYTHONHASHSEED=0
+R=.venv/bin/roteq
+MODELS=${MODELS:-default=eddy-c4-dilated-apost}
+SEEDS=${SEEDS:-3 4}
+MEMBERS=${MEMBERS:-2}
+YEARS=${YEARS:-15}
+OUT=${OUT:-runs/jet}
+JOBS=${JOBS:-2}
+mkdir -p "$OUT" data references
+for s in 1 2; do
+  [ -f data/jet4_seed$s.nc ] || $R generate --config jet --runs 4 --years 10 --spinup-years 5 --snapshot-hours 250 \
+    --seed $s --workers 1 --out data/jet4_seed$s.nc > "$OUT/gen_seed$s.log" 2>&1 &
+done
+wait
+resume() { [ -f "$1/checkpoint.npz" ] && echo --resume || echo --overwrite; }
+NAMES=(none=none backscatter=backscatter smagorinsky=smagorinsky $MODELS)
+for spec in "${NAMES[@]}"; do
+  for seed in $SEEDS; do
+    dir="$OUT/${spec%%=*}-s$seed"
+    while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do sleep 5; done
+    $R rollout --config jet --model "${spec#*=}" --members "$MEMBERS" --years "$YEARS" --seed "$seed" \
+      --allow-out-of-regime --out "$dir" $(resume "$dir") > "$dir.log" 2>&1 &
+  done
+done
+wait
+files() { local f=(); for seed in $SEEDS; do f+=("$OUT/$1-s$seed/rollout.nc"); done; (IFS=,; echo "${f[*]}"); }
+RUNS=()
+for spec in "${NAMES[@]:1}"; do RUNS+=(--run "${spec%%=*}=$(files "${spec%%=*}")"); done
+$R evaluate --truth data/jet4_seed1.nc --truth-b data/jet4_seed2.nc --baseline $(files none | tr , ' ') \
+  "${RUNS[@]}" --last-years 5 --out "$OUT/evaluate" --save-reference references/jet.nc
