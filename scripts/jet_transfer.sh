@@ -3,8 +3,8 @@
 # Ross et al. (2023) (rek 7e-8 s-1, delta 0.1, beta 1e-11 m-1 s-1) with --allow-out-of-regime.
 # Truth: 4 high-res (256^2) jet runs of seed 1; noise ceiling: 4 of seed 2 (each 10 years after a
 # 5-year spin-up; about 16 min per run with three jobs on the 2 cores). Rollouts: MEMBERS members for
-# each of SEEDS, YEARS years at 64^2, scored over the last 5 years, so a rollout's window (years
-# 10-15 from rest) is as old as the truth's. Every step resumes if re-run.
+# each of SEEDS, YEARS years at 64^2, scored over the last 4 years (a rollout's window: years
+# 11-15) starts after the spin-up transient; the truth is scored over years 6-10, after its own. Every step resumes if re-run.
 # MODELS: models to transfer (a name under trained_models/, or LABEL=PATH); EXTRA adds more rows.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -37,4 +37,4 @@ files() { local f=(); for seed in $SEEDS; do f+=("$OUT/$1-s$seed/rollout.nc"); d
 RUNS=()
 for spec in "${NAMES[@]:1}"; do RUNS+=(--run "${spec%%=*}=$(files "${spec%%=*}")"); done
 $R evaluate --truth data/jet4_seed1.nc --truth-b data/jet4_seed2.nc --baseline $(files none | tr , ' ') \
-  "${RUNS[@]}" --last-years 5 --out "$OUT/evaluate" --save-reference references/jet.nc
+  "${RUNS[@]}" --last-years 4 --out "$OUT/evaluate" --save-reference references/jet.nc

@@ -126,3 +126,21 @@ $R evaluate --reference trained_models/eddy-c4-dilated-damped/reference.nc --bas
   --run default-s3-6=$(echo $T/apost-s{3,4,5,6}/rollout.nc | tr ' ' ,) \
   --run backscatter-s5-6=$T/backscatter-s5/rollout.nc,$T/backscatter-s6/rollout.nc \
   --run default-s5-6=$T/apost-s5/rollout.nc,$T/apost-s6/rollout.nc --last-years 5 --out $S/evaluate_8members
+
+# 10. jet transfer (README "Transfer to jet"): truth, ceiling, peers and the default, then three tries
+bash scripts/jet_transfer.sh
+J=runs/jet; T=$J/tries
+$R derive --model eddy-c4-dilated-apost --grid-damping 3e-6 --out $T/damp3e-6-model
+jroll() { local out=$1; shift; $R rollout --config jet --members 2 --years 15 --seed 3 --allow-out-of-regime --out $out \
+  $([ -f $out/checkpoint.npz ] && echo --resume || echo --overwrite) "$@"; }
+jroll $T/offline-s3 --model eddy-c4-dilated-damped
+jroll $T/damp3e-6-s3 --model $T/damp3e-6-model
+jroll $T/plus-smag-s3 --model eddy-c4-dilated-apost --add-closure smagorinsky
+$R evaluate --truth data/jet4_seed1.nc --truth-b data/jet4_seed2.nc --baseline $J/none-s3/rollout.nc $J/none-s4/rollout.nc \
+  --run backscatter=$J/backscatter-s3/rollout.nc,$J/backscatter-s4/rollout.nc \
+  --run smagorinsky=$J/smagorinsky-s3/rollout.nc,$J/smagorinsky-s4/rollout.nc \
+  --run default=$J/default-s3/rollout.nc,$J/default-s4/rollout.nc --run default-s3=$J/default-s3/rollout.nc \
+  --run offline-s3=$T/offline-s3/rollout.nc --run damp3e-6-s3=$T/damp3e-6-s3/rollout.nc \
+  --run plus-smag-s3=$T/plus-smag-s3/rollout.nc --last-years 4 --out $J/evaluate --save-reference references/jet.nc
+for n in 1:0 2:0-1 4:0-3; do $R evaluate --truth data/jet4_seed1.nc@${n#*:} --truth-b data/jet4_seed2.nc@${n#*:} \
+  --baseline $J/none-s3/rollout.nc $J/none-s4/rollout.nc --last-years 4 --out $J/ceiling_${n%%:*}v${n%%:*}; done
