@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Jet transfer (README "Transfer"): models trained on eddy only, run on the jet configuration of
 # Ross et al. (2023) (rek 7e-8 s-1, delta 0.1, beta 1e-11 m-1 s-1) with --allow-out-of-regime.
-# Truth: 4 high-res (256^2) jet runs of seed 1; noise ceiling: 4 of seed 2 (each 10 years after a
-# 5-year spin-up; about 16 min per run with three jobs on the 2 cores). Rollouts: MEMBERS members for
-# each of SEEDS, YEARS years at 64^2, scored over the last 4 years (a rollout's window: years
-# 11-15) starts after the spin-up transient; the truth is scored over years 6-10, after its own. Every step resumes if re-run.
-# MODELS: models to transfer (a name under trained_models/, or LABEL=PATH); EXTRA adds more rows.
+# Truth: 4 high-res (256^2) jet runs of seed 1; noise ceiling: 4 of seed 2 (10 years each, snapshots
+# from year 5 on; about 16 min per run with three jobs on the 2 cores). Rollouts: MEMBERS members for
+# each of SEEDS, YEARS years at 64^2. Both are scored over their last 4 years (truth: years 6-10,
+# after the high-res run's adjustment in year 5; rollouts: years 11-15). Every step resumes if re-run.
+# MODELS: models to transfer (a name under trained_models/, or LABEL=PATH).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PYTHONHASHSEED=0
