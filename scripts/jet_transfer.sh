@@ -5,7 +5,8 @@
 # from year 5 on; about 16 min per run with three jobs on the 2 cores). Rollouts: MEMBERS members for
 # each of SEEDS, YEARS years at 64^2. Both are scored over their last 4 years (truth: years 6-10,
 # after the high-res run's adjustment in year 5; rollouts: years 11-15). Every step resumes if re-run.
-# MODELS: models to transfer (a name under trained_models/, or LABEL=PATH).
+# MODELS: models to transfer (a name under trained_models/, or LABEL=PATH). The rollouts and the
+# table are scripts/skill_eval.sh's.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PYTHONHASHSEED=0
@@ -22,19 +23,7 @@ for s in 1 2; do
     --seed $s --workers 1 --out data/jet4_seed$s.nc > "$OUT/gen_seed$s.log" 2>&1 &
 done
 wait
-resume() { [ -f "$1/checkpoint.npz" ] && echo --resume || echo --overwrite; }
-NAMES=(none=none backscatter=backscatter smagorinsky=smagorinsky $MODELS)
-for spec in "${NAMES[@]}"; do
-  for seed in $SEEDS; do
-    dir="$OUT/${spec%%=*}-s$seed"
-    while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do sleep 5; done
-    $R rollout --config jet --model "${spec#*=}" --members "$MEMBERS" --years "$YEARS" --seed "$seed" \
-      --allow-out-of-regime --out "$dir" $(resume "$dir") > "$dir.log" 2>&1 &
-  done
-done
-wait
-files() { local f=(); for seed in $SEEDS; do f+=("$OUT/$1-s$seed/rollout.nc"); done; (IFS=,; echo "${f[*]}"); }
-RUNS=()
-for spec in "${NAMES[@]:1}"; do RUNS+=(--run "${spec%%=*}=$(files "${spec%%=*}")"); done
-$R evaluate --truth data/jet4_seed1.nc --truth-b data/jet4_seed2.nc --baseline $(files none | tr , ' ') \
-  "${RUNS[@]}" --last-years 4 --out "$OUT/evaluate" --save-reference references/jet.nc
+MODELS=$MODELS SEEDS=$SEEDS MEMBERS=$MEMBERS JOBS=$JOBS OUT=$OUT YEARS=$YEARS LAST_YEARS=4 \
+  ROLL_ARGS="--config jet --allow-out-of-regime" \
+  TRUTH_ARGS="--truth data/jet4_seed1.nc --truth-b data/jet4_seed2.nc" EVAL_ARGS="--save-reference references/jet.nc" \
+  bash scripts/skill_eval.sh

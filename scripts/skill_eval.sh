@@ -11,6 +11,10 @@
 # REFERENCE=FILE scores against a stored truth reference instead (`roteq evaluate --save-reference`;
 # trained_models/eddy-c4-dilated-damped/reference.nc holds runs 0-3 of that data), without a ceiling:
 # for tuning when the high-res data is not on the machine.
+# Another configuration (scripts/jet_transfer.sh): ROLL_ARGS go to every rollout (e.g. --config jet
+# --allow-out-of-regime), YEARS sets their length (default 10) and LAST_YEARS the scored window
+# (default 5); TRUTH_ARGS replaces the truth arguments of `roteq evaluate` (e.g. two files), and
+# EVAL_ARGS adds to them (e.g. --save-reference FILE).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PYTHONHASHSEED=0
@@ -24,9 +28,15 @@ MEMBERS=${MEMBERS:-2}
 JOBS=${JOBS:-2}
 OUT=${OUT:-runs/skill}
 REFERENCE=${REFERENCE:-}
+YEARS=${YEARS:-10}
+LAST_YEARS=${LAST_YEARS:-5}
+ROLL_ARGS=${ROLL_ARGS:-}
+TRUTH_ARGS=${TRUTH_ARGS:-}
+EVAL_ARGS=${EVAL_ARGS:-}
 resume() { [ -f "$1/checkpoint.npz" ] && echo --resume || echo --overwrite; }
 roll() {  # DIR MODEL SEED
-  $R rollout --model "$2" --members "$MEMBERS" --years 10 --seed "$3" --out "$1" $(resume "$1") > "$1.log" 2>&1
+  $R rollout --model "$2" --members "$MEMBERS" --years "$YEARS" --seed "$3" $ROLL_ARGS --out "$1" $(resume "$1") \
+    > "$1.log" 2>&1
 }
 mkdir -p $OUT
 NAMES=(none=none backscatter=backscatter smagorinsky=smagorinsky $MODELS)
@@ -40,7 +50,8 @@ wait
 files() { local f=(); for seed in $SEEDS; do f+=("$OUT/$1-s$seed/rollout.nc"); done; (IFS=,; echo "${f[*]}"); }
 RUNS=()
 for spec in "${NAMES[@]:1}"; do RUNS+=(--run "${spec%%=*}=$(files "${spec%%=*}")"); done
-if [ -n "$REFERENCE" ]; then TRUTH=(--reference "$REFERENCE")
+if [ -n "$TRUTH_ARGS" ]; then read -ra TRUTH <<< "$TRUTH_ARGS"
+elif [ -n "$REFERENCE" ]; then TRUTH=(--reference "$REFERENCE")
 else TRUTH=(--truth "$DATA@$TRUTH_RUNS" --truth-b "$DATA@$CEILING_RUNS"); fi
 $R evaluate "${TRUTH[@]}" --baseline $(files none | tr , ' ') \
-  "${RUNS[@]}" --last-years 5 --out $OUT/evaluate
+  "${RUNS[@]}" --last-years "$LAST_YEARS" --out $OUT/evaluate $EVAL_ARGS

@@ -100,7 +100,7 @@ def test_killed_generate_resumes(serial_file, tmp_path):
     out = str(tmp_path / "resumed.nc")
     parts = out + ".parts"
     os.makedirs(parts)
-    wisdom = fftw_plans.load_or_measure(os.path.join(parts, fftw_plans.WISDOM_FILE), request.config.make_model)
+    wisdom = fftw_plans.load_or_measure(parts, request.config.make_model)
     pdata.run_member(request, 0, parts, wisdom, progress=False)
     with open(os.path.join(parts, "run_00001.nc.tmp.999.deadbeef"), "wb") as fh:
         fh.write(b"truncated")

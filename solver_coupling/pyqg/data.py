@@ -436,8 +436,7 @@ def generate(request: Request, out: str, *, overwrite: bool = False, workers: in
 
         paths = [_part_path(parts_dir, r) for r in range(request.runs)]
         pending = [r for r, p in enumerate(paths) if not _part_is_reusable(p, request.fingerprint(r), overwrite)]
-        wisdom = fftw_plans.load_or_measure(os.path.join(parts_dir, fftw_plans.WISDOM_FILE),
-                                            request.config.make_model)
+        wisdom = fftw_plans.load_or_measure(parts_dir, request.config.make_model)
 
         overall = tqdm(total=request.runs, initial=request.runs - len(pending), unit="run", desc="ensemble",
                        disable=None if progress is None else not progress)

@@ -34,12 +34,13 @@ def use_wisdom(wisdom: tuple | None) -> None:
     pyfftw.import_wisdom(wisdom)
 
 
-def load_or_measure(path: str | os.PathLike, make_model: Callable[[], object]) -> tuple:
-    """The wisdom stored at ``path``; if there is none, plan by building ``make_model()`` with a
-    fresh planner and store what it measured (atomically). Import it with :func:`use_wisdom`."""
+def load_or_measure(folder: str | os.PathLike, make_model: Callable[[], object]) -> tuple:
+    """The wisdom a job keeps in ``folder`` (:data:`WISDOM_FILE`); if there is none, plan by building
+    ``make_model()`` with a fresh planner and store what it measured (atomically). Import it with
+    :func:`use_wisdom`."""
     import pyfftw
 
-    path = Path(path)
+    path = Path(folder) / WISDOM_FILE
     if path.exists():
         with open(path, "rb") as fh:
             return pickle.load(fh)

@@ -44,6 +44,7 @@ import os
 import time
 import zipfile
 from dataclasses import asdict, dataclass, fields
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -457,8 +458,8 @@ def rollout(req: RolloutRequest, out: str | os.PathLike, *, resume: bool = False
                                   "or overwrite=True (--overwrite) to start over")
         if req.engine == "pyqg":
             # plan pyqg's FFTs from the folder's wisdom, so a resume or a re-run repeats bit for bit
-            fftw_plans.use_wisdom(fftw_plans.load_or_measure(out / fftw_plans.WISDOM_FILE,
-                                                             lambda: req.config.make_model(nx=req.nx, log_level=0)))
+            plan_model = partial(req.config.make_model, nx=req.nx, log_level=0)
+            fftw_plans.use_wisdom(fftw_plans.load_or_measure(out, plan_model))
         engine = ENGINES[req.engine](req)
         st = _State(req)
         engine.set_q([initial_pv(req.config, req.seed, i) for i in range(req.members)])
