@@ -164,16 +164,16 @@ class Operator:
     def __post_init__(self) -> None:
         if self.n_coarse < 4 or self.n_coarse % 2:
             raise ValueError(f"the coarse grid size must be even and >= 4; got {self.n_coarse}")
-        if self.n_fine % self.n_coarse:
-            raise ValueError(
-                f"the high-resolution nx={self.n_fine} is not divisible by the coarse nx={self.n_coarse}"
-            )
         if self.n_fine % 2:
             raise ValueError(f"the high-resolution nx must be even; got {self.n_fine}")
+        if self.n_coarse > self.n_fine:
+            raise ValueError(f"the coarse nx={self.n_coarse} must not exceed the high-resolution nx={self.n_fine}")
 
     @property
-    def ratio(self) -> int:
-        return self.n_fine // self.n_coarse
+    def ratio(self) -> int | float:
+        """``n_fine / n_coarse``: an int when it divides (block averaging needs that), else a float
+        (spectral truncation takes any smaller grid, e.g. 256 -> 48 or 96)."""
+        return self.n_fine // self.n_coarse if self.n_fine % self.n_coarse == 0 else self.n_fine / self.n_coarse
 
     @property
     def dx_coarse(self) -> float:
@@ -274,6 +274,9 @@ class GCMFiltersOperator(Operator):
     def __post_init__(self) -> None:
         super().__post_init__()
         self.name = "gcm"
+        if self.n_fine % self.n_coarse:
+            raise ValueError(f"block averaging needs the high-resolution nx={self.n_fine} to be a multiple of the "
+                             f"coarse nx={self.n_coarse}; the spectral and gaussian operators take any smaller grid")
         if self.width is None:
             self.width = 2.0 * self.dx_coarse
         import gcm_filters

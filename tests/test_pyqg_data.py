@@ -58,8 +58,9 @@ def test_overrides_and_errors():
         get_config("eddy", {"betta": 1.0})
     with pytest.raises(ValueError, match="ntd.*fixed at 1"):
         parse_assignment("ntd=2")
-    with pytest.raises(ValueError, match="not divisible"):
-        get_config("eddy", coarse_nx=48)
+    assert get_config("eddy", coarse_nx=48).coarse_nx == 48  # spectral truncation takes any smaller grid
+    with pytest.raises(ValueError, match="coarse nx=512 must not exceed the high-resolution nx=256"):
+        get_config("eddy", coarse_nx=512)
     with pytest.raises(ValueError, match="unknown configuration"):
         get_config("nope")
 
@@ -173,7 +174,8 @@ def test_cli_errors_exit_2_and_write_nothing(tmp_path, capsys):
     out = str(tmp_path / "o.nc")
     small = ["--set", "nx=32", "--coarse-nx", "16", "--years", "0.025", "--spinup-years", "0", "--serial"]
     _fails(["generate", "--out", out, "--set", "betta=1"], "unknown pyqg parameter 'betta'", capsys)
-    _fails(["generate", "--out", out, "--set", "nx=32", "--coarse-nx", "12"], "not divisible", capsys)
+    _fails(["generate", "--out", out, "--set", "nx=32", "--coarse-nx", "12", "--operator", "gcm"],
+           "block averaging needs the high-resolution nx=32 to be a multiple of the coarse nx=12", capsys)
     _fails(["generate", "--out", out, "--set", "nx=32", "--coarse-nx", "16", "--snapshot-hours", "1.5"],
            "whole number of time steps", capsys)
     assert os.listdir(tmp_path) == []

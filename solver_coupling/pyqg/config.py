@@ -149,8 +149,8 @@ class PyqgConfig:
                 raise ValueError(f"pyqg parameter {key!r} must be positive; got {p[key]!r}")
         if not isinstance(self.coarse_nx, int) or self.coarse_nx < 4 or self.coarse_nx % 2:
             raise ValueError(f"the coarse nx must be an even integer >= 4; got {self.coarse_nx!r}")
-        if nx % self.coarse_nx:
-            raise ValueError(f"the high-resolution nx={nx} is not divisible by the coarse nx={self.coarse_nx}")
+        if self.coarse_nx > nx:
+            raise ValueError(f"the coarse nx={self.coarse_nx} must not exceed the high-resolution nx={nx}")
 
     # ---------------------------------------------------------------- derived quantities
     @property
@@ -166,10 +166,6 @@ class PyqgConfig:
     def dt(self) -> float:
         """Time step in s."""
         return float(self.params["dt"])
-
-    @property
-    def ratio(self) -> int:
-        return self.nx // self.coarse_nx
 
     @property
     def F1(self) -> float:
