@@ -64,6 +64,7 @@ class PVForcing:
         if len(layers) != 2:
             raise ValueError(f"the two-layer PV forcing needs fluxes for 2 layers, the schema has {layers}")
         self.n = int(n)
+        self.dx = float(L) / self.n  # grid spacing [m]: what a similarity-scaled network needs
         network.check_grid(self.n, self.n)
         operator = fluxform.PVForcingOperator(self.n, L, F1, F2)
         k, l = fluxform.wavenumbers(self.n, L)  # pyqg's k, l (Nyquist kept, as pyqg's own velocity has it)
@@ -113,8 +114,8 @@ class PVForcing:
         """Stacked network outputs ``[B, C_out, n, n]`` for named inputs."""
         if self.net is not None:
             x = self.schema.stack({f.name: torch.as_tensor(state[f.name]).to(self.dtype) for f in self.schema.inputs})
-            return self.net(x.reshape(-1, *x.shape[-3:]))
-        return self.predictor.stacked(*self.predictor.pack(state, batch, self.n, self.n))
+            return self.net(x.reshape(-1, *x.shape[-3:]), self.dx)
+        return self.predictor.stacked(*self.predictor.pack(state, batch, self.n, self.n), self.dx)
 
     @property
     def _has_closure_terms(self) -> bool:
@@ -196,7 +197,7 @@ class PVForcing:
             state = fields.qg_inputs(*self._split(grid), *self._constant_arrays(beta, U, batch))
             S = self._forcing(state, batch, P)
         else:
-            y = self.predictor.stacked(grid.reshape(B, -1, self.n, self.n), self._constants(beta, U, B))
+            y = self.predictor.stacked(grid.reshape(B, -1, self.n, self.n), self._constants(beta, U, B), self.dx)
             S = self._to_forcing(y, batch, P)
         return S if torch_in else S.detach().to(torch.float64).cpu().numpy()
 

@@ -138,7 +138,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     try:
         model = ModelConfig(arch=args.arch, group=args.group, channels=args.channels, kernel_sizes=args.kernel_sizes,
                             out_kernel_size=args.out_kernel_size, activation=args.activation, dilations=args.dilations,
-                            multiscale=args.multiscale)
+                            multiscale=args.multiscale, similarity=args.similarity)
         opts = TrainOptions(
             data=args.data, out=args.out, name=args.name, model=model, epochs=args.epochs,
             batch_size=args.batch_size, lr=args.lr, min_lr_factor=args.min_lr_factor,
@@ -177,6 +177,9 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--multiscale", action="store_true",
                    help="U-Net: hidden layer l runs on the grid coarsened 2^l times (channels and kernel sizes "
                         "per level, e.g. --channels 16,32,64 --kernel-sizes 3,3,3 sees 30 cells across)")
+    p.add_argument("--similarity", action="store_true",
+                   help="resolution-aware scaling: inputs and outputs also in units of the grid spacing and the "
+                        "sample's velocity-gradient scale, so the model can run on other grids")
     p.add_argument("--out-kernel-size", type=int, default=m.out_kernel_size)
     p.add_argument("--activation", choices=["relu", "elu"], default=m.activation)
     p.add_argument("--epochs", type=int, default=d.epochs)
@@ -247,6 +250,43 @@ def add_train_online_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_cmd_train_online)
+    return p
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    from roteq_param.atomic import atomic_write_bytes
+    from roteq_param.train import load_dataset, r2_scores
+
+    try:
+        net = load_model(args.model)
+        data = load_dataset(args.data, schema=net.schema, min_runs=1)
+        runs = list(range(data.n_runs)) if args.runs is None else sorted(set(args.runs))
+        bad = [r for r in runs if not 0 <= r < data.n_runs]
+        if bad:
+            raise ValueError(f"--runs {bad} are not in {args.data} (runs 0-{data.n_runs - 1})")
+        n = int(data.x.shape[-1])
+        result = {"model": args.model, "data": os.path.abspath(args.data), "grid": n, "dx_m": data.L / n,
+                  "runs": runs, "r2": r2_scores(net, data, runs)}
+    except (ValueError, FileNotFoundError, ModelFileError) as e:
+        _fail("score", e)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        atomic_write_bytes(args.out, (text + "\n").encode())
+    return 0
+
+
+def add_score_parser(subparsers) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "score", help="offline skill (R^2 of the fluxes and of S per layer) of a model on a coarse dataset",
+        description="R^2 of every flux component and of the PV forcing S per layer, of a trained model on the "
+                    "runs of a dataset from `roteq generate` or `roteq coarsen` (any grid a similarity-scaled "
+                    "model can run on).")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="model name or directory (default %(default)s)")
+    p.add_argument("--data", required=True, help="netCDF dataset")
+    p.add_argument("--runs", type=_int_list, default=None, help="runs to score, comma-separated (default: all)")
+    p.add_argument("--out", default=None, help="also write the JSON here")
+    p.set_defaults(func=_cmd_score)
     return p
 
 
@@ -578,6 +618,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_coarsen_parser(sub)
     add_train_parser(sub)
     add_train_online_parser(sub)
+    add_score_parser(sub)
     add_rollout_parser(sub)
     add_evaluate_parser(sub)
     add_bench_parser(sub)

@@ -15,7 +15,7 @@ import torch
 from conftest_models import tiny_dataset
 from roteq_param import models, symmetry
 from roteq_param.forcing import PVForcing
-from roteq_param.models import ModelConfig
+from roteq_param.models import ModelConfig, similarity
 from roteq_param.symmetry import Element, Group, Kind
 from roteq_param.train import TrainOptions, train
 from solver_coupling.pyqg.config import get_config
@@ -39,10 +39,14 @@ def eddy():
     return _model(np.load(Path(__file__).parent / "data" / "eddy64_state.npz")["q"])
 
 
-def _physically_scaled(group, state, seed=0, **arch):
+def _physically_scaled(group, state, seed=0, dx=None, **arch):
     torch.manual_seed(seed)
     arch = arch or {"channels": (2 * Group.parse(group).order,) * 2, "kernel_sizes": (5, 1)}
     net = models.build_model(group=group, **arch)
+    if net.config.similarity:  # reference: this state's grid spacing and velocity-gradient scale
+        x = net.schema.stack({k: torch.as_tensor(v) for k, v in state.items()})[None]
+        net.set_similarity_reference(dx, float(similarity.gradient_scale(x[:, similarity.velocity_channels(net.schema)],
+                                                                         dx)))
     rms = {k: float(np.sqrt(np.mean(np.asarray(v) ** 2))) or 1.0 for k, v in state.items()}
     out = {f.name: (rms["vel_1"] ** 2 if f.name.startswith("tau") else rms["vel_1"] * rms["b"]) * 0.05
            for f in net.schema.outputs}
@@ -59,12 +63,18 @@ def nets(eddy, tmp_path_factory):
             "fresh C4 multiscale": _physically_scaled("C4", state, seed=2, channels=(8, 16, 32), kernel_sizes=(3, 3, 3),
                                                       multiscale=True),
             "fresh D4 multiscale": _physically_scaled("D4", state, seed=3, channels=(8, 16), kernel_sizes=(3, 3),
-                                                      multiscale=True)}
+                                                      multiscale=True),
+            "fresh D4 similarity": _physically_scaled("D4", state, seed=4, dx=eddy.L / eddy.nx, channels=(16, 16),
+                                                      kernel_sizes=(5, 1), similarity=True)}
     d = tmp_path_factory.mktemp("trained")
     summary = train(TrainOptions(data=tiny_dataset(d / "tiny.nc"), out=str(d / "run"), name=str(d / "model"),
                                  model=ModelConfig(group="D4", channels=(8, 8), kernel_sizes=(3, 1)),
                                  epochs=2, batch_size=4, progress=False, threads=1))
     out["trained D4"] = models.load_model(summary["model_dir"])
+    summary = train(TrainOptions(data=str(d / "tiny.nc"), out=str(d / "run_sim"), name=str(d / "model_sim"),
+                                 model=ModelConfig(group="C4", channels=(8, 8), kernel_sizes=(3, 1), similarity=True),
+                                 epochs=2, batch_size=4, progress=False, threads=1))
+    out["trained C4 similarity"] = models.load_model(summary["model_dir"])
     return out
 
 
@@ -78,11 +88,12 @@ def test_network_and_forcing_on_a_physical_state_for_every_element(eddy, nets, d
     for name, net in nets.items():
         predictor = models.Predictor(net, dtype=dtype)
         forcing = PVForcing(predictor, F1=eddy.F1, F2=eddy.F2, L=eddy.L, n=eddy.nx)
-        fluxes, dq = predictor(state), forcing(state)
+        dx = eddy.L / eddy.nx  # needed by the similarity-scaled nets, ignored by the others
+        fluxes, dq = predictor(state, dx), forcing(state)
         for g in Group.parse(net.config.group).exact_elements():
             moved = net.schema.transform(g, state)
             expected = net.schema.transform(g, fluxes)
-            got = predictor(moved)
+            got = predictor(moved, dx)
             for field in expected:
                 assert _relative(got[field], expected[field]) <= TOL[dtype], (name, str(g), field)
             err = _relative(forcing(moved), symmetry.act(g, dq, Kind.PSEUDOSCALAR))

@@ -71,6 +71,12 @@ class ModelConfig:
         anti-diffusion, energy returned where ``K^2`` times the enstrophy spectrum peaks, near the grid
         scale); ``1`` ``+a zeta`` (``-a K^2 psi^``: an anti-drag on relative vorticity, energy returned
         where the kinetic-energy spectrum peaks, i.e. the energy-containing scales).
+    similarity:
+        ``False`` (default): fixed per-field scales, so the network is tied to the grid spacing it was
+        trained on. ``True``: resolution-aware similarity scaling (:mod:`roteq_param.models.similarity`):
+        every input and output is also measured in units of the grid spacing and the sample's
+        velocity-gradient scale, so one network can run on other grids; calls then need the grid
+        spacing ``dx`` (m). Exactly equivariant.
     """
 
     arch: str = "escnn"
@@ -85,6 +91,7 @@ class ModelConfig:
     energy_backscatter: float = 0.0
     backscatter_order: int = 2
     multiscale: bool = False
+    similarity: bool = False
 
     def __post_init__(self) -> None:
         if self.backscatter_order not in (1, 2):
@@ -105,6 +112,8 @@ class ModelConfig:
                              f"(channels {list(self.channels)})")
         if not isinstance(self.multiscale, bool):
             raise ValueError(f"multiscale must be true or false, got {self.multiscale!r}")
+        if not isinstance(self.similarity, bool):
+            raise ValueError(f"similarity must be true or false, got {self.similarity!r}")
         if self.multiscale and (len(self.channels) < 2 or any(d != 1 for d in dilations)):
             raise ValueError(f"a multiscale network needs at least two levels (channels {list(self.channels)}) "
                              f"and dilations of 1 (got {list(dilations)})")

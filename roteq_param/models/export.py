@@ -12,6 +12,10 @@ Two exact simplifications make the exported graph cheaper than a literal transla
   first convolution is a per-sample bias: ``sum_{taps} W[:, c] * value``. The exported net
   convolves only the gridded channels (5 of the 11 in the QG schema) and adds that bias;
 * ``in_scale`` and ``out_scale`` are folded into the first and last conv weights.
+
+With similarity scaling (``ModelConfig.similarity``) the per-sample factors of
+:mod:`roteq_param.models.similarity` divide the inputs and multiply the outputs on top of that;
+the calls then take the grid spacing ``dx`` [m].
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from roteq_param.fields import Schema
-from roteq_param.models import multiscale
+from roteq_param.models import multiscale, similarity
 
 __all__ = ["ExportedFluxNet", "time_inference"]
 
@@ -40,7 +44,8 @@ class ExportedFluxNet(nn.Module):
 
     def __init__(self, schema: Schema, weights: list, in_scale: torch.Tensor, out_scale: torch.Tensor,
                  activation: str, dtype: torch.dtype = torch.float32, dilations: tuple[int, ...] | None = None,
-                 closure: dict[str, float] | None = None, multiscale: bool = False):
+                 closure: dict[str, float] | None = None, multiscale: bool = False,
+                 similarity_reference: tuple[float, float] | None = None):
         super().__init__()
         # U-Net topology (roteq_param.models.multiscale): weights in the order encoder, decoder, output
         self.multiscale = bool(multiscale)
@@ -75,22 +80,57 @@ class ExportedFluxNet(nn.Module):
         self.pads = [d * (w.shape[-1] // 2) for w, d in zip(ws, self.dilations)]
         self.weights = nn.ParameterList([nn.Parameter(w.contiguous(), requires_grad=False) for w in ws[1:]])
         self.biases = nn.ParameterList([nn.Parameter(b.contiguous(), requires_grad=False) for b in bs[1:]])
+        # similarity scaling: (dx_ref [m], G_ref [1/s]), the velocity channels' places in the gridded
+        # tensor and each channel's exponents of (Delta, G), split like the inputs
+        self.similarity = similarity_reference is not None
+        if self.similarity:
+            e_in = similarity.channel_exponents(schema, "inputs")
+            vel = similarity.velocity_channels(schema)
+            self.register_buffer("sim_reference", torch.tensor(similarity_reference, dtype=f64))
+            self.register_buffer("sim_velocity", torch.tensor([grid_idx.index(c) for c in vel], dtype=torch.long))
+            self.register_buffer("sim_grid", e_in[grid_idx].contiguous())
+            self.register_buffer("sim_const", e_in[const_idx].contiguous())
+            self.register_buffer("sim_out", similarity.channel_exponents(schema, "outputs"))
         self.to(dtype)
         self.eval()
 
     def _act(self, h: torch.Tensor) -> torch.Tensor:
         return torch.relu_(h) if self.activation == "relu" else F.elu(h, inplace=True)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, dx: float | None = None) -> torch.Tensor:
+        """Stacked fluxes for stacked inputs; ``dx`` [m] is the grid spacing (needed with similarity scaling)."""
         if self._n_grid_prefix >= 0:
             grid = x[:, : self._n_grid_prefix]
         else:
             grid = x.index_select(1, self.grid_idx)
-        return self.forward_split(grid, x[:, self.const_idx, 0, 0])
+        return self.forward_split(grid, x[:, self.const_idx, 0, 0], self.grid_spacing(dx))
 
-    def forward_split(self, grid: torch.Tensor, const: torch.Tensor) -> torch.Tensor:
+    def grid_spacing(self, dx: float | None) -> torch.Tensor:
+        """``dx`` [m] as the 0-d tensor :meth:`forward_split` takes (a model without similarity scaling
+        ignores it; one with it refuses ``None``)."""
+        if dx is None:
+            if self.similarity:
+                raise ValueError("a similarity-scaled model needs the grid spacing dx [m] of its inputs")
+            dx = 1.0
+        return torch.tensor(float(dx), dtype=self.b_first.dtype, device=self.b_first.device)
+
+    def forward_split(self, grid: torch.Tensor, const: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
         """Same as ``forward`` with the gridded channels ``[B, C_grid, y, x]`` and the constant-vector
-        values ``[B, C_const]`` given separately (schema order), so nothing is broadcast over the grid."""
+        values ``[B, C_const]`` given separately (schema order), so nothing is broadcast over the grid;
+        ``dx`` is the grid spacing [m] as a 0-d tensor (:meth:`grid_spacing`)."""
+        if self.similarity:
+            return self._forward_similarity(grid, const, dx)
+        return self._forward_scaled(grid, const)
+
+    def _forward_similarity(self, grid: torch.Tensor, const: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
+        g_ratio = similarity.gradient_scale(grid[:, self.sim_velocity], dx) / self.sim_reference[1]
+        dx_ratio = dx / self.sim_reference[0]
+        f_grid, f_const, f_out = (similarity.channel_factors(e, dx_ratio, g_ratio)
+                                  for e in (self.sim_grid, self.sim_const, self.sim_out))
+        y = self._forward_scaled(grid / f_grid[..., None, None], const / f_const)
+        return y * f_out[..., None, None]
+
+    def _forward_scaled(self, grid: torch.Tensor, const: torch.Tensor) -> torch.Tensor:
         # [B, H] first-layer bias, including the constant vectors' contribution
         bias = torch.addmm(self.b_first, const, self.w_const.T)
         p = self.pads[0]
@@ -126,20 +166,22 @@ class ExportedFluxNet(nn.Module):
 
 
 def time_inference(model: ExportedFluxNet, n: int = 64, repeats: int = 200) -> float:
-    """Best-of-5 mean wall time (ms) of one exported call on one ``n x n`` state, current torch threads."""
+    """Best-of-5 mean wall time (ms) of one exported call on one ``n x n`` state (a 1000 km square, as
+    pyqg's default domain), current torch threads."""
     g = torch.Generator().manual_seed(0)
     arrays = {}
     for f in model.schema.inputs:
         shape = (2,) if not f.gridded else ((f.n_components,) if f.n_components > 1 else ()) + (n, n)
         arrays[f.name] = torch.randn(shape, generator=g)
     x = model.schema.stack(arrays, "inputs")[None]
+    dx = 1.0e6 / n
     with torch.no_grad():
         for _ in range(20):
-            model(x)
+            model(x, dx)
         best = math.inf
         for _ in range(5):
             t0 = time.perf_counter()
             for _ in range(repeats):
-                model(x)
+                model(x, dx)
             best = min(best, (time.perf_counter() - t0) / repeats)
     return best * 1e3

@@ -66,9 +66,9 @@ with one hidden layer and unstable with two; [32, 32] and two 3x3 layers gave S 
 R^2 of only 0.08-0.19 (spectral-truncation operator), so the flux R^2 of any 3x3-local net
 is low; the PV forcing S, which the solver feels, is predicted better (R^2 ~0.2-0.35 there).
 
-Resolution transfer (outputs scaled by Delta^2 |grad u|^2 and dimensionless inputs) is not
-done: it needs the grid spacing as an input, and the per-field scales set from the training
-data already make the net well conditioned at the resolution it is trained and used at.
+Resolution transfer: with ``ModelConfig.similarity`` every input and output is also measured in
+units of the grid spacing and the sample's velocity-gradient scale
+(:mod:`roteq_param.models.similarity`); the calls then take the grid spacing ``dx`` (m).
 """
 
 
@@ -84,7 +84,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from roteq_param.fields import Schema, escnn_field_type
-from roteq_param.models import multiscale
+from roteq_param.models import multiscale, similarity
 from roteq_param.models.config import ModelConfig
 from roteq_param.models.export import ExportedFluxNet
 from roteq_param.symmetry import Group
@@ -125,6 +125,10 @@ class FluxNet(nn.Module):
         c_in, c_out = self.schema.n_channels("inputs"), self.schema.n_channels("outputs")
         self.register_buffer("in_scale", torch.ones(c_in))
         self.register_buffer("out_scale", torch.ones(c_out))
+        if config.similarity:  # only then, so that the files of models without it keep their keys
+            # the training data's grid spacing [m] and mean velocity-gradient scale [1/s]: where the
+            # per-sample similarity factors are 1
+            self.register_buffer("similarity_reference", torch.ones(2))
         if config.arch == "escnn":
             self.net = self._build_escnn()
         else:
@@ -186,15 +190,46 @@ class FluxNet(nn.Module):
         self.in_scale.copy_(_channel_scales(self.schema, "inputs", input_scales))
         self.out_scale.copy_(_channel_scales(self.schema, "outputs", output_scales))
 
+    def set_similarity_reference(self, dx: float, gradient_scale: float) -> None:
+        """The grid spacing [m] and velocity-gradient scale [1/s] at which the similarity factors are 1."""
+        if not (dx > 0 and gradient_scale > 0 and math.isfinite(dx) and math.isfinite(gradient_scale)):
+            raise ValueError(f"the similarity reference needs dx > 0 [m] and G > 0 [1/s], got {dx}, {gradient_scale}")
+        self.similarity_reference.copy_(torch.tensor([dx, gradient_scale]))
+
+    def similarity_factors(self, x: torch.Tensor, dx: float | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(inputs [B, C_in], outputs [B, C_out])`` factors of the similarity scaling for stacked inputs
+        ``x`` on a grid of spacing ``dx`` [m]; ``None`` for a model without it."""
+        if not self.config.similarity:
+            return None
+        if dx is None:
+            raise ValueError("a similarity-scaled model needs the grid spacing dx [m] of its inputs")
+        dx_ref, g_ref = self.similarity_reference.double()
+        g = similarity.gradient_scale(x[:, similarity.velocity_channels(self.schema)].double(), dx)
+        return tuple(similarity.channel_factors(similarity.channel_exponents(self.schema, w), dx / dx_ref,
+                                                g / g_ref).to(x.dtype) for w in ("inputs", "outputs"))
+
+    def output_units(self, x: torch.Tensor, dx: float | None = None) -> torch.Tensor:
+        """What one unit of :meth:`forward_normalized` is in each output channel: ``[C, 1, 1]`` or, with
+        similarity scaling, ``[B, C, 1, 1]`` (the outputs' units)."""
+        factors = self.similarity_factors(x, dx)
+        if factors is None:
+            return self.out_scale[:, None, None]
+        return (self.out_scale * factors[1])[..., None, None]
+
     def field_scales(self, which: str) -> dict[str, float]:
         """The per-field scales currently stored (inverse of :meth:`set_normalization`)."""
         buf = self.in_scale if which == "inputs" else self.out_scale
         return {name: float(buf[s.start]) for name, s in self.schema.channel_slices(which).items()}
 
     # -- evaluation -------------------------------------------------------------------------------
-    def forward_normalized(self, x: torch.Tensor) -> torch.Tensor:
-        """Outputs in units of ``out_scale`` (what the training loss compares)."""
-        x = x / self.in_scale[:, None, None]
+    def forward_normalized(self, x: torch.Tensor, dx: float | None = None) -> torch.Tensor:
+        """Outputs in units of :meth:`output_units` (what the training loss compares); ``dx`` [m] is the
+        grid spacing, needed with similarity scaling."""
+        factors = self.similarity_factors(x, dx)
+        if factors is None:
+            x = x / self.in_scale[:, None, None]
+        else:
+            x = x / (self.in_scale * factors[0])[..., None, None]
         if self.config.multiscale:
             return self._multiscale_forward(x)
         if self.config.arch == "escnn":
@@ -219,8 +254,9 @@ class FluxNet(nn.Module):
         act = torch.relu if self.config.activation == "relu" else F.elu
         return multiscale.unet_forward(act(convs[0](x)), convs[1:levels], convs[levels:2 * levels - 1], convs[-1], act)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_normalized(x) * self.out_scale[:, None, None]
+    def forward(self, x: torch.Tensor, dx: float | None = None) -> torch.Tensor:
+        """Stacked fluxes in physical units; ``dx`` [m] is the grid spacing, needed with similarity scaling."""
+        return self.forward_normalized(x, dx) * self.output_units(x, dx)
 
     def converted(self, dtype: torch.dtype, device: str | torch.device | None = None) -> "FluxNet":
         """A copy of the network in ``dtype`` (and on ``device``); the original is untouched.
@@ -230,7 +266,13 @@ class FluxNet(nn.Module):
         converts the bases of every other network built in the process (measured: a later
         ``load_model`` then failed with a dtype mismatch inside escnn).
         """
-        return copy.deepcopy(self).to(device=device, dtype=dtype)
+        mode = self.training
+        self.train()  # escnn's eval-mode caches (expanded filters, built under autograd) cannot be deep-copied
+        try:
+            twin = copy.deepcopy(self)
+        finally:
+            self.train(mode)
+        return twin.to(device=device, dtype=dtype).train(mode)
 
     @property
     def closure(self) -> dict[str, float]:
@@ -270,7 +312,11 @@ class FluxNet(nn.Module):
         if self.config.arch == "escnn":
             from escnn import nn as enn
 
-            convs = [m for m in self.net.modules() if isinstance(m, enn.R2Conv)]
+            # Expand in float64 (a converted copy): the float32 expansion's sums are ordered by the
+            # CPU's vector kernels, which moved the shipped model's float64 hook output by 1.1e-7
+            # relative from one machine to another (AVX2 -> AVX-512, measured); in float64 that is ~1e-16.
+            source = self if self.in_scale.dtype == torch.float64 else self.converted(torch.float64)
+            convs = [m for m in source.net.modules() if isinstance(m, enn.R2Conv)]
             return [_project_equivariant(*c.expand_parameters(), c.in_type, c.out_type, self.group) for c in convs]
         convs = [m for m in self.net.modules() if isinstance(m, nn.Conv2d)]
         return [(c.weight.detach().clone(), None if c.bias is None else c.bias.detach().clone()) for c in convs]
@@ -279,9 +325,11 @@ class FluxNet(nn.Module):
     def export(self, dtype: torch.dtype = torch.float32) -> "ExportedFluxNet":
         """Plain-torch inference module computing the same function (no escnn needed), in ``dtype``."""
         weights = self._layer_weights()
+        reference = tuple(float(v) for v in self.similarity_reference) if self.config.similarity else None
         return ExportedFluxNet(self.schema, weights, self.in_scale.clone(), self.out_scale.clone(),
                                self.config.activation, dtype, dilations=self.config.dilations + (1,),
-                               closure=self.config.closure, multiscale=self.config.multiscale)
+                               closure=self.config.closure, multiscale=self.config.multiscale,
+                               similarity_reference=reference)
 
 
 def _signed_permutation(rho: np.ndarray, what: str) -> np.ndarray:

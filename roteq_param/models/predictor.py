@@ -77,19 +77,30 @@ class Predictor:
         # (measured, benchmarks/bench_models.py) and exact; conv/pad ops trace shape-generically,
         # so one trace serves every batch and grid size.
         example = (torch.zeros(1, n_grid, 16, 16, device=self.device, dtype=dtype),
-                   torch.zeros(1, n_const, device=self.device, dtype=dtype))
+                   torch.zeros(1, n_const, device=self.device, dtype=dtype),
+                   torch.tensor(1.0e4, device=self.device, dtype=dtype))
         # torch 2.13 marks TorchScript deprecated; torch is pinned (==2.13.0), so silence that here only.
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             traced = torch.jit.trace_module(self.model, {"forward_split": example})
             self._forward_split = torch.jit.freeze(traced, preserved_attrs=["forward_split"]).forward_split
+        self._spacing: dict[float | None, torch.Tensor] = {}
 
     # -- tensor level -----------------------------------------------------------------------------
-    def stacked(self, grid: torch.Tensor, const: torch.Tensor) -> torch.Tensor:
+    def stacked(self, grid: torch.Tensor, const: torch.Tensor, dx: float | None = None) -> torch.Tensor:
         """Outputs ``[B, C_out, y, x]`` from gridded channels ``[B, C_grid, y, x]`` and constant-vector
-        values ``[B, C_const]`` (schema order, the predictor's device and dtype; not validated)."""
+        values ``[B, C_const]`` (schema order, the predictor's device and dtype; not validated). ``dx`` is
+        the grid spacing [m], needed by a similarity-scaled model (:attr:`needs_grid_spacing`)."""
+        spacing = self._spacing.get(dx)
+        if spacing is None:  # one small tensor per grid, not one per call
+            spacing = self._spacing[dx] = self.model.grid_spacing(dx)
         with torch.no_grad():
-            return self._forward_split(grid, const)
+            return self._forward_split(grid, const, spacing)
+
+    @property
+    def needs_grid_spacing(self) -> bool:
+        """True for a similarity-scaled model (``ModelConfig.similarity``): every call needs ``dx``."""
+        return self.model.similarity
 
     def pack(self, arrays: Mapping[str, Any], batch: tuple[int, ...], ny: int, nx: int
              ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -126,11 +137,12 @@ class Predictor:
         net halves it per level); the traced graph itself cannot say why a shape fails."""
         self.model.check_grid(ny, nx)
 
-    def __call__(self, arrays: Mapping[str, Any]) -> dict[str, Any]:
+    def __call__(self, arrays: Mapping[str, Any], dx: float | None = None) -> dict[str, Any]:
+        """Named fluxes for named inputs on a grid of spacing ``dx`` [m] (needed with similarity scaling)."""
         batch, (ny, nx) = self.schema.validate(arrays, "inputs")
         self.check_grid(ny, nx)
         first = arrays[self._grid_parts[0][0]]
-        y = self.stacked(*self.pack(arrays, batch, ny, nx))
+        y = self.stacked(*self.pack(arrays, batch, ny, nx), dx)
         if not is_torch(first):
             y, dtype = y.cpu().numpy(), np.asarray(first).dtype
             return {f.name: y[:, sl].reshape(self._out_shape(f, batch, ny, nx)).astype(dtype)

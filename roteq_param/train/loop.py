@@ -43,7 +43,7 @@ import torch
 
 from roteq_param import symmetry
 from roteq_param.atomic import atomic_write_bytes, exclusive_output
-from roteq_param.models import FluxNet, ModelConfig, build_model, save_model, time_inference
+from roteq_param.models import FluxNet, ModelConfig, build_model, save_model, similarity, time_inference
 from roteq_param.symmetry import Group, Kind
 from roteq_param.train.data import QGData, field_scales, load_dataset, pv_forcing
 from roteq_param.train.metrics import evaluate, r2_scores
@@ -117,11 +117,25 @@ def offline_losses(model: FluxNet, data: QGData, x, y, s, s_scale) -> tuple[torc
     """(flux loss, S loss), both dimensionless (normalised by the per-field / per-layer scales).
 
     ``s_scale`` is the RMS of the training runs' S per layer [s^-2] (:func:`s_scales`)."""
-    pred_n = model.forward_normalized(x)
-    flux = ((pred_n - y / model.out_scale[:, None, None]) ** 2).mean()
-    s_pred = pv_forcing(data.schema, pred_n * model.out_scale[:, None, None], data.F1, data.F2, data.L)
+    dx = data.L / x.shape[-1]
+    pred_n, units = model.forward_normalized(x, dx), model.output_units(x, dx)
+    flux = ((pred_n - y / units) ** 2).mean()
+    s_pred = pv_forcing(data.schema, pred_n * units, data.F1, data.F2, data.L)
     s_loss = (((s_pred - s) / s_scale[:, None, None]) ** 2).mean()
     return flux, s_loss
+
+
+def _set_normalization(model: FluxNet, data: QGData, x: torch.Tensor, y: torch.Tensor) -> None:
+    """Per-field scales from the training samples; with similarity scaling, first the reference (the
+    training grid's spacing and mean velocity-gradient scale) and then the scales of the
+    dimensionless fields, so that the normalised inputs are O(1) on any grid."""
+    if model.config.similarity:
+        dx = data.L / x.shape[-1]
+        g = similarity.gradient_scale(x[:, similarity.velocity_channels(data.schema)].double(), dx)
+        model.set_similarity_reference(dx, float(g.mean()))
+        f_in, f_out = model.similarity_factors(x, dx)
+        x, y = x / f_in[..., None, None], y / f_out[..., None, None]
+    model.set_normalization(field_scales(data.schema, "inputs", x), field_scales(data.schema, "outputs", y))
 
 
 def s_scales(s: torch.Tensor) -> torch.Tensor:
@@ -303,7 +317,7 @@ def _train(opts: TrainOptions, tqdm) -> dict[str, Any]:
     torch.manual_seed(opts.seed)
     np.random.seed(opts.seed)
     model = build_model(opts.model)
-    model.set_normalization(field_scales(data.schema, "inputs", x_tr), field_scales(data.schema, "outputs", y_tr))
+    _set_normalization(model, data, x_tr, y_tr)
     s_scale = s_scales(s_tr)
     optim = torch.optim.Adam(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
     gen = torch.Generator().manual_seed(opts.seed)

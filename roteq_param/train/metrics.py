@@ -68,7 +68,7 @@ def r2_scores(model: torch.nn.Module, data: QGData, runs: Sequence[int], element
             x = schema.transform_stacked(element, x, "inputs")
             y = schema.transform_stacked(element, y, "outputs")
             s = symmetry.act(element, s, Kind.PSEUDOSCALAR)
-        pred = model(x)
+        pred = model(x, data.L / x.shape[-1])
         acc_y.add(pred, y)
         acc_s.add(pv_forcing(schema, pred, data.F1, data.F2, data.L), s)
     model.train(was_training)

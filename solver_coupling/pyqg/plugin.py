@@ -174,10 +174,14 @@ class RotEqParameterization(pyqg.QParameterization):
         self.verify_model_file()
         declared = self.training_config
         actual = solver_config_of(m)
-        for key in SOLVER_STRUCTURAL:
+        # a similarity-scaled network takes the grid spacing as an input, so only the layer count binds it
+        structural = ("nz",) if self._loaded.model.config.similarity else SOLVER_STRUCTURAL
+        for key in structural:
             if key in declared and int(declared[key]) != actual[key]:
+                hint = ("; a model trained with `roteq train --similarity` runs on other grids"
+                        if key in ("nx", "ny") else "")
                 raise ModelMismatchError(f"{key}: the model was trained for {key}={declared[key]}, the solver has "
-                                         f"{key}={actual[key]}")
+                                         f"{key}={actual[key]}{hint}")
         off = [f"{k}: trained {declared[k]:g}, solver {actual[k]:g}" for k in SOLVER_REGIME
                if k in declared and not math.isclose(float(declared[k]), actual[k], rel_tol=1e-6, abs_tol=1e-30)]
         self.matched_elements = self._group_elements_between(declared, actual) if off else ()
