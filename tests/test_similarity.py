@@ -112,6 +112,18 @@ def test_a_similarity_scaled_model_refuses_a_call_without_the_grid_spacing(eddy)
     for call in (lambda: net(x), lambda: net.export()(x), lambda: models.Predictor(net)(state)):
         with pytest.raises(ValueError, match=r"needs the grid spacing dx \[m\]"):
             call()
+    # the C-grid closure takes it at construction, and then computes what the predictor does
+    from solver_coupling.cgrid.adapter import NetworkClosure
+
+    beta, U = (0.0, eddy.beta), ((eddy.U1, 0.0), (eddy.U2, 0.0))
+    with pytest.raises(ValueError, match="similarity-scaled: pass the grid spacing dx"):
+        NetworkClosure(net, beta, U)
+    dx = eddy.L / eddy.nx
+    u_c = np.stack([state["vel_1"][0], state["vel_2"][0]])
+    v_c = np.stack([state["vel_1"][1], state["vel_2"][1]])
+    tau, _ = NetworkClosure(net, beta, U, dx=dx)(u_c, v_c, state["b"])
+    expected = models.Predictor(net)(state, dx)
+    assert np.abs(tau[0] - expected["tau_1"]).max() <= 1e-6 * np.abs(expected["tau_1"]).max()
 
 
 def test_training_with_similarity_then_running_in_pyqg_on_other_grids(tmp_path):

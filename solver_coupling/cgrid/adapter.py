@@ -265,11 +265,15 @@ class NetworkClosure:
     vectors the network was trained with (``beta`` = (beta_x, beta_y) [1/(m s)],
     ``U`` = background velocity per layer ``(2, 2)`` [m/s]) in, ``tau``
     ``(2, 3, ny, nx)`` [m^2/s^2] and ``Fb`` ``(2, 2, ny, nx)`` [m^3/s^2] out.
-    Inference in float32; inputs are validated (NaNs and shapes name the field).
+    Inference in float32; inputs are validated (NaNs and shapes name the field). ``dx`` is the
+    grid spacing [m], needed by a similarity-scaled model (``roteq train --similarity``).
     """
 
-    def __init__(self, model, beta, U):
+    def __init__(self, model, beta, U, dx: float | None = None):
         self.predictor = Predictor(model)
+        self.dx = None if dx is None else _spacing(dx, "dx")
+        if self.predictor.needs_grid_spacing and self.dx is None:
+            raise ValueError("this model is similarity-scaled: pass the grid spacing dx [m] to NetworkClosure")
         self.beta = np.asarray(beta, dtype=float)
         self.U = np.asarray(U, dtype=float)
         if self.beta.shape != (2,) or self.U.shape != (2, 2):
@@ -280,7 +284,7 @@ class NetworkClosure:
             if b_c.shape[0] != 1:
                 raise ValueError(f"the QG network takes one interface field b; got b with shape {b_c.shape}")
             b_c = b_c[0]
-        tau, Fb = qg_fluxes(self.predictor(qg_inputs(u_c, v_c, b_c, self.beta, self.U)))
+        tau, Fb = qg_fluxes(self.predictor(qg_inputs(u_c, v_c, b_c, self.beta, self.U), self.dx))
         return tau.astype(np.float64), Fb.astype(np.float64)
 
 
