@@ -2,19 +2,25 @@
 # Resolution transfer (issue #13): one eddy model at 48^2, 64^2 and 96^2, with and without the
 # resolution-aware similarity scaling (`roteq train --similarity`).
 #
-# The same 256^2 eddy runs (seed 10) are coarse-grained to each grid by spectral truncation: 4 runs
-# at 64^2 (runs 0-2 train, run 3 held out), 2 runs at 48^2 and at 96^2 (grids the models never see).
-# Each model trains at 64^2 only and is scored with `roteq score` on every grid. Resumable: finished
-# datasets, models and scores are kept; a killed training resumes from its checkpoint.
+# The same 256^2 eddy runs (seed 10) are coarse-grained to each grid by spectral truncation: 3 runs
+# at 64^2 (runs 0-1 train, run 2 held out), 2 runs at 48^2 and at 96^2. The variants `plain` and
+# `similarity` train at 64^2 only; `plain-3grids` and `similarity-3grids` also on run 0 of the 48^2
+# and 96^2 data (`--more-data`). Every model is scored with `roteq score` on the held-out runs: run 2
+# at 64^2, run 1 at 48^2 and 96^2. Resumable: finished datasets, models and scores are kept; a killed
+# training resumes from its checkpoint.
 #
-# Usage: scripts/resolution_transfer.sh   (from the repository root, after `make setup`)
+# With ONLINE=1 it then runs the online tables (scripts/skill_eval.sh), one per grid, for the model
+# trained on the three grids with the scaling: 2 members x 6.5 years per closure (seed 3), scored over the last 1.5 years against the same high-res runs' years
+# 5-6.5 (truth: run 0, noise ceiling: run 1).
+#
+# Usage: [ONLINE=1] scripts/resolution_transfer.sh   (from the repository root, after `make setup`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONHASHSEED=0
 R=.venv/bin/roteq
 GEN="--years 6.5 --spinup-years 5 --snapshot-hours 250 --seed 10 --workers 1"
 
-$R generate --runs 4 --coarse-nx 64 $GEN --out data/res64.nc
+$R generate --runs 3 --coarse-nx 64 $GEN --out data/res64.nc
 $R generate --runs 2 --coarse-nx 48 $GEN --out data/res48.nc
 $R generate --runs 2 --coarse-nx 96 $GEN --out data/res96.nc
 
@@ -22,25 +28,44 @@ mkdir -p runs/res
 # the shipped default's architecture (a 17-cell dilated C4 stack)
 ARCH="--channels 32,32,32 --kernel-sizes 5,3,3 --dilations 1,2,4"
 TRAIN="--lr 1e-2 --epochs ${EPOCHS:-60} --patience 1000 --seed 0 --val-runs 1 --no-progress"
-for variant in ${VARIANTS:-plain similarity}; do
+VARIANTS=${VARIANTS:-plain similarity plain-3grids similarity-3grids}
+for variant in $VARIANTS; do
     out=runs/res/$variant
     flag=""
-    [ "$variant" = similarity ] && flag="--similarity"
+    case $variant in similarity*) flag="--similarity" ;; esac
+    case $variant in *-3grids) flag="$flag --more-data data/res48.nc data/res96.nc" ;; esac
     if [ ! -f "$out/model/model.pt" ]; then
         $R train --data data/res64.nc $ARCH $TRAIN $flag --out "$out" --name "$out/model" --resume > "$out.train.json"
     fi
     for n in 48 64 96; do
-        runs=""
-        [ "$n" = 64 ] && runs="--runs 3"   # the held-out run at the training grid
+        runs="--runs 1"
+        [ "$n" = 64 ] && runs="--runs 2"
         [ -f "$out/score$n.json" ] || $R score --model "$out/model" --data "data/res$n.nc" $runs --out "$out/score$n.json" > /dev/null
     done
 done
 
-.venv/bin/python - <<'EOF'
+# the shipped default (trained at 64^2 on 25 other runs, no similarity scaling) on the same data
+mkdir -p runs/res/default
+for n in 48 64 96; do
+    runs="--runs 1"
+    [ "$n" = 64 ] && runs="--runs 2"
+    [ -f "runs/res/default/score$n.json" ] || $R score --model eddy-c4-dilated-apost --data "data/res$n.nc" $runs \
+        --out "runs/res/default/score$n.json" > /dev/null
+done
+
+if [ "${ONLINE:-0}" = 1 ]; then
+    for n in 48 64 96; do
+        models="similarity-3grids=runs/res/similarity-3grids/model"
+        OUT=runs/res/online$n DATA=data/res$n.nc TRUTH_RUNS=0 CEILING_RUNS=1 YEARS=6.5 LAST_YEARS=1.5 \
+            SEEDS=3 MEMBERS=2 ROLL_ARGS="--nx $n" MODELS="$models" scripts/skill_eval.sh
+    done
+fi
+
+VARIANTS=$VARIANTS .venv/bin/python - <<'EOF'
 import json, os
 print("| model | grid | S R² upper | S R² lower | flux R² mean |")
 print("|---|---|---|---|---|")
-for variant in os.environ.get("VARIANTS", "plain similarity").split():
+for variant in os.environ["VARIANTS"].split() + ["default"]:
     for n in (48, 64, 96):
         path = f"runs/res/{variant}/score{n}.json"
         if os.path.isfile(path):

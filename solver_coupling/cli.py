@@ -140,7 +140,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
                             out_kernel_size=args.out_kernel_size, activation=args.activation, dilations=args.dilations,
                             multiscale=args.multiscale, similarity=args.similarity)
         opts = TrainOptions(
-            data=args.data, out=args.out, name=args.name, model=model, epochs=args.epochs,
+            data=args.data, more_data=tuple(args.more_data or ()), out=args.out, name=args.name, model=model,
+            epochs=args.epochs,
             batch_size=args.batch_size, lr=args.lr, min_lr_factor=args.min_lr_factor,
             weight_decay=args.weight_decay, s_weight=args.s_weight, s_target=args.s_target,
             val_runs=args.val_runs, train_runs=args.train_runs, augment=args.augment, patience=args.patience,
@@ -163,6 +164,9 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
                     "metrics.csv to --out every epoch and saves the best model with its card to "
                     "trained_models/<--name> (or <--out>/model).")
     p.add_argument("--data", required=True, help="netCDF dataset written by `roteq generate`")
+    p.add_argument("--more-data", nargs="+", default=None, metavar="FILE",
+                   help="further datasets to train on together with --data (e.g. the same flow on other grids, with "
+                        "--similarity); each holds out its last --val-runs; normalisation comes from --data")
     p.add_argument("--out", required=True, help="run directory for checkpoint.pt and metrics.csv")
     p.add_argument("--name", default=None,
                    help="save the trained model as trained_models/<NAME> (a path with a / is used as is)")

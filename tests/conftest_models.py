@@ -16,11 +16,11 @@ from roteq_param.fields import Schema
 HOUR_IN_YEARS = 3600.0 / (360 * 86400.0)
 
 
-def tiny_dataset(path: str, runs: int = 3, seed: int = 1, window_steps: int = 0) -> str:
+def tiny_dataset(path: str, runs: int = 3, seed: int = 1, window_steps: int = 0, coarse_nx: int = 16) -> str:
     from solver_coupling.pyqg.config import get_config
     from solver_coupling.pyqg.data import Request, generate
 
-    cfg = get_config("eddy").with_overrides({"nx": 32}, coarse_nx=16)
+    cfg = get_config("eddy").with_overrides({"nx": 32}, coarse_nx=coarse_nx)
     req = Request(cfg, runs=runs, years=400 * HOUR_IN_YEARS, spinup_years=200 * HOUR_IN_YEARS,
                   snapshot_hours=50, seed=seed, window_steps=window_steps)
     return generate(req, str(path), overwrite=True, serial=True, progress=False)

@@ -171,3 +171,26 @@ def test_roteq_score_reports_offline_skill_and_refuses_runs_it_does_not_have(tmp
     with pytest.raises(SystemExit) as err:
         main(["score", "--model", summary["model_dir"], "--data", data, "--runs", "7"])
     assert err.value.code == 2 and "--runs [7] are not in" in capsys.readouterr().err
+
+
+def test_training_on_two_grids_at_once_resumes_exactly_and_records_both(tmp_path):
+    """`roteq train --more-data`: 16^2 and 12^2 coarse-grainings of the same kind of runs (12 does not
+    divide 32: spectral truncation), batches per grid. Stopped after one epoch and resumed, it gives
+    the straight run's weights bit for bit; the card records both datasets and the held-out R^2 on each."""
+    d16, d12 = tiny_dataset(tmp_path / "d16.nc"), tiny_dataset(tmp_path / "d12.nc", coarse_nx=12, seed=2)
+    common = dict(data=d16, more_data=(d12,), model=ModelConfig(channels=(8, 8), kernel_sizes=(3, 1), similarity=True),
+                  epochs=3, batch_size=4, progress=False, threads=1)
+    straight = train(TrainOptions(out=str(tmp_path / "a"), name=str(tmp_path / "ma"), **common))
+    assert not train(TrainOptions(out=str(tmp_path / "b"), name=str(tmp_path / "mb"), stop_after=1,
+                                  **common))["finished"]
+    resumed = train(TrainOptions(out=str(tmp_path / "b"), name=str(tmp_path / "mb"), resume=True, **common))
+    a, b = models.load_model(straight["model_dir"]), models.load_model(resumed["model_dir"])
+    for key, value in a.canonical_state_dict().items():
+        assert torch.equal(value, b.canonical_state_dict()[key]), key
+    card = models.load_card(straight["model_dir"])
+    more = card["training"]["more_data"]
+    assert [m["grid"] for m in more] == [12] and more[0]["val_runs"] == [2]
+    assert np.isfinite(card["metrics"]["val_more_data"][str(Path(d12).resolve())]["S_mean"])
+    # a resume with another second dataset is refused
+    with pytest.raises(ValueError, match="the options differ"):
+        train(TrainOptions(out=str(tmp_path / "b"), resume=True, **{**common, "more_data": (d16,)}))

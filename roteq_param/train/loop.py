@@ -67,11 +67,18 @@ class TrainOptions:
     ``model`` is the architecture; ``data`` a dataset path; ``out`` the run directory (checkpoint,
     metrics); ``name`` where the model goes (``trained_models/<name>``, or a path). ``command`` is
     the command line that started the run, recorded in the card.
+
+    ``more_data``: further datasets trained on together with ``data`` (e.g. the same flow on other
+    grids, for a similarity-scaled model), each split by run like ``data`` (its last ``val_runs``
+    held out; ``train_runs`` applies to ``data`` only). Batches never mix datasets; each dataset's S
+    loss is normalised by its own S scale; the normalisation and the similarity reference come from
+    ``data``, and the validation loss is the mean over the datasets.
     """
 
     data: str
     out: str
     name: str | None = None
+    more_data: tuple[str, ...] = ()
     model: ModelConfig = field(default_factory=ModelConfig)
     epochs: int = 200
     batch_size: int = 16
@@ -99,6 +106,9 @@ class TrainOptions:
             d.pop(k)
         d["model"] = {k: v for k, v in self.model.to_dict().items() if k != "schema"}  # the card records the schema
         d["train_runs"] = None if self.train_runs is None else list(self.train_runs)
+        d["more_data"] = list(self.more_data)
+        if not d["more_data"]:
+            del d["more_data"]  # single-dataset recipes keep the form older checkpoints recorded
         return d
 
 
@@ -186,6 +196,33 @@ def _split_runs(opts: TrainOptions, n_runs: int) -> tuple[list[int], list[int]]:
 
 
 @dataclass
+class _Part:
+    """One dataset of a training run: its split, training samples and S scale."""
+
+    data: QGData
+    train_runs: list[int]
+    val_runs: list[int]
+    train_set: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+    s_scale: torch.Tensor
+
+
+def _load_parts(opts: TrainOptions) -> list[_Part]:
+    parts = []
+    for i, path in enumerate((opts.data, *opts.more_data)):
+        data = load_dataset(path, s_target=opts.s_target)
+        if parts and data.schema.to_dict() != parts[0].data.schema.to_dict():
+            raise ValueError(f"--more-data {path} holds other fields than {opts.data}")
+        split_opts = opts if i == 0 else TrainOptions(data=path, out=opts.out, val_runs=opts.val_runs)
+        try:
+            train_runs, val_runs = _split_runs(split_opts, data.n_runs)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+        train_set = data.samples(train_runs)
+        parts.append(_Part(data, train_runs, val_runs, train_set, s_scales(train_set[2])))
+    return parts
+
+
+@dataclass
 class _Progress:
     """What a checkpoint restores: where the loop is and the best state so far."""
 
@@ -196,7 +233,7 @@ class _Progress:
     rows: list = field(default_factory=list)
 
 
-def _restore(opts: TrainOptions, ckpt_path: Path, data: QGData, model: FluxNet, optim, gen) -> _Progress:
+def _restore(opts: TrainOptions, ckpt_path: Path, parts: list[_Part], model: FluxNet, optim, gen) -> _Progress:
     """Load ``ckpt_path`` into the model, optimiser and generator after checking it fits ``opts``."""
     try:
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
@@ -210,23 +247,28 @@ def _restore(opts: TrainOptions, ckpt_path: Path, data: QGData, model: FluxNet, 
     if fixed(ck["recipe"]) != fixed(opts.recipe()):
         diff = {k: (ck["recipe"].get(k), v) for k, v in fixed(opts.recipe()).items() if ck["recipe"].get(k) != v}
         raise ValueError(f"--resume: the options differ from the checkpoint's (checkpoint, now): {diff}")
-    if ck["dataset_sha256"] != data.sha256:
-        raise ValueError(f"--resume: the dataset {opts.data} is not the one the checkpoint was trained on")
+    if ck["dataset_sha256"] != parts[0].data.sha256 or ck.get("more_data_sha256", []) != [
+            p.data.sha256 for p in parts[1:]]:
+        raise ValueError(f"--resume: the dataset {opts.data} (or one of --more-data) is not the one the checkpoint "
+                         "was trained on")
     model.load_canonical_state_dict(ck["model"])
     optim.load_state_dict(ck["optimizer"])
     gen.set_state(ck["generator"])
     return _Progress(ck["epoch"] + 1, ck["best_val"], ck["best_epoch"], ck["best_state"], ck["rows"])
 
 
-def _train_epoch(opts: TrainOptions, model: FluxNet, optim, gen, data: QGData, train_set, s_scale,
-                 elements) -> tuple[float, float]:
+def _train_epoch(opts: TrainOptions, model: FluxNet, optim, gen, parts: list[_Part], elements) -> tuple[float, float]:
     """One pass over the training samples in a seeded random order; returns summed (flux, S) losses."""
-    x_tr, y_tr, s_tr = train_set
     model.train()
-    perm = torch.randperm(x_tr.shape[0], generator=gen)
+    batches = []  # (part, sample indices): batches never mix datasets (their grids may differ)
+    for part in parts:
+        perm = torch.randperm(part.train_set[0].shape[0], generator=gen)
+        batches += [(part, perm[i:i + opts.batch_size]) for i in range(0, len(perm), opts.batch_size)]
+    if len(parts) > 1:  # one dataset keeps exactly the order (and random stream) it always had
+        batches = [batches[int(j)] for j in torch.randperm(len(batches), generator=gen)]
     sum_f = sum_s = 0.0
-    for i in range(0, x_tr.shape[0], opts.batch_size):
-        idx = perm[i:i + opts.batch_size]
+    for part, idx in batches:
+        data, (x_tr, y_tr, s_tr), s_scale = part.data, part.train_set, part.s_scale
         x, y, s = x_tr[idx], y_tr[idx], s_tr[idx]
         if opts.augment:
             g = elements[int(torch.randint(len(elements), (1,), generator=gen))]
@@ -248,17 +290,21 @@ def _write_tables(out: Path, rows: list[dict[str, Any]]) -> None:
     _write_csv(out / TIMING_CSV, rows, _TIMING_COLUMNS)
 
 
-def _finish(opts: TrainOptions, model: FluxNet, data: QGData, prog: _Progress, train_runs, val_runs,
-            n_train: int, s_scale: torch.Tensor) -> tuple[dict[str, Any], Path]:
+def _finish(opts: TrainOptions, model: FluxNet, parts: list[_Part], prog: _Progress,
+            n_train: int) -> tuple[dict[str, Any], Path]:
     """Score the best state on the held-out runs (also rotated) and save the model with its card."""
     group = Group.parse(opts.model.group)
     model.load_canonical_state_dict(prog.best_state)
     model.eval()
+    data, train_runs, val_runs, s_scale = parts[0].data, parts[0].train_runs, parts[0].val_runs, parts[0].s_scale
     rotated = evaluate(model, data, val_runs, group)
     metrics = {"val": rotated[str(group.identity)],
                "rotated_mean_r2": {g: {"flux_mean": v["flux_mean"], "S_mean": v["S_mean"]}
                                    for g, v in rotated.items()},
                "best_epoch": prog.best_epoch, "best_val_loss": prog.best_val}
+    if len(parts) > 1:
+        metrics["val_more_data"] = {os.path.abspath(p.data.path): r2_scores(model, p.data, p.val_runs)
+                                    for p in parts[1:]}
     # one thread: two measured far slower on a busy 2-core machine (see benchmarks/bench_models.py)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -276,6 +322,11 @@ def _finish(opts: TrainOptions, model: FluxNet, data: QGData, prog: _Progress, t
                 "options": opts.recipe(), "epochs_run": len(prog.rows),
                 "python_hash_seed": os.environ.get("PYTHONHASHSEED"), "s_scale_per_layer_s-2": s_scale.tolist(),
                 "solver": solver, "command": opts.command}
+    if len(parts) > 1:
+        training["more_data"] = [{"dataset": os.path.abspath(p.data.path), "dataset_sha256": p.data.sha256,
+                                  "train_runs": p.train_runs, "val_runs": p.val_runs,
+                                  "grid": int(p.data.x.shape[-1]), "s_scale_per_layer_s-2": p.s_scale.tolist()}
+                                 for p in parts[1:]]
     target = opts.name if opts.name else Path(opts.out) / "model"
     return metrics, save_model(model, target, training=training, metrics=metrics, inference_cost=costs)
 
@@ -303,10 +354,9 @@ def _train(opts: TrainOptions, tqdm) -> dict[str, Any]:
     out = Path(opts.out)
     ckpt_path, csv_path = out / CHECKPOINT, out / METRICS_CSV
 
-    data = load_dataset(opts.data, s_target=opts.s_target)
-    train_runs, val_runs = _split_runs(opts, data.n_runs)
-    train_set = data.samples(train_runs)
-    x_tr, y_tr, s_tr = train_set
+    parts = _load_parts(opts)
+    data = parts[0].data
+    x_tr, y_tr, _ = parts[0].train_set
 
     if os.environ.get("PYTHONHASHSEED") is None:
         # escnn orders the pieces of a kernel basis by iterating over sets of representation names,
@@ -318,7 +368,6 @@ def _train(opts: TrainOptions, tqdm) -> dict[str, Any]:
     np.random.seed(opts.seed)
     model = build_model(opts.model)
     _set_normalization(model, data, x_tr, y_tr)
-    s_scale = s_scales(s_tr)
     optim = torch.optim.Adam(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
     gen = torch.Generator().manual_seed(opts.seed)
     if ckpt_path.is_file() and not (opts.resume or opts.overwrite):
@@ -327,13 +376,13 @@ def _train(opts: TrainOptions, tqdm) -> dict[str, Any]:
     if opts.resume and not ckpt_path.is_file():
         # killed before its first checkpoint: nothing to continue, and starting over is the same run
         warnings.warn(f"--resume: no checkpoint in {out} yet; starting from epoch 0", stacklevel=2)
-    prog = (_restore(opts, ckpt_path, data, model, optim, gen) if opts.resume and ckpt_path.is_file()
+    prog = (_restore(opts, ckpt_path, parts, model, optim, gen) if opts.resume and ckpt_path.is_file()
             else _Progress(best_state=model.canonical_state_dict()))
 
     if prog.rows:
         _write_tables(out, prog.rows)  # a kill after the last checkpoint may have left them behind
     elements = Group.parse(opts.model.group).exact_elements()
-    n_train = x_tr.shape[0]
+    n_train = sum(p.train_set[0].shape[0] for p in parts)
     t_start = time.perf_counter()
     epoch = prog.start_epoch - 1
     stopped_early = prog.best_epoch >= 0 and prog.start_epoch - 1 - prog.best_epoch >= opts.patience
@@ -347,11 +396,12 @@ def _train(opts: TrainOptions, tqdm) -> dict[str, Any]:
         lr = _lr_at(opts, epoch)
         for pg in optim.param_groups:
             pg["lr"] = lr
-        sum_f, sum_s = _train_epoch(opts, model, optim, gen, data, train_set, s_scale, elements)
+        sum_f, sum_s = _train_epoch(opts, model, optim, gen, parts, elements)
         model.eval()
-        val_f, val_s = _val_losses(model, data, val_runs, s_scale, 64)
+        val = [_val_losses(model, p.data, p.val_runs, p.s_scale, 64) for p in parts]
+        val_f, val_s = (sum(v[i] for v in val) / len(val) for i in (0, 1))
         val_loss = val_f + opts.s_weight * val_s
-        r2 = r2_scores(model, data, val_runs)
+        r2 = r2_scores(model, data, parts[0].val_runs)
         if val_loss < prog.best_val:
             prog.best_val, prog.best_epoch, prog.best_state = val_loss, epoch, model.canonical_state_dict()
         prog.rows.append({"epoch": epoch, "lr": lr, "train_loss": (sum_f + opts.s_weight * sum_s) / n_train,
@@ -362,6 +412,7 @@ def _train(opts: TrainOptions, tqdm) -> dict[str, Any]:
         # between the writes leaves them one epoch behind at worst, and a resume restores them
         _save_checkpoint(ckpt_path, {
             "recipe": opts.recipe(), "dataset_sha256": data.sha256, "epoch": epoch,
+            **({"more_data_sha256": [p.data.sha256 for p in parts[1:]]} if len(parts) > 1 else {}),
             "model": model.canonical_state_dict(), "optimizer": optim.state_dict(), "generator": gen.get_state(),
             "best_val": prog.best_val, "best_epoch": prog.best_epoch, "best_state": prog.best_state,
             "rows": prog.rows})
@@ -376,7 +427,7 @@ def _train(opts: TrainOptions, tqdm) -> dict[str, Any]:
                "metrics_csv": str(csv_path), "train_seconds": time.perf_counter() - t_start}
     if not finished:
         return summary  # --stop-after: more epochs to go; resume later
-    metrics, model_path = _finish(opts, model, data, prog, train_runs, val_runs, n_train, s_scale)
+    metrics, model_path = _finish(opts, model, parts, prog, n_train)
     summary["model_dir"] = str(model_path)
     summary["metrics"] = metrics
     return summary
