@@ -144,3 +144,15 @@ $R evaluate --truth data/jet4_seed1.nc --truth-b data/jet4_seed2.nc --baseline $
   --run plus-smag-s3=$T/plus-smag-s3/rollout.nc --last-years 4 --out $J/evaluate --save-reference references/jet.nc
 for n in 1:0 2:0-1 4:0-3; do $R evaluate --truth data/jet4_seed1.nc@${n#*:} --truth-b data/jet4_seed2.nc@${n#*:} \
   --baseline $J/none-s3/rollout.nc $J/none-s4/rollout.nc --last-years 4 --out $J/ceiling_${n%%:*}v${n%%:*}; done
+
+# 11. resolution transfer (README "Transfer to other grids"): data at 48^2, 64^2 and 96^2, the four
+# named models, their scores and the online tables; then the three tries of the offline table
+ONLINE=1 scripts/resolution_transfer.sh
+for t in "sim-seed1 --dilations 1,2,4 --seed 1" "sim-local9 --seed 0" \
+         "sim3-local9 --seed 0 --more-data data/res48.nc data/res96.nc"; do
+  set -- $t; name=$1; shift; out=runs/res/$name
+  [ -f $out/model/model.pt ] || $R train --data data/res64.nc --channels 32,32,32 --kernel-sizes 5,3,3 --similarity \
+    --lr 1e-2 --epochs 60 --patience 1000 --val-runs 1 --no-progress --out $out --name $out/model --resume "$@"
+  for n in 48 64 96; do runs="--runs 1"; [ $n = 64 ] && runs="--runs 2"
+    $R score --model $out/model --data data/res$n.nc $runs --out $out/score$n.json > /dev/null; done
+done
