@@ -15,7 +15,7 @@ import torch
 from conftest_models import tiny_dataset
 from roteq_param import models, symmetry
 from roteq_param.forcing import PVForcing
-from roteq_param.models import ModelConfig, similarity
+from roteq_param.models import ModelConfig
 from roteq_param.symmetry import Element, Group, Kind
 from roteq_param.train import TrainOptions, train
 from solver_coupling.pyqg.config import get_config
@@ -44,9 +44,7 @@ def _physically_scaled(group, state, seed=0, dx=None, **arch):
     arch = arch or {"channels": (2 * Group.parse(group).order,) * 2, "kernel_sizes": (5, 1)}
     net = models.build_model(group=group, **arch)
     if net.config.similarity:  # reference: this state's grid spacing and velocity-gradient scale
-        x = net.schema.stack({k: torch.as_tensor(v) for k, v in state.items()})[None]
-        net.set_similarity_reference(dx, float(similarity.gradient_scale(x[:, similarity.velocity_channels(net.schema)],
-                                                                         dx)))
+        net.fit_similarity_reference(net.schema.stack({k: torch.as_tensor(v) for k, v in state.items()})[None], dx)
     rms = {k: float(np.sqrt(np.mean(np.asarray(v) ** 2))) or 1.0 for k, v in state.items()}
     out = {f.name: (rms["vel_1"] ** 2 if f.name.startswith("tau") else rms["vel_1"] * rms["b"]) * 0.05
            for f in net.schema.outputs}

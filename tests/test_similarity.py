@@ -37,9 +37,7 @@ def _fresh(state, dx, similar: bool, seed=0):
     out = {f.name: (rms["vel_1"] ** 2 if f.name.startswith("tau") else rms["vel_1"] * rms["b"]) * 0.05
            for f in net.schema.outputs}
     if similar:
-        x = net.schema.stack({k: torch.as_tensor(v) for k, v in state.items()})[None]
-        g = similarity.gradient_scale(x[:, similarity.velocity_channels(net.schema)], dx)
-        net.set_similarity_reference(dx, float(g))
+        net.fit_similarity_reference(net.schema.stack({k: torch.as_tensor(v) for k, v in state.items()})[None], dx)
     net.set_normalization(rms, out)
     return net.eval()
 

@@ -108,11 +108,8 @@ class ExportedFluxNet(nn.Module):
     def grid_spacing(self, dx: float | None) -> torch.Tensor:
         """``dx`` [m] as the 0-d tensor :meth:`forward_split` takes (a model without similarity scaling
         ignores it; one with it refuses ``None``)."""
-        if dx is None:
-            if self.similarity:
-                raise ValueError("a similarity-scaled model needs the grid spacing dx [m] of its inputs")
-            dx = 1.0
-        return torch.tensor(float(dx), dtype=self.b_first.dtype, device=self.b_first.device)
+        dx = similarity.require_grid_spacing(dx) if self.similarity else 1.0
+        return torch.tensor(dx, dtype=self.b_first.dtype, device=self.b_first.device)
 
     def forward_split(self, grid: torch.Tensor, const: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
         """Same as ``forward`` with the gridded channels ``[B, C_grid, y, x]`` and the constant-vector

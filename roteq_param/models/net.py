@@ -129,6 +129,9 @@ class FluxNet(nn.Module):
             # the training data's grid spacing [m] and mean velocity-gradient scale [1/s]: where the
             # per-sample similarity factors are 1
             self.register_buffer("similarity_reference", torch.ones(2))
+            # fixed by the schema: read once, not on every forward
+            self._velocity_channels = similarity.velocity_channels(self.schema)
+            self._exponents = tuple(similarity.channel_exponents(self.schema, w) for w in ("inputs", "outputs"))
         if config.arch == "escnn":
             self.net = self._build_escnn()
         else:
@@ -196,25 +199,22 @@ class FluxNet(nn.Module):
             raise ValueError(f"the similarity reference needs dx > 0 [m] and G > 0 [1/s], got {dx}, {gradient_scale}")
         self.similarity_reference.copy_(torch.tensor([dx, gradient_scale]))
 
+    def fit_similarity_reference(self, x: torch.Tensor, dx: float) -> None:
+        """Set the reference from samples: ``dx`` [m] and the mean velocity-gradient scale of ``x``."""
+        self.set_similarity_reference(dx, float(self._gradient_scale(x, dx).mean()))
+
+    def _gradient_scale(self, x: torch.Tensor, dx: float) -> torch.Tensor:
+        return similarity.gradient_scale(x[:, self._velocity_channels].double(), dx)
+
     def similarity_factors(self, x: torch.Tensor, dx: float | None) -> tuple[torch.Tensor, torch.Tensor] | None:
         """``(inputs [B, C_in], outputs [B, C_out])`` factors of the similarity scaling for stacked inputs
         ``x`` on a grid of spacing ``dx`` [m]; ``None`` for a model without it."""
         if not self.config.similarity:
             return None
-        if dx is None:
-            raise ValueError("a similarity-scaled model needs the grid spacing dx [m] of its inputs")
+        dx = similarity.require_grid_spacing(dx)
         dx_ref, g_ref = self.similarity_reference.double()
-        g = similarity.gradient_scale(x[:, similarity.velocity_channels(self.schema)].double(), dx)
-        return tuple(similarity.channel_factors(similarity.channel_exponents(self.schema, w), dx / dx_ref,
-                                                g / g_ref).to(x.dtype) for w in ("inputs", "outputs"))
-
-    def output_units(self, x: torch.Tensor, dx: float | None = None) -> torch.Tensor:
-        """What one unit of :meth:`forward_normalized` is in each output channel: ``[C, 1, 1]`` or, with
-        similarity scaling, ``[B, C, 1, 1]`` (the outputs' units)."""
-        factors = self.similarity_factors(x, dx)
-        if factors is None:
-            return self.out_scale[:, None, None]
-        return (self.out_scale * factors[1])[..., None, None]
+        g_ratio = self._gradient_scale(x, dx) / g_ref
+        return tuple(similarity.channel_factors(e, dx / dx_ref, g_ratio).to(x.dtype) for e in self._exponents)
 
     def field_scales(self, which: str) -> dict[str, float]:
         """The per-field scales currently stored (inverse of :meth:`set_normalization`)."""
@@ -222,21 +222,25 @@ class FluxNet(nn.Module):
         return {name: float(buf[s.start]) for name, s in self.schema.channel_slices(which).items()}
 
     # -- evaluation -------------------------------------------------------------------------------
-    def forward_normalized(self, x: torch.Tensor, dx: float | None = None) -> torch.Tensor:
-        """Outputs in units of :meth:`output_units` (what the training loss compares); ``dx`` [m] is the
-        grid spacing, needed with similarity scaling."""
+    def forward_with_units(self, x: torch.Tensor, dx: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(outputs in units, units)``: the network's normalised outputs (what the training loss
+        compares) and what one unit is per output channel, ``[C, 1, 1]`` or, with similarity scaling,
+        ``[B, C, 1, 1]``; their product is :meth:`forward`. ``dx`` [m] is the grid spacing, needed
+        with similarity scaling."""
         factors = self.similarity_factors(x, dx)
         if factors is None:
-            x = x / self.in_scale[:, None, None]
+            in_units, out_units = self.in_scale[:, None, None], self.out_scale[:, None, None]
         else:
-            x = x / (self.in_scale * factors[0])[..., None, None]
+            in_units = (self.in_scale * factors[0])[..., None, None]
+            out_units = (self.out_scale * factors[1])[..., None, None]
+        x = x / in_units
         if self.config.multiscale:
-            return self._multiscale_forward(x)
+            return self._multiscale_forward(x), out_units
         if self.config.arch == "escnn":
             from escnn.nn import GeometricTensor
 
-            return self.net(GeometricTensor(x, self.in_type)).tensor
-        return self.net(x)
+            return self.net(GeometricTensor(x, self.in_type)).tensor, out_units
+        return self.net(x), out_units
 
     def check_grid(self, ny: int, nx: int) -> None:
         """Raise a clear ``ValueError`` unless the network can run on an ``ny x nx`` grid."""
@@ -256,7 +260,8 @@ class FluxNet(nn.Module):
 
     def forward(self, x: torch.Tensor, dx: float | None = None) -> torch.Tensor:
         """Stacked fluxes in physical units; ``dx`` [m] is the grid spacing, needed with similarity scaling."""
-        return self.forward_normalized(x, dx) * self.output_units(x, dx)
+        y, units = self.forward_with_units(x, dx)
+        return y * units
 
     def converted(self, dtype: torch.dtype, device: str | torch.device | None = None) -> "FluxNet":
         """A copy of the network in ``dtype`` (and on ``device``); the original is untouched.

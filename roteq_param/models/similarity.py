@@ -34,7 +34,8 @@ import torch
 from roteq_param.fields import Schema
 from roteq_param.symmetry import Kind
 
-__all__ = ["unit_exponents", "channel_exponents", "velocity_channels", "gradient_scale", "channel_factors"]
+__all__ = ["unit_exponents", "channel_exponents", "velocity_channels", "gradient_scale", "channel_factors",
+           "require_grid_spacing"]
 
 _TOKEN = re.compile(r"^(m|s)(-?\d+)?$")
 
@@ -74,6 +75,13 @@ def velocity_channels(schema: Schema) -> list[int]:
         raise ValueError("similarity scaling needs gridded velocity inputs (vector fields in m s-1); the schema "
                          f"has {[f.name for f in schema.inputs]}")
     return out
+
+
+def require_grid_spacing(dx: float | None) -> float:
+    """``dx`` [m] as a float; a clear error when a similarity-scaled model is called without it."""
+    if dx is None:
+        raise ValueError("a similarity-scaled model needs the grid spacing dx [m] of its inputs")
+    return float(dx)
 
 
 def gradient_scale(velocity: torch.Tensor, dx: float | torch.Tensor) -> torch.Tensor:

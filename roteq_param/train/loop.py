@@ -43,7 +43,7 @@ import torch
 
 from roteq_param import symmetry
 from roteq_param.atomic import atomic_write_bytes, exclusive_output
-from roteq_param.models import FluxNet, ModelConfig, build_model, save_model, similarity, time_inference
+from roteq_param.models import FluxNet, ModelConfig, build_model, save_model, time_inference
 from roteq_param.symmetry import Group, Kind
 from roteq_param.train.data import QGData, field_scales, load_dataset, pv_forcing
 from roteq_param.train.metrics import evaluate, r2_scores
@@ -127,8 +127,7 @@ def offline_losses(model: FluxNet, data: QGData, x, y, s, s_scale) -> tuple[torc
     """(flux loss, S loss), both dimensionless (normalised by the per-field / per-layer scales).
 
     ``s_scale`` is the RMS of the training runs' S per layer [s^-2] (:func:`s_scales`)."""
-    dx = data.L / x.shape[-1]
-    pred_n, units = model.forward_normalized(x, dx), model.output_units(x, dx)
+    pred_n, units = model.forward_with_units(x, data.L / x.shape[-1])
     flux = ((pred_n - y / units) ** 2).mean()
     s_pred = pv_forcing(data.schema, pred_n * units, data.F1, data.F2, data.L)
     s_loss = (((s_pred - s) / s_scale[:, None, None]) ** 2).mean()
@@ -141,8 +140,7 @@ def _set_normalization(model: FluxNet, data: QGData, x: torch.Tensor, y: torch.T
     dimensionless fields, so that the normalised inputs are O(1) on any grid."""
     if model.config.similarity:
         dx = data.L / x.shape[-1]
-        g = similarity.gradient_scale(x[:, similarity.velocity_channels(data.schema)].double(), dx)
-        model.set_similarity_reference(dx, float(g.mean()))
+        model.fit_similarity_reference(x, dx)
         f_in, f_out = model.similarity_factors(x, dx)
         x, y = x / f_in[..., None, None], y / f_out[..., None, None]
     model.set_normalization(field_scales(data.schema, "inputs", x), field_scales(data.schema, "outputs", y))
@@ -180,18 +178,18 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _split_runs(opts: TrainOptions, n_runs: int) -> tuple[list[int], list[int]]:
-    """(training runs, validation runs): the last ``val_runs`` are held out."""
-    if not 1 <= opts.val_runs < n_runs:
+def _split_runs(n_runs: int, n_val: int, only: tuple[int, ...] | None = None) -> tuple[list[int], list[int]]:
+    """(training runs, validation runs): the last ``n_val`` are held out; ``only`` picks training runs."""
+    if not 1 <= n_val < n_runs:
         raise ValueError(f"--val-runs must be between 1 and {n_runs - 1} (the dataset has {n_runs} runs)")
-    val_runs = list(range(n_runs - opts.val_runs, n_runs))
-    train_runs = list(range(n_runs - opts.val_runs))
-    if opts.train_runs is not None:
-        bad = sorted(set(opts.train_runs) - set(train_runs))
+    val_runs = list(range(n_runs - n_val, n_runs))
+    train_runs = list(range(n_runs - n_val))
+    if only is not None:
+        bad = sorted(set(only) - set(train_runs))
         if bad:
             raise ValueError(f"--train-runs {bad} are not training runs: the dataset has runs 0-{n_runs - 1} "
-                             f"and the last {opts.val_runs} ({val_runs}) are held out for validation")
-        train_runs = sorted(set(opts.train_runs))
+                             f"and the last {n_val} ({val_runs}) are held out for validation")
+        train_runs = sorted(set(only))
     return train_runs, val_runs
 
 
@@ -212,9 +210,8 @@ def _load_parts(opts: TrainOptions) -> list[_Part]:
         data = load_dataset(path, s_target=opts.s_target)
         if parts and data.schema.to_dict() != parts[0].data.schema.to_dict():
             raise ValueError(f"--more-data {path} holds other fields than {opts.data}")
-        split_opts = opts if i == 0 else TrainOptions(data=path, out=opts.out, val_runs=opts.val_runs)
-        try:
-            train_runs, val_runs = _split_runs(split_opts, data.n_runs)
+        try:  # --train-runs picks runs of --data only
+            train_runs, val_runs = _split_runs(data.n_runs, opts.val_runs, opts.train_runs if i == 0 else None)
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from None
         train_set = data.samples(train_runs)
