@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from roteq_param import fields, models
+from roteq_param.fluxform import Stratification
 from roteq_param.forcing import PVForcing
 from solver_coupling.pyqg.config import get_config
 from solver_coupling.pyqg.plugin import RotEqParameterization
@@ -50,7 +51,7 @@ def main(name: str = "eddy-c4") -> None:
     m._invert()
     net = models.load_model(name)
     predictor = models.Predictor(net)
-    forcing = PVForcing(predictor, F1=m.F1, F2=m.F2, L=m.L, n=64)
+    forcing = PVForcing(predictor, strat=Stratification.two_layer(m.F1, m.F2), L=m.L, n=64)
     hook = RotEqParameterization(net)
     beta, U = constants(m)
     rows = {}

@@ -21,6 +21,7 @@ import torch
 import xarray as xr
 
 from roteq_param import fields, models
+from roteq_param.fluxform import Stratification
 from roteq_param.forcing import PVForcing
 from roteq_param.models import ModelConfig
 from roteq_param.models.net import FluxNet
@@ -43,20 +44,20 @@ def main(path: str, run: int = 0, every: int = 4) -> None:
     U = np.broadcast_to(ds["U_vec"].values.astype(np.float64), (T, 2, 2))
     state = fields.qg_inputs(u, v, b, beta, U)
     m = pyqg.QGModel(nx=u.shape[-1], log_level=0)  # eddy defaults: the dataset's coarse model
-    probe = PVForcing(models.Predictor(models.DEFAULT_MODEL, dtype=torch.float64), F1=F1, F2=F2, L=m.L, n=m.nx)
+    probe = PVForcing(models.Predictor(models.DEFAULT_MODEL, dtype=torch.float64), strat=Stratification.two_layer(F1, F2), L=m.L, n=m.nx)
     d_truth = float(probe.energy_drain(state, S).mean())
     print(f"{path} run {run}, {T} snapshots; energy drain D (positive: removes energy), relative to the truth's")
     print(f"  truth S_flux                       D = {d_truth:+.3e}   1.00")
     for name in sorted(p.name for p in models.TRAINED_MODELS_DIR.iterdir() if (p / "model.pt").is_file()):
         net = models.load_model(name)
-        alone = PVForcing(models.Predictor(net, dtype=torch.float64), F1=F1, F2=F2, L=m.L, n=m.nx,
+        alone = PVForcing(models.Predictor(net, dtype=torch.float64), strat=Stratification.two_layer(F1, F2), L=m.L, n=m.nx,
                           closure_terms=False)
         S_net = alone(state)
         d = float(alone.energy_drain(state, S_net).mean())
         fraction = calibrate_energy_backscatter(net, path, [run], every=every)["fraction"]
         calibrated = FluxNet(ModelConfig.from_dict({**net.config.to_dict(), "energy_backscatter": fraction}))
         calibrated.load_canonical_state_dict(net.canonical_state_dict())
-        S_cal = PVForcing(models.Predictor(calibrated.eval(), dtype=torch.float64), F1=F1, F2=F2, L=m.L,
+        S_cal = PVForcing(models.Predictor(calibrated.eval(), dtype=torch.float64), strat=Stratification.two_layer(F1, F2), L=m.L,
                           n=m.nx)(state)
         print(f"  {name + ' (network alone)':34} D = {d:+.3e}  {d / d_truth:+6.2f}   S R^2 "
               f"{np.round(r2(S_net, S), 3)}; with energy_backscatter {fraction:.3f}: {np.round(r2(S_cal, S), 3)}")

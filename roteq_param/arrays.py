@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["is_torch", "stack"]
+__all__ = ["concat", "is_torch", "stack"]
 
 
 def is_torch(x: Any) -> bool:
@@ -21,3 +21,14 @@ def stack(parts: list, axis: int) -> Any:
     import numpy as np
 
     return np.stack(parts, axis=axis)
+
+
+def concat(parts: list, axis: int) -> Any:
+    """``np.concatenate`` or ``torch.cat`` along ``axis``, whichever the parts are."""
+    if is_torch(parts[0]):
+        import torch
+
+        return torch.cat(parts, dim=axis)
+    import numpy as np
+
+    return np.concatenate([np.asarray(p) for p in parts], axis=axis)

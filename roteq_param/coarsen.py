@@ -1,9 +1,9 @@
 """Coarse-graining operators, dealiased products and subgrid fluxes (docs/design.md §3-§4).
 
 Solver-agnostic and numpy-only (float64): the input is a high-resolution
-two-layer PV field ``q`` (s^-1) on a doubly periodic square of side ``L`` (m)
-with pyqg's stretching coefficients ``F1, F2`` (m^-2); nothing here imports a
-solver.
+N-layer PV field ``q`` (s^-1) on a doubly periodic square of side ``L`` (m)
+with the layers' coupling (``fluxform.Stratification``, m^-2; two layers:
+pyqg's ``F1, F2``); nothing here imports a solver.
 
 Spectral representation
 -----------------------
@@ -35,11 +35,12 @@ Every operator returns the field at the coarse cell centres ``(I + 1/2) dx_c``.
   derivatives, so for this operator the two forms of the forcing differ:
   :func:`commutation_residual` measures by how much.
 
-Subgrid fluxes (per layer i, eta = psi_1 - psi_2 = b, in m^2 s^-1)
-------------------------------------------------------------------
+Subgrid fluxes (per layer i; b_j = psi_j - psi_{j+1} at interface j, in m^2 s^-1)
+--------------------------------------------------------------------------------
 * momentum flux ``tau_i = bar(u_i u_i) - bar(u_i) bar(u_i)`` (m^2 s^-2),
   components (xx, xy, yy);
-* buoyancy flux ``F_i = bar(u_i eta) - bar(u_i) bar(eta)`` (m^3 s^-2);
+* buoyancy flux ``F_{i,j} = bar(u_i b_j) - bar(u_i) bar(b_j)`` (m^3 s^-2) for
+  the interfaces above and below layer i (two layers: one b, one flux per layer);
 * direct PV forcing ``S_i = -div(bar(u_i q_i) - bar(u_i) bar(q_i))`` (s^-2), the
   term that, added to dq/dt of the coarse model, makes its tendency the
   coarse-grained high-resolution tendency (pyqg's q-parameterization sign);
@@ -338,35 +339,34 @@ def _products(fields: dict[str, np.ndarray], pairs: list[tuple[str, str]], n: in
 
 
 def _layer_fields(ph: np.ndarray, qh: np.ndarray, n: int, L: float) -> dict[str, np.ndarray]:
+    """Spectra of every layer's u, v, q and every interface's b_j = psi_j - psi_{j+1}."""
     uh, vh = _velocity_spectra(ph, n, L)
-    fields = {"eta": ph[..., 0, :, :] - ph[..., 1, :, :]}
-    for i in range(2):
+    N = ph.shape[-3]
+    fields = {f"b{j}": ph[..., j - 1, :, :] - ph[..., j, :, :] for j in range(1, N)}
+    for i in range(N):
         fields[f"u{i}"] = uh[..., i, :, :]
         fields[f"v{i}"] = vh[..., i, :, :]
         fields[f"q{i}"] = qh[..., i, :, :]
     return fields
 
 
-_PAIRS = [
-    pair
-    for i in range(2)
-    for pair in (
-        (f"u{i}", f"u{i}"), (f"u{i}", f"v{i}"), (f"v{i}", f"v{i}"),
-        (f"u{i}", "eta"), (f"v{i}", "eta"),
-        (f"u{i}", f"q{i}"), (f"v{i}", f"q{i}"),
-    )
-]
+def _pairs(nlayers: int) -> list[tuple[str, str]]:
+    """Every product the subgrid fluxes need: per layer uu, uv, vv, uq, vq; per flux pair u_i b_j, v_i b_j."""
+    out = [pair for i in range(nlayers) for pair in ((f"u{i}", f"u{i}"), (f"u{i}", f"v{i}"), (f"v{i}", f"v{i}"),
+                                                     (f"u{i}", f"q{i}"), (f"v{i}", f"q{i}"))]
+    return out + [(f"{c}{i - 1}", f"b{j}") for i, j in fluxform.interface_flux_pairs(nlayers) for c in "uv"]
 
 
-def coarse_grain(q: np.ndarray, F1: float, F2: float, L: float, op: Operator) -> dict[str, np.ndarray]:
-    """Coarse state and subgrid fluxes of a high-resolution two-layer PV field.
+def coarse_grain(q: np.ndarray, strat: fluxform.Stratification, L: float, op: Operator) -> dict[str, np.ndarray]:
+    """Coarse state and subgrid fluxes of a high-resolution N-layer PV field.
 
     Parameters
     ----------
     q:
-        High-resolution PV ``[..., 2(lev), n, n]`` in s^-1 (pyqg's ``m.q``); ``n == op.n_fine``.
-    F1, F2:
-        pyqg's stretching coefficients in m^-2.
+        High-resolution PV ``[..., N(lev), n, n]`` in s^-1 (pyqg's ``m.q``); ``n == op.n_fine``.
+    strat:
+        The layers' coupling (:class:`~roteq_param.fluxform.Stratification`; pyqg's QGModel:
+        ``Stratification.two_layer(F1, F2)``, any pyqg model: ``Stratification.from_matrix(m.S)``).
     L:
         Domain side in m.
     op:
@@ -376,57 +376,65 @@ def coarse_grain(q: np.ndarray, F1: float, F2: float, L: float, op: Operator) ->
     -------
     A dict of float64 arrays on the coarse grid (``nc = op.n_coarse``):
 
-    * ``u``, ``v``: ``[..., 2, nc, nc]`` coarse velocity (m s^-1), ``bar(u)`` with u = -d psi/dy, v = d psi/dx;
-    * ``b``: ``[..., nc, nc]`` ``bar(eta)``, eta = psi_1 - psi_2 (m^2 s^-1, interface buoyancy variable);
-    * ``q``: ``[..., 2, nc, nc]`` ``bar(q)`` (s^-1);
-    * ``tau``: ``[..., 2, 3(xx, xy, yy), nc, nc]`` momentum flux (m^2 s^-2);
-    * ``Fb``: ``[..., 2, 2(x, y), nc, nc]`` buoyancy flux (m^3 s^-2);
-    * ``S_direct``: ``[..., 2, nc, nc]`` ``-div(bar(u q) - bar(u) bar(q))`` (s^-2);
-    * ``S_flux``: ``[..., 2, nc, nc]`` the forcing implied by tau and Fb (s^-2).
+    * ``u``, ``v``: ``[..., N, nc, nc]`` coarse velocity (m s^-1), ``bar(u)`` with u = -d psi/dy, v = d psi/dx;
+    * ``b``: ``bar(b_j)``, ``b_j = psi_j - psi_{j+1}`` (m^2 s^-1, interface buoyancy variable):
+      ``[..., nc, nc]`` for two layers, ``[..., N-1, nc, nc]`` for more;
+    * ``q``: ``[..., N, nc, nc]`` ``bar(q)`` (s^-1);
+    * ``tau``: ``[..., N, 3(xx, xy, yy), nc, nc]`` momentum flux (m^2 s^-2);
+    * ``Fb``: ``[..., 2(N-1), 2(x, y), nc, nc]`` buoyancy fluxes ``bar(u_i b_j) - bar(u_i) bar(b_j)``
+      (m^3 s^-2) for the pairs of :func:`~roteq_param.fluxform.interface_flux_pairs` (two layers:
+      one per layer);
+    * ``S_direct``: ``[..., N, nc, nc]`` ``-div(bar(u q) - bar(u) bar(q))`` (s^-2);
+    * ``S_flux``: ``[..., N, nc, nc]`` the forcing implied by tau and Fb (s^-2).
 
     The high-resolution field's Nyquist modes are dropped first, and psi is
     obtained by pyqg's inversion (mean set to 0), so the result depends on q
     only, not on a possibly stale streamfunction buffer of the solver.
     """
-    n, nc = op.n_fine, op.n_coarse
-    if q.ndim < 3 or q.shape[-3] != 2 or q.shape[-2:] != (n, n):
-        raise ValueError(f"q must have shape [..., 2(lev), {n}, {n}] for this operator; got {q.shape}")
+    n, nc, N = op.n_fine, op.n_coarse, strat.nlayers
+    if q.ndim < 3 or q.shape[-3] != N or q.shape[-2:] != (n, n):
+        raise ValueError(f"q must have shape [..., {N}(lev), {n}, {n}] for this operator and stratification; "
+                         f"got {q.shape}")
     qh = to_spectrum(np.asarray(q, dtype=np.float64))
-    ph = np.einsum("ijyx,...jyx->...iyx", fluxform.inversion_matrix(n, L, F1, F2), qh)
+    ph = np.einsum("ijyx,...jyx->...iyx", fluxform.inversion_matrix(n, L, strat), qh)
 
     fine = _layer_fields(ph, qh, n, L)
-    fine_products = _products(fine, _PAIRS, n)
+    pairs = _pairs(N)
+    fine_products = _products(fine, pairs, n)
 
-    names = list(fine) + [f"{a}*{b}" for a, b in _PAIRS]
-    stacked = np.stack([fine[k] for k in fine] + [fine_products[p] for p in _PAIRS])
+    names = list(fine) + [f"{a}*{b}" for a, b in pairs]
+    stacked = np.stack([fine[k] for k in fine] + [fine_products[p] for p in pairs])
     filtered = op.apply(stacked)
     bar = dict(zip(names, filtered))
-    coarse_products = _products({k: bar[k] for k in fine}, _PAIRS, nc)
+    coarse_products = _products({k: bar[k] for k in fine}, pairs, nc)
 
     def sub(a: str, b: str) -> np.ndarray:
         return bar[f"{a}*{b}"] - coarse_products[(a, b)]
 
     k, l = fluxform.wavenumbers(nc, L)
-    tau, Fb, S = [], [], []
-    for i in range(2):
+    tau, S = [], []
+    for i in range(N):
         u, v, qq = f"u{i}", f"v{i}", f"q{i}"
         tau.append(np.stack([sub(u, u), sub(u, v), sub(v, v)], axis=-3))
-        Fb.append(np.stack([sub(u, "eta"), sub(v, "eta")], axis=-3))
         S.append(-(1j * k * sub(u, qq) + 1j * l * sub(v, qq)))
+    Fb = [np.stack([sub(f"u{i - 1}", f"b{j}"), sub(f"v{i - 1}", f"b{j}")], axis=-3)
+          for i, j in fluxform.interface_flux_pairs(N)]
 
     def real(fh: np.ndarray) -> np.ndarray:
         return from_spectrum(fh, nc)
 
+    layers = lambda name: np.stack([bar[f"{name}{i}"] for i in range(N)], axis=-3)  # noqa: E731
+    b = np.stack([bar[f"b{j}"] for j in range(1, N)], axis=-3)
     out = {
-        "u": real(np.stack([bar["u0"], bar["u1"]], axis=-3)),
-        "v": real(np.stack([bar["v0"], bar["v1"]], axis=-3)),
-        "b": real(bar["eta"]),
-        "q": real(np.stack([bar["q0"], bar["q1"]], axis=-3)),
+        "u": real(layers("u")),
+        "v": real(layers("v")),
+        "b": real(b[..., 0, :, :] if N == 2 else b),
+        "q": real(layers("q")),
         "tau": real(np.stack(tau, axis=-4)),
         "Fb": real(np.stack(Fb, axis=-4)),
         "S_direct": real(np.stack(S, axis=-3)),
     }
-    out["S_flux"] = fluxform.pv_forcing_from_fluxes(out["tau"], out["Fb"], F1, F2, L)
+    out["S_flux"] = fluxform.pv_forcing_from_fluxes(out["tau"], out["Fb"], strat, L)
     return out
 
 

@@ -32,13 +32,15 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from roteq_param.arrays import is_torch, stack
+from roteq_param.fluxform import FluxSource, interface_flux_pairs
 
 from . import symmetry
 from .symmetry import Element, Group, Kind
 
 __all__ = ["Field", "Schema", "SchemaError", "qg_schema", "qg_inputs", "qg_velocity", "qg_constants", "qg_grid_sources",
-           "qg_fluxes", "qg_flux_channels",
-           "DatasetVariable", "QG_DATASET", "QG_DATASET_ATTRS", "qg_dataset_fields",
+           "qg_fluxes", "qg_flux_sources", "qg_nlayers",
+           "DatasetVariable", "QG_DATASET", "QG_DATASET_ATTRS", "qg_dataset_attrs", "qg_dataset_dims",
+           "qg_dataset_fields",
            "escnn_gspace", "escnn_element", "escnn_field_type"]
 
 
@@ -300,32 +302,37 @@ def _all_finite(x: Any) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 def qg_schema(nlayers: int = 2) -> Schema:
-    """Schema of the QG flux parameterization.
+    """Schema of the N-layer QG flux parameterization (N >= 2; pyqg's QGModel: 2).
 
-    Inputs: velocity (u, v) per layer [m/s]; ``b`` = psi_1 - psi_2 at the
-    interface [m^2/s] (proportional to buoyancy f0*b/dz and to interface
-    displacement f0*b/g'); the beta vector [1/(m s)] and the background velocity
-    of each layer [m/s] as constant vectors (they break the rotational symmetry,
-    so the network must see them to be equivariant as a function of all it sees).
+    Inputs: velocity (u, v) per layer [m/s]; the interface variables ``b_j`` = psi_j - psi_{j+1}
+    [m^2/s] (proportional to buoyancy f0*b/dz and to interface displacement f0*b/g'; two layers:
+    one, named ``b``); the beta vector [1/(m s)] and the background velocity of each layer [m/s]
+    as constant vectors (they break the rotational symmetry, so the network must see them to be
+    equivariant as a function of all it sees).
 
     With f0 held fixed, ``b`` is a pseudoscalar and the buoyancy flux and beta
     are pseudovectors under reflections (see :mod:`roteq_param.symmetry`); under
     rotations they are an ordinary scalar and vectors.
 
-    Outputs: momentum flux tensor tau = bar(uu) - bar(u) bar(u) per layer
-    [m^2/s^2] and buoyancy flux F = bar(u b) - bar(u) bar(b) per layer [m^3/s^2].
+    Outputs: momentum flux tensor tau = bar(uu) - bar(u) bar(u) per layer [m^2/s^2] and the
+    buoyancy fluxes F_{i,j} = bar(u_i b_j) - bar(u_i) bar(b_j) of each layer i through the
+    interfaces j above and below it [m^3/s^2] (:func:`~roteq_param.fluxform.interface_flux_pairs`;
+    two layers: one per layer, named ``Fb_i``).
     """
-    if nlayers < 1:
-        raise ValueError(f"nlayers must be >= 1, got {nlayers}")
+    if nlayers < 2:
+        raise ValueError(f"a layered QG model has nlayers >= 2, got {nlayers}")
     layers = range(1, nlayers + 1)
     inputs = [Field(_VEL.format(i), Kind.VECTOR, i, "m s-1", f"coarse velocity (u, v), layer {i}") for i in layers]
-    inputs.append(Field(_B, Kind.PSEUDOSCALAR, None, "m2 s-1", "interface buoyancy variable psi_1 - psi_2"))
+    inputs += [Field(_b_name(j, nlayers), Kind.PSEUDOSCALAR, None, "m2 s-1",
+                     f"interface buoyancy variable psi_{j} - psi_{j + 1}") for j in range(1, nlayers)]
     inputs.append(Field(_BETA, Kind.CONSTANT_PSEUDOVECTOR, None, "m-1 s-1", "gradient of the Coriolis parameter"))
     inputs += [Field(_U.format(i), Kind.CONSTANT_VECTOR, i, "m s-1", f"background velocity, layer {i}") for i in layers]
     outputs = [Field(_TAU.format(i), Kind.TENSOR, i, "m2 s-2", f"subgrid momentum flux (xx, xy, yy), layer {i}")
                for i in layers]
-    outputs += [Field(_FB.format(i), Kind.PSEUDOVECTOR, i, "m3 s-2", f"subgrid buoyancy flux (x, y), layer {i}")
-                for i in layers]
+    outputs += [Field(_fb_name(i, j, nlayers), Kind.PSEUDOVECTOR, i, "m3 s-2",
+                      f"subgrid buoyancy flux (x, y), layer {i}" if nlayers == 2 else
+                      f"subgrid buoyancy flux (x, y) of interface {j} by layer {i}")
+                for i, j in interface_flux_pairs(nlayers)]
     return Schema(tuple(inputs), tuple(outputs), description=f"{nlayers}-layer QG subgrid fluxes")
 
 
@@ -334,15 +341,36 @@ def qg_schema(nlayers: int = 2) -> Schema:
 _VEL, _B, _BETA, _U, _TAU, _FB = "vel_{}", "b", "beta", "U_{}", "tau_{}", "Fb_{}"
 
 
+def _b_name(interface: int, nlayers: int) -> str:
+    # two layers keep the names of the first shipped models: one interface, ``b``
+    return _B if nlayers == 2 else f"{_B}_{interface}"
+
+
+def _fb_name(layer: int, interface: int, nlayers: int) -> str:
+    return _FB.format(layer) if nlayers == 2 else _FB.format(f"{layer}_{interface}")
+
+
+def qg_nlayers(schema: Schema) -> int:
+    """The layer count of a :func:`qg_schema` (its velocity inputs)."""
+    return sum(1 for f in schema.inputs if f.name.startswith(_VEL.format("")))
+
+
 def qg_inputs(u: Any, v: Any, b: Any, beta: Any, U: Any) -> dict[str, Any]:
     """Named inputs of :func:`qg_schema` from QG state arrays (numpy or torch).
 
-    ``u``, ``v``: ``[..., nz, y, x]`` in m/s; ``b``: ``[..., y, x]`` in m^2/s (psi_1 - psi_2);
-    ``beta``: ``[..., 2]`` in 1/(m s) (pyqg: (0, beta)); ``U``: ``[..., nz, 2]`` in m/s (pyqg:
-    (U_i, 0) per layer).
+    ``u``, ``v``: ``[..., N, y, x]`` in m/s; ``b``: ``[..., N-1, y, x]`` in m^2/s
+    (``b_j = psi_j - psi_{j+1}``; two layers also ``[..., y, x]``, psi_1 - psi_2); ``beta``:
+    ``[..., 2]`` in 1/(m s) (pyqg: (0, beta)); ``U``: ``[..., N, 2]`` in m/s (pyqg: (U_i, V_i)
+    per layer).
     """
-    out = {_VEL.format(i + 1): stack([u[..., i, :, :], v[..., i, :, :]], -3) for i in range(u.shape[-3])}
-    out[_B] = b
+    N = u.shape[-3]
+    out = {_VEL.format(i + 1): stack([u[..., i, :, :], v[..., i, :, :]], -3) for i in range(N)}
+    if b.ndim == u.ndim - 1 and N == 2:
+        b = b[..., None, :, :]
+    if b.ndim != u.ndim or b.shape[-3] != N - 1:
+        raise SchemaError(f"b must have shape [..., {N - 1}(interfaces), y, x] for {N} layers"
+                          f"{' (or [..., y, x])' if N == 2 else ''}; got {tuple(b.shape)}")
+    out.update({_b_name(j, N): b[..., j - 1, :, :] for j in range(1, N)})
     out.update(qg_constants(beta, U))
     return out
 
@@ -360,14 +388,16 @@ def qg_constants(beta: Any, U: Any) -> dict[str, Any]:
     return {_BETA: beta, **{_U.format(i + 1): U[..., i, :] for i in range(U.shape[-2])}}
 
 
-def qg_grid_sources(schema: Schema) -> list[tuple[str, int | None]]:
+def qg_grid_sources(schema: Schema) -> list[tuple[str, int]]:
     """What each gridded input channel of a :func:`qg_schema` is, in channel order: ``("u", layer)``,
-    ``("v", layer)`` (layers from 1) or ``("b", None)``; lets a solver build the network's gridded
+    ``("v", layer)`` or ``("b", interface)`` (from 1); lets a solver build the network's gridded
     input straight from its streamfunction."""
-    out: list[tuple[str, int | None]] = []
+    N = qg_nlayers(schema)
+    interfaces = {_b_name(j, N): j for j in range(1, N)}
+    out: list[tuple[str, int]] = []
     for f in schema.inputs:
-        if f.name == _B:
-            out.append(("b", None))
+        if f.name in interfaces:
+            out.append(("b", interfaces[f.name]))
         elif f.name.startswith(_VEL.format("")):
             out += [("u", f.layer), ("v", f.layer)]
         elif f.gridded:
@@ -376,19 +406,30 @@ def qg_grid_sources(schema: Schema) -> list[tuple[str, int | None]]:
 
 
 def qg_fluxes(outputs: Mapping[str, Any]) -> tuple[Any, Any]:
-    """``(tau [..., nz, 3, y, x], Fb [..., nz, 2, y, x])`` from named outputs of :func:`qg_schema`."""
-    nz = sum(1 for name in outputs if name.startswith(_TAU.format("")))
-    return (stack([outputs[_TAU.format(i)] for i in range(1, nz + 1)], -4),
-            stack([outputs[_FB.format(i)] for i in range(1, nz + 1)], -4))
+    """``(tau [..., N, 3, y, x], Fb [..., 2(N-1), 2, y, x])`` from named outputs of :func:`qg_schema`
+    (the buoyancy-flux pairs in :func:`~roteq_param.fluxform.interface_flux_pairs` order; two layers:
+    one per layer)."""
+    N = sum(1 for name in outputs if name.startswith(_TAU.format("")))
+    return (stack([outputs[_TAU.format(i)] for i in range(1, N + 1)], -4),
+            stack([outputs[_fb_name(i, j, N)] for i, j in interface_flux_pairs(N)], -4))
 
 
-def qg_flux_channels(schema: Schema) -> list[int]:
-    """Output channel indices ordered ``[layer][tau_xx, tau_xy, tau_yy, Fb_x, Fb_y]``: the layout
-    :class:`roteq_param.fluxform.PVForcingOperator` reads (``[..., nz, 5, y, x]`` after a reshape)."""
-    out = schema.channel_slices("outputs")
-    layers = sorted({f.layer for f in schema.outputs})
-    return [c for i in layers for name in (_TAU.format(i), _FB.format(i))
-            for c in range(out[name].start, out[name].stop)]
+def qg_flux_sources(schema: Schema) -> list[FluxSource]:
+    """What each output channel of a :func:`qg_schema` is, in channel order (``("tau", layer, None,
+    component)`` or ``("Fb", layer, interface, component)``): the input of
+    :func:`~roteq_param.fluxform.flux_form_multipliers`."""
+    N = qg_nlayers(schema)
+    fluxes = {_fb_name(i, j, N): (i, j) for i, j in interface_flux_pairs(N)}
+    taus = {_TAU.format(i): i for i in range(1, N + 1)}
+    out: list[FluxSource] = []
+    for f in schema.outputs:
+        if f.name in taus:
+            out += [("tau", taus[f.name], None, c) for c in range(3)]
+        elif f.name in fluxes:
+            out += [("Fb", *fluxes[f.name], c) for c in range(2)]
+        else:
+            raise ValueError(f"output {f.name!r} is not a QG flux of a {N}-layer schema")
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -430,14 +471,40 @@ QG_DATASET = {v.name: v for v in (
 )}
 """Variables of a coarse QG dataset. Dims: ``run`` (independent trajectory), ``time`` (s),
 ``lev`` (1 = upper), ``comp`` (x, y), ``tcomp`` (xx, xy, yy), ``y``, ``x`` (cell centres, m);
-``window`` and ``wstep`` index trajectory windows and the time steps inside them."""
+``window`` and ``wstep`` index trajectory windows and the time steps inside them. These are the
+two-layer dims; with more layers ``b`` and ``Fb`` gain an interface axis (:func:`qg_dataset_dims`)."""
+
+_LAYERED_DIMS = {"b": ("run", "time", "iface", "y", "x"), "Fb": ("run", "time", "pair", "comp", "y", "x")}
+
+
+def qg_dataset_dims(name: str, nlayers: int) -> tuple[str, ...]:
+    """The dims of dataset variable ``name`` for ``nlayers`` layers: :data:`QG_DATASET`'s, except that
+    with more than two layers ``b`` has an ``iface`` axis (interface j = 1 ... N-1) and ``Fb`` a
+    ``pair`` axis (the (layer, interface) pairs of :func:`~roteq_param.fluxform.interface_flux_pairs`)."""
+    return _LAYERED_DIMS[name] if nlayers > 2 and name in _LAYERED_DIMS else QG_DATASET[name].dims
 
 QG_DATASET_ATTRS = {
     "b_definition": "b = eta = psi_1 - psi_2 (m2 s-1) at the interface; proportional to buoyancy f0 eta / dz",
     "sign_convention": "S is added to dq/dt (pyqg q-parameterization sign); du/dt = -div(tau), db/dt = -div(Fb); "
                        "S1 = -curl(div tau1) + F1 div Fb1, S2 = -curl(div tau2) - F2 div Fb2",
 }
-"""Global attributes every QG dataset carries (besides ``F1``, ``F2`` in m^-2 and ``L`` in m)."""
+"""Global attributes every two-layer QG dataset carries (besides ``F1``, ``F2`` in m^-2 and ``L`` in
+m); :func:`qg_dataset_attrs` gives them for any layer count."""
+
+
+def qg_dataset_attrs(strat: Any) -> dict[str, Any]:
+    """The convention and stratification attributes of a dataset of ``strat``'s layers (a
+    :class:`~roteq_param.fluxform.Stratification`): ``stretching_upper``, ``stretching_lower`` (m^-2,
+    per interface; two layers also ``F1``, ``F2``) and the b and sign conventions."""
+    out = {"stretching_upper": np.array(strat.upper), "stretching_lower": np.array(strat.lower)}
+    if strat.nlayers == 2:
+        return {**QG_DATASET_ATTRS, **out, "F1": strat.upper[0], "F2": strat.lower[0]}
+    return {**out,
+            "b_definition": "b_j = psi_j - psi_(j+1) (m2 s-1) at interface j (dim iface); proportional to buoyancy",
+            "sign_convention": "S is added to dq/dt (pyqg q-parameterization sign); du/dt = -div(tau), "
+                               "db_j/dt = -div(Fb); S_i = -curl(div tau_i) + G(i,i) div Fb(i,i) - G(i,i-1) div "
+                               "Fb(i,i-1), G(j,j) = stretching_upper(j), G(j+1,j) = stretching_lower(j); Fb pairs "
+                               "(layer, interface) along dim pair: " + str(interface_flux_pairs(strat.nlayers))}
 
 
 def qg_dataset_fields(ds: Any, schema: Schema) -> dict[str, np.ndarray]:
@@ -451,10 +518,11 @@ def qg_dataset_fields(ds: Any, schema: Schema) -> dict[str, np.ndarray]:
     if missing:
         raise ValueError(f"dataset lacks variable(s) {missing}; expected the roteq dataset layout "
                          f"({', '.join(QG_DATASET)})")
-    for name in needed:
-        if tuple(ds[name].dims) != QG_DATASET[name].dims:
-            raise ValueError(f"dataset variable {name!r} has dims {ds[name].dims}, expected {QG_DATASET[name].dims}")
     nlev = ds.sizes["lev"]
+    for name in needed:
+        if tuple(ds[name].dims) != qg_dataset_dims(name, nlev):
+            raise ValueError(f"dataset variable {name!r} has dims {ds[name].dims}, expected "
+                             f"{qg_dataset_dims(name, nlev)} for {nlev} layers")
     expected = qg_schema(nlev)
     names = {f.name for f in schema.inputs + schema.outputs}
     if names != {f.name for f in expected.inputs + expected.outputs}:
@@ -471,7 +539,8 @@ def qg_dataset_fields(ds: Any, schema: Schema) -> dict[str, np.ndarray]:
     tau, Fb = arr("tau"), arr("Fb")
     for i in range(nlev):
         named[_TAU.format(i + 1)] = tau[:, :, i]
-        named[_FB.format(i + 1)] = Fb[:, :, i]
+    for p, (i, j) in enumerate(interface_flux_pairs(nlev)):
+        named[_fb_name(i, j, nlev)] = Fb[:, :, p]
     return named
 
 

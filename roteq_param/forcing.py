@@ -1,12 +1,13 @@
 """Coarse QG state -> PV forcing S [s^-2]: the :class:`~roteq_param.models.Predictor`, then the
-fused flux-form operator :class:`~roteq_param.fluxform.PVForcingOperator`.
+fused flux-form multipliers of :func:`~roteq_param.fluxform.flux_form_multipliers`.
 
 Solver-agnostic: the pyqg hook hands it pyqg's spectral streamfunction (numpy), the torch twin
-hands it its own (torch, on its device); both get back ``S`` with
+hands it its own (torch, on its device); both get back ``S`` with, for N layers,
 
-    S_1 = -curl(div tau_1) + F1 div Fb_1,    S_2 = -curl(div tau_2) - F2 div Fb_2
+    S_i = -curl(div tau_i) + G[i, i] div Fb_{i,i} - G[i, i-1] div Fb_{i,i-1}
 
-(``du/dt = -div tau``, ``db/dt = -div Fb``; S is added to dq/dt), plus the model's fixed closure
+(two layers: S_1 = -curl(div tau_1) + F1 div Fb_1, S_2 = -curl(div tau_2) - F2 div Fb_2;
+``du/dt = -div tau``, ``db/dt = -div Fb``; S is added to dq/dt), plus the model's fixed closure
 terms where its config sets them (:meth:`PVForcing._closure_terms`): a grid-scale damping
 ``-nu4 lap^2 zeta`` (``grid_damping``) and an energy-consistent backscatter ``-a lap zeta`` that
 returns a multiple (``energy_backscatter``) of the energy the network drains. Every term is a curl of
@@ -29,7 +30,7 @@ __all__ = ["PVForcing"]
 
 
 class PVForcing:
-    """PV forcing of a two-layer QG state through a trained flux network.
+    """PV forcing of an N-layer QG state through a trained flux network.
 
     Parameters
     ----------
@@ -37,8 +38,9 @@ class PVForcing:
         A :class:`Predictor` (inference: exact, cheap, no autograd; its device and dtype are used
         throughout) or a :class:`FluxNet` (training through a solver: autograd reaches the network's
         weights; its buffers' device and dtype are used).
-    F1, F2:
-        Stretching coefficients of the two layers [m^-2] (pyqg's ``m.F1``, ``m.F2``).
+    strat:
+        The layers' coupling [m^-2] (:class:`~roteq_param.fluxform.Stratification`; any pyqg model:
+        ``Stratification.from_matrix(m.S)``); its layer count must be the schema's.
     L:
         Side of the doubly periodic square domain [m].
     n:
@@ -48,7 +50,7 @@ class PVForcing:
         forcing alone (what calibration compares with the truth).
     """
 
-    def __init__(self, network: Predictor | FluxNet, *, F1: float, F2: float, L: float, n: int,
+    def __init__(self, network: Predictor | FluxNet, *, strat: fluxform.Stratification, L: float, n: int,
                  closure_terms: bool = True):
         if isinstance(network, FluxNet):
             self.predictor, self.net = None, network
@@ -61,33 +63,30 @@ class PVForcing:
         self.device, self.dtype = device, dtype
         self.schema = network.schema
         layers = sorted({f.layer for f in self.schema.outputs})
-        if len(layers) != 2:
-            raise ValueError(f"the two-layer PV forcing needs fluxes for 2 layers, the schema has {layers}")
+        if layers != list(range(1, strat.nlayers + 1)):
+            raise ValueError(f"the solver has {strat.nlayers} layers; the network predicts fluxes for layers {layers}")
+        self.nlayers = N = strat.nlayers
         self.n = int(n)
         self.dx = float(L) / self.n  # grid spacing [m]: what a similarity-scaled network needs
         network.check_grid(self.n, self.n)
-        operator = fluxform.PVForcingOperator(self.n, L, F1, F2)
         k, l = fluxform.wavenumbers(self.n, L)  # pyqg's k, l (Nyquist kept, as pyqg's own velocity has it)
         cdtype = torch.complex64 if dtype == torch.float32 else torch.complex128
         self._cdtype = cdtype
         # Two fused spectral operators (built once; each call is then one contraction + FFT on the
         # way in and one FFT + contraction on the way out):
-        #   in:  spectral psi (2 layers) -> the network's gridded channels, in its own channel order;
+        #   in:  spectral psi (N layers) -> the network's gridded channels, in its own channel order;
         #   out: every output channel -> S per layer (the flux-form operator, 0 for unused channels).
         ik = np.broadcast_to(1j * k, (self.n, self.n // 2 + 1))
         il = np.broadcast_to(1j * l, (self.n, self.n // 2 + 1))
         self._sources = fields.qg_grid_sources(self.schema)
-        to_grid = np.zeros((len(self._sources), 2, self.n, self.n // 2 + 1), complex)
+        to_grid = np.zeros((len(self._sources), N, self.n, self.n // 2 + 1), complex)
         for c, (what, layer) in enumerate(self._sources):
-            if what == "b":
-                to_grid[c, 0], to_grid[c, 1] = 1.0, -1.0
+            if what == "b":  # b_j = psi_j - psi_{j+1}
+                to_grid[c, layer - 1], to_grid[c, layer] = 1.0, -1.0
             else:
                 to_grid[c, layer - 1] = -il if what == "u" else ik
         self._to_grid = torch.as_tensor(to_grid, dtype=cdtype, device=device)
-        to_s = np.zeros((2, self.schema.n_channels("outputs"), self.n, self.n // 2 + 1), complex)
-        channels = fields.qg_flux_channels(self.schema)
-        to_s[0, channels[:5]] = operator.multipliers[0]
-        to_s[1, channels[5:]] = operator.multipliers[1]
+        to_s = fluxform.flux_form_multipliers(self.n, L, strat, fields.qg_flux_sources(self.schema))
         self._to_s = torch.as_tensor(to_s, dtype=cdtype, device=device)
         # The model's fixed closure terms on top of the network (ModelConfig): both act on the
         # spectral streamfunction psi^ of each layer, so they are built here as multipliers.
@@ -107,7 +106,8 @@ class PVForcing:
                                               dtype=dtype, device=device)
         self._ik = torch.as_tensor(np.ascontiguousarray(ik), dtype=cdtype, device=device)
         self._il = torch.as_tensor(np.ascontiguousarray(il), dtype=cdtype, device=device)
-        self._weights = torch.as_tensor(fluxform.energy_weights(self.n, F1, F2), dtype=dtype, device=device)
+        self._weights = torch.as_tensor(fluxform.energy_weights(self.n, strat.depth_fractions), dtype=dtype,
+                                        device=device)
         self._const_cache: tuple | None = None
 
     def _outputs(self, state: Mapping[str, Any], batch: tuple[int, ...]) -> torch.Tensor:
@@ -128,25 +128,25 @@ class PVForcing:
         return self._to_forcing(self._outputs(state, batch), batch, P)
 
     def _streamfunction_from_velocity(self, state: Mapping[str, Any]) -> torch.Tensor:
-        """Spectral streamfunction ``[B, 2, n, n//2+1]`` from the named velocity inputs (pyqg's
+        """Spectral streamfunction ``[B, N, n, n//2+1]`` from the named velocity inputs (pyqg's
         normalisation: unnormalised rfft2), through the vorticity ``zeta^ = ik v^ - il u^``."""
-        u, v = (torch.as_tensor(a).to(device=self.device, dtype=self.dtype).reshape(-1, 2, self.n, self.n)
-                for a in fields.qg_velocity(state))
+        u, v = (torch.as_tensor(a).to(device=self.device, dtype=self.dtype).reshape(-1, self.nlayers, self.n, self.n)
+                for a in fields.qg_velocity(state, self.nlayers))
         return self._psi_from_zeta * (self._ik * torch.fft.rfft2(v) - self._il * torch.fft.rfft2(u))
 
     def _to_forcing(self, y: torch.Tensor, batch: tuple[int, ...], P: torch.Tensor | None = None) -> torch.Tensor:
-        """S ``[*batch, 2, n, n]`` from stacked outputs ``y`` ``[B, C_out, n, n]``: one FFT of every output
+        """S ``[*batch, N, n, n]`` from stacked outputs ``y`` ``[B, C_out, n, n]``: one FFT of every output
         channel, the fused flux-form multipliers, the model's closure terms on the spectral
-        streamfunction ``P`` ``[B, 2, n, n//2+1]`` (needed only when it has some), one inverse FFT
+        streamfunction ``P`` ``[B, N, n, n//2+1]`` (needed only when it has some), one inverse FFT
         (autograd only for a FluxNet)."""
         with torch.set_grad_enabled(self.net is not None and torch.is_grad_enabled()):
             sh = (self._to_s * torch.fft.rfft2(y)[:, None]).sum(2)
             if self._has_closure_terms:
                 sh = sh + self._closure_terms(sh, P.reshape(sh.shape))
-            return torch.fft.irfft2(sh, s=(self.n, self.n)).reshape(*batch, 2, self.n, self.n)
+            return torch.fft.irfft2(sh, s=(self.n, self.n)).reshape(*batch, self.nlayers, self.n, self.n)
 
     def _closure_terms(self, sh: torch.Tensor, P: torch.Tensor) -> torch.Tensor:
-        """The fixed terms ``[B, 2, n, n//2+1]`` added to the network's spectral forcing ``sh``.
+        """The fixed terms ``[B, N, n, n//2+1]`` added to the network's spectral forcing ``sh``.
 
         * grid damping: ``M psi^`` (:func:`~roteq_param.fluxform.biharmonic_damping_multiplier`);
         * energy backscatter: ``-a K^(2p) psi^`` per member (``p = backscatter_order``; p = 2:
@@ -169,23 +169,23 @@ class PVForcing:
         return extra
 
     def __call__(self, state: Mapping[str, Any]) -> np.ndarray:
-        """Forcing ``[..., 2, n, n]`` (float64 numpy) from the schema's named inputs (validated)."""
+        """Forcing ``[..., N, n, n]`` (float64 numpy) from the schema's named inputs (validated)."""
         batch, _ = self.schema.validate(state, "inputs", grid_shape=(self.n, self.n), allow_extra=True)
         return self._forcing(state, batch).detach().to(torch.float64).cpu().numpy()
 
     def from_spectral(self, ph: Any, beta: Any, U: Any) -> Any:
         """Forcing from the spectral streamfunction: the hot path of the timestep hook.
 
-        ``ph`` is ``[..., 2, n, n//2+1]`` in pyqg's layout (rfft2 along (y, x), unnormalised
+        ``ph`` is ``[..., N, n, n//2+1]`` in pyqg's layout (rfft2 along (y, x), unnormalised
         forward transform) [m^2/s]; ``beta`` the vector (0, beta) [1/(m s)]; ``U`` the background
-        velocities ``[2, 2]`` [m/s] (or per-member ``[..., 2]`` and ``[..., 2, 2]``). numpy in gives
+        velocities ``[N, 2]`` [m/s] (pyqg: (U_i, V_i); or per-member ``[..., 2]`` and ``[..., N, 2]``). numpy in gives
         float64 numpy out (pyqg); a torch tensor in gives a tensor on the network's device. A
         non-finite state raises :class:`~roteq_param.fields.SchemaError` naming the field.
         """
         torch_in = is_torch(ph)
         P = (ph if torch_in else torch.from_numpy(np.asarray(ph))).to(device=self.device, dtype=self._cdtype)
         batch = tuple(P.shape[:-3])
-        # u = -d psi/dy, v = d psi/dx per layer and b = psi_1 - psi_2, in the network's channel order
+        # u = -d psi/dy, v = d psi/dx per layer and b_j = psi_j - psi_{j+1}, in the network's channel order
         # (a broadcast product and a sum: einsum turns this into many tiny matrix products, 5x slower)
         grid = torch.fft.irfft2((self._to_grid * P[..., None, :, :, :]).sum(-3), s=(self.n, self.n))
         # NaN/inf reach the sum; only then is the state checked field by field for the message
@@ -202,16 +202,18 @@ class PVForcing:
         return S if torch_in else S.detach().to(torch.float64).cpu().numpy()
 
     def _split(self, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(u, v, b) of the two layers from the gridded channels built by :meth:`from_spectral`."""
+        """(u, v, b) of the layers from the gridded channels built by :meth:`from_spectral` (b as
+        :func:`~roteq_param.fields.qg_inputs` takes it)."""
         named = dict(zip(self._sources, grid.unbind(-3)))
-        return (torch.stack([named["u", i] for i in (1, 2)], -3), torch.stack([named["v", i] for i in (1, 2)], -3),
-                named["b", None])
+        layers, interfaces = range(1, self.nlayers + 1), range(1, self.nlayers)
+        b = named["b", 1] if self.nlayers == 2 else torch.stack([named["b", j] for j in interfaces], -3)
+        return (torch.stack([named["u", i] for i in layers], -3), torch.stack([named["v", i] for i in layers], -3), b)
 
     def _constant_arrays(self, beta: Any, U: Any, batch: tuple[int, ...] = ()) -> tuple[torch.Tensor, torch.Tensor]:
         as_t = lambda x: (x if is_torch(x) else torch.from_numpy(np.asarray(x, dtype=np.float64))).to(  # noqa: E731
             device=self.device, dtype=self.dtype)
         beta, U = as_t(beta), as_t(U)
-        return (beta.expand(*batch, 2), U.expand(*batch, 2, 2)) if batch else (beta, U)
+        return (beta.expand(*batch, 2), U.expand(*batch, self.nlayers, 2)) if batch else (beta, U)
 
     def _constants(self, beta: Any, U: Any, B: int) -> torch.Tensor:
         """The predictor's ``[B, C_const]`` constants, reused while (beta, U) and B stay the same."""
@@ -225,12 +227,12 @@ class PVForcing:
 
     def energy_drain(self, state: Mapping[str, Any], S: Any) -> np.ndarray:
         """``sum_i H_i/H <psi_i S_i>`` per sample [m^2 s^-3, summed over the grid]: the rate at which the
-        forcing ``S`` ``[..., 2, n, n]`` [s^-2] removes total energy from the named state (positive:
+        forcing ``S`` ``[..., N, n, n]`` [s^-2] removes total energy from the named state (positive:
         it drains). psi comes from the state's velocity (its domain mean is irrelevant: S has none)."""
         batch, _ = self.schema.validate(state, "inputs", grid_shape=(self.n, self.n), allow_extra=True)
         P = self._streamfunction_from_velocity(state)
         S = torch.as_tensor(S).to(device=self.device, dtype=self.dtype)
-        Sh = torch.fft.rfft2(S.reshape(P.shape[0], 2, self.n, self.n))
+        Sh = torch.fft.rfft2(S.reshape(P.shape[0], self.nlayers, self.n, self.n))
         drain = (self._weights * (P.conj() * Sh).real).sum((-3, -2, -1))
         return drain.reshape(batch).detach().to(torch.float64).cpu().numpy()
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from roteq_param import fluxform, models, symmetry
+from roteq_param.fluxform import Stratification
 from roteq_param.forcing import PVForcing
 from roteq_param.models import ModelConfig
 from roteq_param.symmetry import Group, Kind
@@ -74,7 +75,7 @@ def test_multiplier_is_minus_nu4_biharmonic_of_vorticity_and_drains_energy(eddy)
     ux, uy, vx, vy = (fluxform.ddx(u, eddy.L), fluxform.ddy(u, eddy.L), fluxform.ddx(v, eddy.L),
                       fluxform.ddy(v, eddy.L))
     tau = nu4 * fluxform.laplacian(np.stack([2 * ux, uy + vx, 2 * vy], -3), eddy.L)
-    via_flux = fluxform.pv_forcing_from_fluxes(tau, np.zeros_like(tau[..., :2, :, :]), eddy.F1, eddy.F2, eddy.L)
+    via_flux = fluxform.pv_forcing_from_fluxes(tau, np.zeros_like(tau[..., :2, :, :]), Stratification.two_layer(eddy.F1, eddy.F2), eddy.L)
     assert np.abs(via_flux - S).max() <= 1e-6 * np.abs(S).max()  # spectral vs Nyquist-zeroed odd derivatives
 
 
@@ -82,7 +83,7 @@ def test_multiplier_is_minus_nu4_biharmonic_of_vorticity_and_drains_energy(eddy)
 def test_forcing_adds_exactly_the_damping_on_a_spun_up_state(eddy, damped, dtype):
     plain, with_damping, _ = damped
     beta, U = np.array([0.0, eddy.beta]), np.array([[eddy.U1, 0.0], [eddy.U2, 0.0]])
-    forcings = [PVForcing(models.Predictor(net, dtype=dtype), F1=eddy.F1, F2=eddy.F2, L=eddy.L, n=eddy.nx)
+    forcings = [PVForcing(models.Predictor(net, dtype=dtype), strat=Stratification.two_layer(eddy.F1, eddy.F2), L=eddy.L, n=eddy.nx)
                 for net in (plain, with_damping)]
     hot = [f.from_spectral(eddy.ph, beta, U) for f in forcings]
     expected = eddy.ifft(fluxform.biharmonic_damping_multiplier(eddy.nx, eddy.L, RATE) * eddy.ph)
@@ -96,7 +97,7 @@ def test_forcing_adds_exactly_the_damping_on_a_spun_up_state(eddy, damped, dtype
 def test_damped_forcing_is_equivariant_for_every_element_on_a_physical_state(eddy, damped):
     _, net, _ = damped
     state = state_from_model(eddy)
-    forcing = PVForcing(models.Predictor(net, dtype=torch.float64), F1=eddy.F1, F2=eddy.F2, L=eddy.L, n=eddy.nx)
+    forcing = PVForcing(models.Predictor(net, dtype=torch.float64), strat=Stratification.two_layer(eddy.F1, eddy.F2), L=eddy.L, n=eddy.nx)
     dq = forcing(state)
     for g in Group.parse(net.config.group).exact_elements():
         got = forcing(net.schema.transform(g, state))
@@ -154,7 +155,7 @@ def test_training_route_through_a_flux_net_adds_the_same_damping(eddy, damped):
     S = []
     for source in (folder.parent / "plain", folder):
         net64 = models.load_model(source).train().converted(torch.float64).eval()  # train(): no caches to copy
-        S.append(PVForcing(net64, F1=eddy.F1, F2=eddy.F2, L=eddy.L, n=eddy.nx).from_spectral(ph, beta, U).detach())
+        S.append(PVForcing(net64, strat=Stratification.two_layer(eddy.F1, eddy.F2), L=eddy.L, n=eddy.nx).from_spectral(ph, beta, U).detach())
     expected = eddy.ifft(fluxform.biharmonic_damping_multiplier(eddy.nx, eddy.L, RATE) * eddy.ph)
     assert np.abs((S[1] - S[0]).numpy() - expected).max() <= 1e-12 * np.abs(expected).max()
 
@@ -174,7 +175,7 @@ def backscattering(tmp_path_factory):
 def test_energy_weights_are_parseval_with_the_depth_fractions(eddy):
     rng = np.random.default_rng(0)
     a, b = rng.standard_normal((2, 2, 64, 64))
-    w = fluxform.energy_weights(64, eddy.F1, eddy.F2)
+    w = fluxform.energy_weights(64, Stratification.two_layer(eddy.F1, eddy.F2).depth_fractions)
     spectral = float((w * (np.conj(np.fft.rfft2(a)) * np.fft.rfft2(b)).real).sum())
     H = np.array(eddy.Hi) / eddy.H  # pyqg's own layer depths
     grid = float(sum(H[i] * (a[i] * b[i]).sum() for i in range(2)))
@@ -193,7 +194,7 @@ def test_backscatter_returns_exactly_the_asked_multiple_of_the_network_drain(edd
     energy it is off."""
     _, folder = backscattering
     net = models.load_model(models.derive_model(folder, tmp_path / "m", closure={"backscatter_order": order}))
-    full = PVForcing(models.Predictor(net, dtype=torch.float64), F1=eddy.F1, F2=eddy.F2, L=eddy.L, n=eddy.nx)
+    full = PVForcing(models.Predictor(net, dtype=torch.float64), strat=Stratification.two_layer(eddy.F1, eddy.F2), L=eddy.L, n=eddy.nx)
     P = torch.as_tensor(eddy.ph)[None]
     viscosity = torch.as_tensor(fluxform.biharmonic_damping_multiplier(eddy.nx, eddy.L, 1e-5))
     for sh, drains in ((viscosity * P, True), (-viscosity * P, False)):
@@ -213,7 +214,7 @@ def test_backscatter_returns_exactly_the_asked_multiple_of_the_network_drain(edd
 def test_spectral_route_equals_the_named_route_with_closure_terms(eddy, backscattering):
     net, _ = backscattering
     state = state_from_model(eddy)
-    full = PVForcing(models.Predictor(net, dtype=torch.float64), F1=eddy.F1, F2=eddy.F2, L=eddy.L, n=eddy.nx)
+    full = PVForcing(models.Predictor(net, dtype=torch.float64), strat=Stratification.two_layer(eddy.F1, eddy.F2), L=eddy.L, n=eddy.nx)
     S = full(state)
     beta, U = np.array([0.0, eddy.beta]), np.array([[eddy.U1, 0.0], [eddy.U2, 0.0]])
     hot = full.from_spectral(eddy.ph, beta, U)
@@ -223,7 +224,7 @@ def test_spectral_route_equals_the_named_route_with_closure_terms(eddy, backscat
 def test_backscatter_forcing_is_equivariant_for_every_element_on_a_physical_state(eddy, backscattering):
     net, _ = backscattering
     state = state_from_model(eddy)
-    forcing = PVForcing(models.Predictor(net, dtype=torch.float64), F1=eddy.F1, F2=eddy.F2, L=eddy.L, n=eddy.nx)
+    forcing = PVForcing(models.Predictor(net, dtype=torch.float64), strat=Stratification.two_layer(eddy.F1, eddy.F2), L=eddy.L, n=eddy.nx)
     dq = forcing(state)
     for g in Group.parse(net.config.group).exact_elements():
         want = symmetry.act(g, dq, Kind.PSEUDOSCALAR)
@@ -242,9 +243,9 @@ def test_calibration_matches_an_independent_energy_budget(tmp_path):
     result = calibrate_energy_backscatter(net, path, runs=[1, 2])
     ds = xr.open_dataset(path).isel(run=[1, 2])
     F1, F2, L = ds.attrs["F1"], ds.attrs["F2"], float(json.loads(ds.attrs["solver"])["L"])
-    psi = fluxform.invert_pv(ds["q"].values.astype(np.float64), F1, F2, L)
+    psi = fluxform.invert_pv(ds["q"].values.astype(np.float64), Stratification.two_layer(F1, F2), L)
     H = np.array([F2, F1]) / (F1 + F2)
-    forcing = PVForcing(models.Predictor(net, dtype=torch.float64), F1=F1, F2=F2, L=L, n=psi.shape[-1])
+    forcing = PVForcing(models.Predictor(net, dtype=torch.float64), strat=Stratification.two_layer(F1, F2), L=L, n=psi.shape[-1])
     x = {k: ds[k].values.astype(np.float64) for k in ("u", "v", "b")}
     state = {"vel_1": np.stack([x["u"][:, :, 0], x["v"][:, :, 0]], -3),
              "vel_2": np.stack([x["u"][:, :, 1], x["v"][:, :, 1]], -3), "b": x["b"],

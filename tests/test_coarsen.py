@@ -26,7 +26,7 @@ def model():
 
 def _coarse(m, name, n_coarse=N_COARSE, q=None):
     op = coarsen.make_operator(name, N_FINE, n_coarse, m.L)
-    return coarsen.coarse_grain(m.q if q is None else q, m.F1, m.F2, m.L, op)
+    return coarsen.coarse_grain(m.q if q is None else q, fluxform.Stratification.from_matrix(m.S), m.L, op)
 
 
 # 24 does not divide 64: truncation takes any smaller grid (256 -> 48 and 96 in the resolution study)

@@ -14,6 +14,7 @@ import torch
 
 from conftest_models import tiny_dataset
 from roteq_param import models, symmetry
+from roteq_param.fluxform import Stratification
 from roteq_param.forcing import PVForcing
 from roteq_param.models import ModelConfig
 from roteq_param.symmetry import Element, Group, Kind
@@ -85,7 +86,7 @@ def test_network_and_forcing_on_a_physical_state_for_every_element(eddy, nets, d
     state = state_from_model(eddy)
     for name, net in nets.items():
         predictor = models.Predictor(net, dtype=dtype)
-        forcing = PVForcing(predictor, F1=eddy.F1, F2=eddy.F2, L=eddy.L, n=eddy.nx)
+        forcing = PVForcing(predictor, strat=Stratification.two_layer(eddy.F1, eddy.F2), L=eddy.L, n=eddy.nx)
         dx = eddy.L / eddy.nx  # needed by the similarity-scaled nets, ignored by the others
         fluxes, dq = predictor(state, dx), forcing(state)
         for g in Group.parse(net.config.group).exact_elements():

@@ -50,7 +50,7 @@ def pyqg_state():
 
 def test_matches_pyqg_inversion_and_velocity(pyqg_state):
     m = pyqg_state
-    psi = ff.invert_pv(m.q, m.F1, m.F2, m.L)
+    psi = ff.invert_pv(m.q, ff.Stratification.from_matrix(m.S), m.L)
     psi_pyqg = m.ifft(m.ph)
     scale = np.abs(psi_pyqg).max()
     np.testing.assert_allclose(psi, psi_pyqg, atol=1e-12 * scale)
@@ -58,7 +58,7 @@ def test_matches_pyqg_inversion_and_velocity(pyqg_state):
     uscale = np.abs(m.u).max()
     np.testing.assert_allclose(uv[:, 0], m.u, atol=1e-11 * uscale)
     np.testing.assert_allclose(uv[:, 1], m.v, atol=1e-11 * uscale)
-    np.testing.assert_allclose(ff.pv_from_streamfunction(psi, m.F1, m.F2, m.L), m.q, atol=1e-11 * np.abs(m.q).max())
+    np.testing.assert_allclose(ff.pv_from_streamfunction(psi, ff.Stratification.from_matrix(m.S), m.L), m.q, atol=1e-11 * np.abs(m.q).max())
     # The velocity is non-divergent and its curl is the relative vorticity lap(psi).
     assert np.abs(ff.divergence(uv, m.L)).max() < 1e-12 * np.abs(ff.curl(uv, m.L)).max()
     np.testing.assert_allclose(ff.curl(uv, m.L), ff.laplacian(psi, m.L), atol=1e-11 * np.abs(ff.laplacian(psi, m.L)).max())
@@ -76,10 +76,10 @@ def test_numpy_and_torch_agree():
     rng = np.random.default_rng(0)
     tau, Fb = _fluxes(rng)
     F1, F2 = ff.stretching_coefficients(15e3, 0.25)
-    ref = ff.pv_forcing_from_fluxes(tau, Fb, F1, F2, L)
+    ref = ff.pv_forcing_from_fluxes(tau, Fb, ff.Stratification.two_layer(F1, F2), L)
     assert ref.shape == (3, 2, 16, 16)
     for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 2e-5)):
-        out = ff.pv_forcing_from_fluxes(torch.tensor(tau, dtype=dtype), torch.tensor(Fb, dtype=dtype), F1, F2, L)
+        out = ff.pv_forcing_from_fluxes(torch.tensor(tau, dtype=dtype), torch.tensor(Fb, dtype=dtype), ff.Stratification.two_layer(F1, F2), L)
         assert out.dtype == dtype and out.shape == ref.shape
         np.testing.assert_allclose(out.numpy(), ref, atol=tol * np.abs(ref).max())
         du = ff.momentum_tendency(torch.tensor(tau, dtype=dtype), L)
@@ -89,7 +89,7 @@ def test_numpy_and_torch_agree():
 def test_torch_gradients_flow():
     rng = np.random.default_rng(1)
     tau, Fb = (torch.tensor(a, requires_grad=True) for a in _fluxes(rng, batch=()))
-    ff.pv_forcing_from_fluxes(tau, Fb, 1e-9, 2e-10, L).pow(2).sum().backward()
+    ff.pv_forcing_from_fluxes(tau, Fb, ff.Stratification.two_layer(1e-9, 2e-10), L).pow(2).sum().backward()
     assert torch.isfinite(tau.grad).all() and tau.grad.abs().max() > 0 and Fb.grad.abs().max() > 0
 
 
@@ -97,7 +97,7 @@ def test_domain_integrals_vanish():
     rng = np.random.default_rng(2)
     tau, Fb = _fluxes(rng)
     for out in (ff.momentum_tendency(tau, L), ff.buoyancy_tendency(Fb, L),
-                ff.pv_forcing_from_fluxes(tau, Fb, 3e-9, 1e-9, L)):
+                ff.pv_forcing_from_fluxes(tau, Fb, ff.Stratification.two_layer(3e-9, 1e-9), L)):
         assert np.abs(out.mean(axis=(-2, -1))).max() < 1e-14 * np.abs(out).max()
 
 
@@ -105,9 +105,9 @@ def test_flux_form_of_the_forcing():
     """S from tau alone is -curl(div tau); from Fb alone it is +F1 div F in layer 1 and -F2 div F in layer 2."""
     rng = np.random.default_rng(3)
     tau, Fb = _fluxes(rng, batch=())
-    S_tau = ff.pv_forcing_from_fluxes(tau, 0 * Fb, 1.0, 1.0, L)
+    S_tau = ff.pv_forcing_from_fluxes(tau, 0 * Fb, ff.Stratification.two_layer(1.0, 1.0), L)
     np.testing.assert_allclose(S_tau, ff.curl(ff.momentum_tendency(tau, L), L), atol=1e-12 * np.abs(S_tau).max())
-    S_F = ff.pv_forcing_from_fluxes(0 * tau, Fb, 2.0, 3.0, L)
+    S_F = ff.pv_forcing_from_fluxes(0 * tau, Fb, ff.Stratification.two_layer(2.0, 3.0), L)
     bt = ff.buoyancy_tendency(Fb, L)
     np.testing.assert_allclose(S_F[0], -2.0 * bt[0], atol=1e-12 * np.abs(S_F).max())
     np.testing.assert_allclose(S_F[1], 3.0 * bt[1], atol=1e-12 * np.abs(S_F).max())
@@ -115,6 +115,6 @@ def test_flux_form_of_the_forcing():
 
 def test_bad_shapes_are_rejected():
     with pytest.raises(ValueError, match="tau must have shape"):
-        ff.pv_forcing_from_fluxes(np.zeros((2, 2, 8, 8)), np.zeros((2, 2, 8, 8)), 1.0, 1.0, L)
+        ff.pv_forcing_from_fluxes(np.zeros((2, 2, 8, 8)), np.zeros((2, 2, 8, 8)), ff.Stratification.two_layer(1.0, 1.0), L)
     with pytest.raises(ValueError, match="square"):
         ff.ddx(np.zeros((8, 16)), L)

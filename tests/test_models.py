@@ -133,7 +133,7 @@ def test_load_errors(tmp_path):
     model = build_model(channels=(4,), kernel_sizes=(3,))
     d = save_model(model, tmp_path / "m", inference_cost={})
     with pytest.raises(ModelFileError, match="schema"):
-        load_model(d, schema=qg_schema(1))
+        load_model(d, schema=qg_schema(3))
 
     raw = (d / "model.pt").read_bytes()
     (d / "model.pt").write_bytes(raw[: len(raw) // 2])
@@ -149,7 +149,7 @@ def test_load_errors(tmp_path):
     (d / "model.pt").write_bytes(raw)
 
     card = json.loads((d / "card.json").read_text())
-    card["schema"] = qg_schema(1).to_dict()
+    card["schema"] = qg_schema(3).to_dict()
     (d / "card.json").write_text(json.dumps(card))
     with pytest.raises(ModelFileError, match="different schema"):
         load_model(d)

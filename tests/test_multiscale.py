@@ -10,6 +10,7 @@ from roteq_param import symmetry
 from roteq_param.models import ModelConfig, build_model
 from roteq_param.models.multiscale import pool, receptive_field, up
 from roteq_param.symmetry import Group, Kind
+from roteq_param.fluxform import Stratification
 
 
 def _bilinear_reference(c: np.ndarray) -> np.ndarray:
@@ -117,5 +118,5 @@ def test_grid_errors_reach_every_route(tmp_path):
     with pytest.raises(ValueError, match="divisible by 4; got 18 x 18"):
         Predictor(net)(named_inputs(net.schema, n=18))
     with pytest.raises(ValueError, match="divisible by 4; got 18 x 18"):
-        PVForcing(Predictor(net), F1=1e-9, F2=1e-9, L=1e6, n=18)
+        PVForcing(Predictor(net), strat=Stratification.two_layer(1e-9, 1e-9), L=1e6, n=18)
     assert Predictor(net)(named_inputs(net.schema, n=20))["tau_1"].shape == (3, 20, 20)

@@ -7,6 +7,7 @@ import pytest
 import xarray as xr
 
 from roteq_param import coarsen
+from roteq_param.fluxform import Stratification
 from solver_coupling.cli import build_parser
 from solver_coupling.pyqg import data as pdata
 from solver_coupling.pyqg import fftw_plans
@@ -147,7 +148,7 @@ def test_coarsen_existing_pyqg_output(tmp_path):
     m = _pyqg_file(src)
     out = pdata.coarsen_files([src, src], str(tmp_path / "coarse.nc"), coarse_nx=16, operator="gaussian")
     op = coarsen.make_operator("gaussian", 32, 16, m.L)
-    expect = coarsen.coarse_grain(m.q, m.F1, m.F2, m.L, op)
+    expect = coarsen.coarse_grain(m.q, Stratification.from_matrix(m.S), m.L, op)
     with xr.open_dataset(out) as ds:
         assert ds.sizes["run"] == 2 and ds.sizes["time"] == 1
         for k in ("u", "b", "tau", "Fb", "S_direct"):

@@ -10,6 +10,7 @@ import torch
 from roteq_param import fluxform, models, symmetry
 from roteq_param.fields import qg_schema
 from roteq_param.symmetry import Group, Kind
+from roteq_param.fluxform import Stratification
 from roteq_param.forcing import PVForcing
 from solver_coupling.pyqg.config import solver_config_of
 from solver_coupling.pyqg.plugin import (Ensemble, ModelFileChangedError, ModelMismatchError, OutOfRegimeWarning,
@@ -19,9 +20,9 @@ from solver_coupling.pyqg.state import state_from_model
 NX = 32
 
 
-def _forcing(net, *, F1, F2, L, n, dtype=torch.float32):
+def _forcing(net, *, strat, L, n, dtype=torch.float32):
     """The plugin's forcing for a network: the one Predictor, then the flux-form operator."""
-    return PVForcing(models.Predictor(net, dtype=dtype), F1=F1, F2=F2, L=L, n=n)
+    return PVForcing(models.Predictor(net, dtype=dtype), strat=strat, L=L, n=n)
 
 
 def _spun_up_model(seed=0, nx=NX, steps=300, **kw):
@@ -64,7 +65,7 @@ def test_online_forcing_is_exactly_equivariant_in_float32(model_state, net, k):
     g = symmetry.Element(4, k)
     m = model_state
     F1, F2 = fluxform.stretching_coefficients(m.rd, m.delta)
-    forcing = _forcing(net, F1=F1, F2=F2, L=m.L, n=NX, dtype=torch.float32)
+    forcing = _forcing(net, strat=Stratification.two_layer(F1, F2), L=m.L, n=NX, dtype=torch.float32)
     dq = forcing(state_from_model(m))
 
     # a second pyqg model holding the rotated state: rotate q (a pseudoscalar) and let pyqg invert it
@@ -89,7 +90,7 @@ def test_reflections_are_exact_online_for_a_D4_net(model_state):
     m = model_state
     net = _scaled_net(group="D4", state=state_from_model(m))
     F1, F2 = fluxform.stretching_coefficients(m.rd, m.delta)
-    forcing = _forcing(net, F1=F1, F2=F2, L=m.L, n=NX)
+    forcing = _forcing(net, strat=Stratification.two_layer(F1, F2), L=m.L, n=NX)
     state = state_from_model(m)
     dq = forcing(state)
     for g in Group(4, True).elements():
@@ -101,7 +102,7 @@ def test_spectral_fast_path_equals_named_state_path(model_state, net):
     m = model_state
     F1, F2 = fluxform.stretching_coefficients(m.rd, m.delta)
     for dtype, tol in ((torch.float32, 1e-5), (torch.float64, 1e-12)):
-        forcing = _forcing(net, F1=F1, F2=F2, L=m.L, n=NX, dtype=dtype)
+        forcing = _forcing(net, strat=Stratification.two_layer(F1, F2), L=m.L, n=NX, dtype=dtype)
         named = forcing(state_from_model(m))
         fast = forcing.from_spectral(m.ph, np.array([0.0, m.beta]), np.array([[m.U1, 0.0], [m.U2, 0.0]]))
         assert np.abs(fast - named).max() <= tol * np.abs(named).max()
@@ -113,7 +114,7 @@ def test_spectral_fast_path_equals_named_state_path(model_state, net):
 def test_tendencies_are_in_flux_form(model_state, net):
     m = model_state
     F1, F2 = fluxform.stretching_coefficients(m.rd, m.delta)
-    forcing = _forcing(net, F1=F1, F2=F2, L=m.L, n=NX, dtype=torch.float64)
+    forcing = _forcing(net, strat=Stratification.two_layer(F1, F2), L=m.L, n=NX, dtype=torch.float64)
     tau, Fb = forcing.fluxes(state_from_model(m))
     du = fluxform.momentum_tendency(tau, m.L)  # [nz, 2, y, x] in m/s^2
     db = fluxform.buoyancy_tendency(Fb, m.L)  # [nz, y, x] in m^2/s^2

@@ -36,7 +36,7 @@ def test_dataset_stacking_and_pv_forcing(dataset):
     assert data.x.shape == (3, 5, SCHEMA.n_channels("inputs"), 16, 16)
     assert data.y.shape == (3, 5, SCHEMA.n_channels("outputs"), 16, 16)
     # the torch PV forcing of the true fluxes reproduces the dataset's S (float32 round-off)
-    S = pv_forcing(SCHEMA, data.y.flatten(0, 1).double(), data.F1, data.F2, data.L)
+    S = pv_forcing(SCHEMA, data.y.flatten(0, 1).double(), data.strat, data.L)
     ref = data.S.flatten(0, 1).double()
     assert float((S - ref).abs().max() / ref.abs().max()) < 1e-5
 

@@ -41,7 +41,7 @@ def calibrate_energy_backscatter(model: FluxNet, data: str | os.PathLike, runs: 
     x, _, S = ds.samples(runs)
     x, S = x[::every].double(), S[::every].double()
     n = x.shape[-1]
-    forcing = PVForcing(Predictor(model, dtype=torch.float64), F1=ds.F1, F2=ds.F2, L=ds.L, n=n, closure_terms=False)
+    forcing = PVForcing(Predictor(model, dtype=torch.float64), strat=ds.strat, L=ds.L, n=n, closure_terms=False)
     truth, net = [], []
     for i in range(0, x.shape[0], batch):
         state = model.schema.unstack(x[i:i + batch], "inputs")

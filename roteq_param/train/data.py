@@ -33,15 +33,15 @@ class QGData:
     """A coarse dataset in memory, stacked for the schema (float32 torch tensors).
 
     ``x``: ``[R, T, C_in, n, n]`` stacked inputs; ``y``: ``[R, T, C_out, n, n]`` stacked fluxes;
-    ``S``: ``[R, T, 2, n, n]`` PV forcing target (s^-2); ``F1, F2`` in m^-2, ``L`` in m.
+    ``S``: ``[R, T, N, n, n]`` PV forcing target (s^-2); ``strat`` the layers' coupling (m^-2), ``L``
+    the domain side (m).
     """
 
     x: torch.Tensor
     y: torch.Tensor
     S: torch.Tensor
     schema: Schema
-    F1: float
-    F2: float
+    strat: fluxform.Stratification
     L: float
     path: str = ""
     sha256: str = ""
@@ -57,24 +57,36 @@ class QGData:
         return tuple(t[idx].reshape(-1, *t.shape[2:]) for t in (self.x, self.y, self.S))
 
 
-def _physical_constants(ds, path: str) -> tuple[float, float, float]:
-    """(F1, F2, L): the stretching coefficients (m^-2) and domain side (m) the dataset records."""
-    missing = [k for k in ("F1", "F2", "L") if k not in ds.attrs]
+def _physical_constants(ds, path: str) -> tuple[fluxform.Stratification, float]:
+    """(stratification, L): the layers' stretching couplings (m^-2; ``stretching_upper`` and
+    ``stretching_lower``, or ``F1``, ``F2`` in two-layer files written before those) and the domain
+    side (m) the dataset records."""
+    a = ds.attrs
+    keys = ("stretching_upper", "stretching_lower") if "stretching_upper" in a else ("F1", "F2")
+    missing = [k for k in (*keys, "L") if k not in a]
     if missing:
-        raise ValueError(f"dataset {path} lacks the attribute(s) {missing} (stretching coefficients F1, F2 in m-2 "
-                         "and domain side L in m); write it with `roteq generate` or `roteq coarsen`")
-    return float(ds.attrs["F1"]), float(ds.attrs["F2"]), float(ds.attrs["L"])
+        raise ValueError(f"dataset {path} lacks the attribute(s) {missing} (stretching couplings in m-2 and domain "
+                         "side L in m); write it with `roteq generate` or `roteq coarsen`")
+    upper, lower = (np.atleast_1d(np.asarray(a[k], dtype=np.float64)) for k in keys)
+    try:
+        strat = fluxform.Stratification(tuple(upper), tuple(lower))
+    except ValueError as e:
+        raise ValueError(f"dataset {path}: {e}") from None
+    if strat.nlayers != ds.sizes["lev"]:
+        raise ValueError(f"dataset {path}: its stretching attributes describe {strat.nlayers} layers, its data "
+                         f"{ds.sizes['lev']}")
+    return strat, float(a["L"])
 
 
 def load_dataset(path: str | os.PathLike, schema: Schema | None = None, s_target: str = "S_flux",
                  min_runs: int = 2) -> QGData:
-    """Read a coarse dataset into memory, stacked for ``schema`` (default ``qg_schema(2)``).
+    """Read a coarse dataset into memory, stacked for ``schema`` (default ``qg_schema(N)`` for the
+    dataset's N layers).
 
     ``min_runs``: fewer runs are refused (training splits train/validation by run; 1 for calibration).
     """
     import xarray as xr
 
-    schema = schema or qg_schema(2)
     path = str(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"training dataset {path} does not exist (make one with `roteq generate`)")
@@ -84,13 +96,14 @@ def load_dataset(path: str | os.PathLike, schema: Schema | None = None, s_target
         raise ValueError(f"cannot read training dataset {path} ({type(e).__name__}): the file is truncated or "
                          "corrupt, or not netCDF; re-run the `roteq generate` command that made it") from None
     with ds:
+        schema = schema or qg_schema(ds.sizes.get("lev", 2))
         if s_target not in ds:
             raise ValueError(f"dataset {path} lacks the PV forcing target {s_target!r}")
         try:
             named = qg_dataset_fields(ds, schema)
         except ValueError as e:
             raise ValueError(f"dataset {path}: {e}") from None
-        F1, F2, L = _physical_constants(ds, path)
+        strat, L = _physical_constants(ds, path)
         try:  # the schema refuses NaN/inf and wrong shapes; the message gains the file's name
             x = schema.stack({f.name: torch.from_numpy(np.ascontiguousarray(named[f.name])) for f in schema.inputs})
             y = schema.stack({f.name: torch.from_numpy(np.ascontiguousarray(named[f.name])) for f in schema.outputs},
@@ -105,7 +118,7 @@ def load_dataset(path: str | os.PathLike, schema: Schema | None = None, s_target
     if x.shape[0] < min_runs:
         raise ValueError(f"dataset {path} has {x.shape[0]} run(s); at least {min_runs} are needed (training splits "
                          "train/validation by run)")
-    return QGData(x.contiguous(), y.contiguous(), S.contiguous(), schema, F1, F2, L, path, sha256_file(path), attrs)
+    return QGData(x.contiguous(), y.contiguous(), S.contiguous(), schema, strat, L, path, sha256_file(path), attrs)
 
 
 def field_scales(schema: Schema, which: str, stacked: torch.Tensor) -> dict[str, float]:
@@ -127,7 +140,7 @@ def field_scales(schema: Schema, which: str, stacked: torch.Tensor) -> dict[str,
     return out
 
 
-def pv_forcing(schema: Schema, y: torch.Tensor, F1: float, F2: float, L: float) -> torch.Tensor:
-    """PV forcing ``[B, 2, n, n]`` (s^-2) implied by stacked fluxes ``y`` ``[B, C_out, n, n]``."""
+def pv_forcing(schema: Schema, y: torch.Tensor, strat: fluxform.Stratification, L: float) -> torch.Tensor:
+    """PV forcing ``[B, N, n, n]`` (s^-2) implied by stacked fluxes ``y`` ``[B, C_out, n, n]``."""
     tau, Fb = qg_fluxes(schema.unstack(y, "outputs"))
-    return fluxform.pv_forcing_from_fluxes(tau, Fb, F1, F2, L)
+    return fluxform.pv_forcing_from_fluxes(tau, Fb, strat, L)

@@ -129,7 +129,7 @@ def offline_losses(model: FluxNet, data: QGData, x, y, s, s_scale) -> tuple[torc
     ``s_scale`` is the RMS of the training runs' S per layer [s^-2] (:func:`s_scales`)."""
     pred_n, units = model.forward_with_units(x, data.L / x.shape[-1])
     flux = ((pred_n - y / units) ** 2).mean()
-    s_pred = pv_forcing(data.schema, pred_n * units, data.F1, data.F2, data.L)
+    s_pred = pv_forcing(data.schema, pred_n * units, data.strat, data.L)
     s_loss = (((s_pred - s) / s_scale[:, None, None]) ** 2).mean()
     return flux, s_loss
 
@@ -363,7 +363,7 @@ def _train(opts: TrainOptions, tqdm) -> dict[str, Any]:
                       "process; set PYTHONHASHSEED=0 for runs reproducible across processes", stacklevel=2)
     torch.manual_seed(opts.seed)
     np.random.seed(opts.seed)
-    model = build_model(opts.model)
+    model = build_model(opts.model, schema=data.schema.to_dict())  # the data's layers fix the fields
     _set_normalization(model, data, x_tr, y_tr)
     optim = torch.optim.Adam(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
     gen = torch.Generator().manual_seed(opts.seed)

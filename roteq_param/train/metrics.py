@@ -70,7 +70,7 @@ def r2_scores(model: torch.nn.Module, data: QGData, runs: Sequence[int], element
             s = symmetry.act(element, s, Kind.PSEUDOSCALAR)
         pred = model(x, data.L / x.shape[-1])
         acc_y.add(pred, y)
-        acc_s.add(pv_forcing(schema, pred, data.F1, data.F2, data.L), s)
+        acc_s.add(pv_forcing(schema, pred, data.strat, data.L), s)
     model.train(was_training)
     r2y, r2s = acc_y.r2(), acc_s.r2()
     out = {n: float(v) for n, v in zip(names, r2y)}

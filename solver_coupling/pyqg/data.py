@@ -40,9 +40,9 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from roteq_param import coarsen
+from roteq_param import coarsen, fluxform
 from roteq_param.atomic import atomic_to_netcdf, exclusive_output, remove_staging_files
-from roteq_param.fields import QG_DATASET, QG_DATASET_ATTRS
+from roteq_param.fields import QG_DATASET, qg_dataset_attrs, qg_dataset_dims
 from solver_coupling.pyqg import fftw_plans
 from solver_coupling.pyqg.config import YEAR, PyqgConfig, get_config
 
@@ -182,14 +182,14 @@ class Request:
 
 
 def initial_pv(config: PyqgConfig, seed: int, run: int) -> np.ndarray:
-    """Deterministic small-amplitude initial PV (2, n, n) in s^-1 for run ``run`` of ``seed``.
+    """Deterministic small-amplitude initial PV (nz, n, n) in s^-1 for run ``run`` of ``seed``.
 
-    Same form as pyqg's default: ``q1 = 1e-7 U(0,1)[y, x] + 1e-6 U(0,1)[x]``, ``q2 = 0``,
+    Same form as pyqg's default: ``q1 = 1e-7 U(0,1)[y, x] + 1e-6 U(0,1)[x]``, the other layers 0,
     drawn from ``numpy.random.default_rng([seed, run])``.
     """
     n = config.nx
     rng = np.random.default_rng([seed, run])
-    q = np.zeros((2, n, n))
+    q = np.zeros((config.nz, n, n))
     q[0] = 1e-7 * rng.random((n, n)) + 1e-6 * rng.random((1, n))
     return q
 
@@ -197,9 +197,15 @@ def initial_pv(config: PyqgConfig, seed: int, run: int) -> np.ndarray:
 def _coords(config: PyqgConfig, times: np.ndarray) -> dict[str, Any]:
     nc, L = config.coarse_nx, config.L
     centres = (np.arange(nc) + 0.5) * (L / nc)
-    return {
+    layered = {}
+    if config.nz > 2:  # the interface axes of an N-layer dataset (roteq_param.fields.qg_dataset_dims)
+        pairs = fluxform.interface_flux_pairs(config.nz)
+        layered = {"iface": ("iface", np.arange(1, config.nz), {"long_name": "interface j, between layers j and j+1"}),
+                   "pair": ("pair", np.array([f"{i},{j}" for i, j in pairs]),
+                            {"long_name": "buoyancy flux of interface j by layer i, as 'i,j'"})}
+    return {**layered,
         "time": ("time", np.asarray(times, dtype=np.float64), {"units": "s", "long_name": "model time"}),
-        "lev": ("lev", np.array([1, 2]), {"long_name": "layer (1 = upper)"}),
+        "lev": ("lev", np.arange(1, config.nz + 1), {"long_name": "layer (1 = upper)"}),
         "comp": ("comp", np.array(["x", "y"]), {"long_name": "vector component"}),
         "tcomp": ("tcomp", np.array(["xx", "xy", "yy"]), {"long_name": "symmetric tensor component"}),
         "y": ("y", centres, {"units": "m", "long_name": "coarse cell centre, y"}),
@@ -216,7 +222,7 @@ def _run_dataset(config: PyqgConfig, run: int, times: Iterable[float], snaps: li
     for name in snaps[0]:
         var = QG_DATASET[name]
         arr = np.stack([s[name] for s in snaps]).astype(np.float32)[None]
-        data[name] = (var.dims, arr, {"units": var.units, "long_name": var.long_name})
+        data[name] = (qg_dataset_dims(name, config.nz), arr, {"units": var.units, "long_name": var.long_name})
     for name, value in (("beta_vec", config.beta_vec), ("U_vec", config.U_vec)):
         var = QG_DATASET[name]
         data[name] = (var.dims, value.astype(np.float32)[None], {"units": var.units, "long_name": var.long_name})
@@ -227,9 +233,7 @@ def _run_dataset(config: PyqgConfig, run: int, times: Iterable[float], snaps: li
         {
             "Conventions": "CF-1.8",
             "title": "roteq-param coarse-grained pyqg training data",
-            **QG_DATASET_ATTRS,
-            "F1": config.F1,
-            "F2": config.F2,
+            **qg_dataset_attrs(config.stratification),
             "L": config.L,
             "solver": json.dumps(config.coarse_solver_config(), sort_keys=True),
             "roteq_param_version": _version(),
@@ -285,13 +289,14 @@ def simulate_run(request: Request, run: int, wisdom: tuple | None = None, progre
     m.q = initial_pv(config, request.seed, run)
 
     snaps, times = [], []
-    traj = np.zeros((len(starts), request.window_steps + 1, 2, config.coarse_nx, config.coarse_nx))
+    strat = config.stratification
+    traj = np.zeros((len(starts), request.window_steps + 1, config.nz, config.coarse_nx, config.coarse_nx))
 
     def record(step: int) -> None:
         if not np.all(np.isfinite(m.q)):
             raise FloatingPointError(f"run {run} produced non-finite PV at t = {m.t:g} s (step {m.tc})")
         if step in wanted:
-            snaps.append(coarsen.coarse_grain(m.q, config.F1, config.F2, config.L, op))
+            snaps.append(coarsen.coarse_grain(m.q, strat, config.L, op))
             times.append(step * dt)
         if step in in_window:
             i, w = in_window[step]
@@ -551,7 +556,8 @@ def coarsen_files(inputs: list[str], out: str, *, coarse_nx: int = 64, operator:
     }
     runs = []
     for r, q in enumerate(qs):
-        snaps = [coarsen.coarse_grain(qt, config.F1, config.F2, config.L, op) for qt in q]
+        strat = config.stratification
+        snaps = [coarsen.coarse_grain(qt, strat, config.L, op) for qt in q]
         runs.append(_run_dataset(config, r, times, snaps, attrs))
     ds = xr.concat(runs, dim="run", data_vars="all", coords="minimal", compat="override",
                    combine_attrs="override")

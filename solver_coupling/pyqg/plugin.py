@@ -41,8 +41,8 @@ from roteq_param import fields, fluxform, models
 from roteq_param.fields import SchemaError
 from roteq_param.symmetry import Element, Group
 from roteq_param.forcing import PVForcing
-from solver_coupling.pyqg.config import SOLVER_REGIME, SOLVER_STRUCTURAL, solver_config_of
-from solver_coupling.pyqg.state import constants
+from solver_coupling.pyqg.config import SOLVER_STRUCTURAL, regime_keys, solver_config_of
+from solver_coupling.pyqg.state import constants, stratification
 
 __all__ = [
     "RotEqParameterization",
@@ -52,6 +52,10 @@ __all__ = [
     "solver_config_of",
     "Ensemble",
 ]
+
+
+def _close(trained: Any, solver: float) -> bool:
+    return math.isclose(float(trained), solver, rel_tol=1e-6, abs_tol=1e-30)
 
 
 class ModelMismatchError(ValueError):
@@ -163,11 +167,17 @@ class RotEqParameterization(pyqg.QParameterization):
 
     def check_solver(self, m: pyqg.QGModel) -> None:
         """Check the model against the solver before the first step (raises :class:`ModelMismatchError`)."""
-        if not isinstance(m, pyqg.QGModel):
-            raise ModelMismatchError(f"RotEqParameterization supports pyqg.QGModel (two layers), got {type(m).__name__}")
-        schema_layers = sorted({f.layer for f in self._loaded.model.schema.outputs})
-        if m.nz != len(schema_layers):
-            raise ModelMismatchError(f"nz: the model predicts fluxes for {len(schema_layers)} layers, the solver has {m.nz}")
+        if not isinstance(m, (pyqg.QGModel, pyqg.LayeredModel)):
+            raise ModelMismatchError(f"RotEqParameterization supports pyqg's layered models (QGModel, LayeredModel), "
+                                     f"got {type(m).__name__}")
+        layers = fields.qg_nlayers(self._loaded.model.schema)
+        if m.nz != layers:
+            raise ModelMismatchError(f"nz: the model predicts fluxes for {layers} layers, the solver has {m.nz}; "
+                                     f"train a {m.nz}-layer model on {m.nz}-layer data for it")
+        try:
+            stratification(m)
+        except ValueError as e:
+            raise ModelMismatchError(f"stratification: {e}") from None
         if m.nx != m.ny or m.L != m.W:
             raise ModelMismatchError(f"grid: the plugin needs a square doubly periodic domain, got nx={m.nx}, ny={m.ny}, "
                                      f"L={m.L}, W={m.W}")
@@ -182,8 +192,8 @@ class RotEqParameterization(pyqg.QParameterization):
                         if key in ("nx", "ny") else "")
                 raise ModelMismatchError(f"{key}: the model was trained for {key}={declared[key]}, the solver has "
                                          f"{key}={actual[key]}{hint}")
-        off = [f"{k}: trained {declared[k]:g}, solver {actual[k]:g}" for k in SOLVER_REGIME
-               if k in declared and not math.isclose(float(declared[k]), actual[k], rel_tol=1e-6, abs_tol=1e-30)]
+        off = [f"{k}: trained {declared[k]:g}, solver {actual[k]:g}" for k in regime_keys(actual)
+               if k in declared and not _close(declared[k], actual[k])]
         self.matched_elements = self._group_elements_between(declared, actual) if off else ()
         if off and not self.matched_elements:
             msg = ("the solver runs outside the model's training configuration (" + "; ".join(off) + "), and no "
@@ -210,14 +220,17 @@ class RotEqParameterization(pyqg.QParameterization):
         turned or mirrored by g (beta -> g.beta, U_i -> g.U_i, every scalar setting equal) is the same
         physics in another frame: the network's output is exactly the turned output.
         """
-        scalars = [k for k in SOLVER_REGIME if k not in ("beta", "U1", "U2")]
-        if any(k in declared and not math.isclose(float(declared[k]), actual[k], rel_tol=1e-6, abs_tol=1e-30)
-               for k in scalars) or not all(k in declared for k in ("beta", "U1", "U2")):
+        nz = int(actual["nz"])
+        vectors = {"beta"} | {f"{c}{i}" for c in "UV" for i in range(1, nz + 1)}
+        scalars = [k for k in regime_keys(actual) if k not in vectors]
+        if any(k in declared and not _close(declared[k], actual[k]) for k in scalars) or \
+                not all(k in declared for k in ("beta", *(f"U{i}" for i in range(1, nz + 1)))):
             return ()
 
-        def constants(c: dict) -> dict:
+        def constants(c: dict) -> dict:  # a card without V (the first shipped ones) had V = 0
             return fields.qg_constants(np.array([0.0, float(c["beta"])]),
-                                       np.array([[float(c["U1"]), 0.0], [float(c["U2"]), 0.0]]))
+                                       np.array([[float(c[f"U{i}"]), float(c.get(f"V{i}", 0.0))]
+                                                 for i in range(1, nz + 1)]))
 
         trained, solver = constants(declared), constants(actual)
         schema = self._loaded.model.schema
@@ -234,9 +247,8 @@ class RotEqParameterization(pyqg.QParameterization):
         """Check ``m`` and build the forcing operator for it (done on the first call)."""
         if self._bound_to != id(m):
             self.check_solver(m)
-            F1, F2 = fluxform.stretching_coefficients(float(m.rd), float(m.delta))
             predictor = models.Predictor(self._loaded.model, device=self.device, dtype=self.dtype)
-            self._forcing = PVForcing(predictor, F1=F1, F2=F2, L=float(m.L), n=int(m.nx))
+            self._forcing = PVForcing(predictor, strat=stratification(m), L=float(m.L), n=int(m.nx))
             # pyqg builds its operators from beta and U at construction, so they stay fixed for the run
             self._constants = constants(m)
             self._bound_to = id(m)
@@ -308,8 +320,10 @@ class Ensemble:
         self._steps = 0
 
     @staticmethod
-    def build(param: RotEqParameterization, n_members: int, *, add: Any = None, **qg_kwargs: Any) -> "Ensemble":
-        """Create ``n_members`` QGModels with ``qg_kwargs`` wired to one batched network.
+    def build(param: RotEqParameterization, n_members: int, *, add: Any = None, solver: type = pyqg.QGModel,
+              **qg_kwargs: Any) -> "Ensemble":
+        """Create ``n_members`` pyqg models (``solver``: QGModel or LayeredModel) with ``qg_kwargs`` wired
+        to one batched network.
 
         ``add``: a callable returning a new pyqg parameterization (one per member, e.g. a built-in
         closure) whose forcing each member adds to the network's: a q-parameterization is summed
@@ -319,10 +333,9 @@ class Ensemble:
         for _ in range(n_members):
             extra = add() if add is not None else None
             if extra is not None and getattr(extra, "parameterization_type", None) == "uv_parameterization":
-                members.append(pyqg.QGModel(q_parameterization=_Precomputed(), uv_parameterization=extra,
-                                            **qg_kwargs))
+                members.append(solver(q_parameterization=_Precomputed(), uv_parameterization=extra, **qg_kwargs))
             else:
-                members.append(pyqg.QGModel(q_parameterization=_Precomputed(extra), **qg_kwargs))
+                members.append(solver(q_parameterization=_Precomputed(extra), **qg_kwargs))
         return Ensemble(members, param)
 
     def step(self, active: Sequence[bool] | None = None) -> None:

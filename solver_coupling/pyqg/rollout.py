@@ -100,6 +100,9 @@ class RolloutRequest:
                              f"with the {self.engine} engine")
         if self.engine not in ENGINES:
             raise ValueError(f"unknown engine {self.engine!r}; expected one of {sorted(ENGINES)}")
+        if self.engine == "torch" and self.config.layered:
+            raise ValueError(f"the torch twin is pyqg's two-layer QGModel; configuration {self.config.name!r} is a "
+                             f"{self.config.nz}-layer LayeredModel: use --engine pyqg")
         if self.engine == "pyqg" and self.device != "cpu" and self.model is None:
             raise ValueError("the pyqg engine steps on the CPU; use --engine torch to run the solver on a GPU")
         if self.members < 1:
@@ -154,16 +157,17 @@ class _PyqgEngine(_Engine):
         super().__init__(req)
         kwargs = self.kwargs
         self.ensemble = None
+        solver = pyqg.LayeredModel if req.config.layered else pyqg.QGModel
         if req.model is None:
-            self.members = [pyqg.QGModel(**kwargs) for _ in range(req.members)]
+            self.members = [solver(**kwargs) for _ in range(req.members)]
         elif req.model in BASELINES:
-            self.members = [pyqg.QGModel(parameterization=pyqg_baseline(req.model), **kwargs)
+            self.members = [solver(parameterization=pyqg_baseline(req.model), **kwargs)
                             for _ in range(req.members)]
         else:
             self.param = RotEqParameterization(req.model, device=req.device, call_interval=req.call_interval,
                                                allow_out_of_regime=req.allow_out_of_regime)
             add = None if req.add_closure is None else (lambda: pyqg_baseline(req.add_closure))
-            self.ensemble = Ensemble.build(self.param, req.members, add=add, **kwargs)
+            self.ensemble = Ensemble.build(self.param, req.members, add=add, solver=solver, **kwargs)
             self.members = self.ensemble.members
 
     def set_q(self, qs: list[np.ndarray]) -> None:
@@ -344,7 +348,7 @@ class _State:
         self.ke_every = req.steps(DAY)
         self.snap_times = np.arange(self.snap_every, total + 1, self.snap_every) * req.config.dt
         self.ke_times = np.arange(self.ke_every, total + 1, self.ke_every) * req.config.dt
-        self.q = np.full((M, len(self.snap_times), 2, nx, nx), np.nan, dtype=np.float32)
+        self.q = np.full((M, len(self.snap_times), req.config.nz, nx, nx), np.nan, dtype=np.float32)
         self.ke = np.full((M, len(self.ke_times)), np.nan)
         self.failed = np.zeros(M, bool)
         self.failure_time = np.full(M, np.nan)
@@ -421,7 +425,7 @@ def _dataset(req: RolloutRequest, engine, st: _State) -> xr.Dataset:
         coords={
             "run": np.arange(req.members), "time": ("time", st.snap_times, {"units": "s", "long_name": "model time"}),
             "ke_time": ("ke_time", st.ke_times, {"units": "s", "long_name": "model time"}),
-            "lev": np.arange(1, 3), "x": ("x", coords["x"], {"units": "m"}), "y": ("y", coords["y"], {"units": "m"}),
+            "lev": np.arange(1, req.config.nz + 1), "x": ("x", coords["x"], {"units": "m"}), "y": ("y", coords["y"], {"units": "m"}),
         },
         attrs={
             "title": "roteq-param coarse pyqg rollout",

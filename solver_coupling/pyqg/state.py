@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from roteq_param import fields
+from roteq_param import fields, fluxform
 
-__all__ = ["velocity", "constants", "state_from_model"]
+__all__ = ["velocity", "constants", "stratification", "state_from_model"]
 
 
 def velocity(m, ph: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -23,12 +23,20 @@ def velocity(m, ph: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
 
 
 def constants(m) -> tuple[np.ndarray, np.ndarray]:
-    """beta = (0, beta) [1/(m s)] (pyqg's beta points along y) and U_i = (U_i, 0) [m/s] per layer."""
-    return np.array([0.0, float(m.beta)]), np.array([[float(m.Ubg[i]), 0.0] for i in range(m.nz)])
+    """beta = (0, beta) [1/(m s)] (pyqg's beta points along y) and the background velocity
+    U_i = (U_i, V_i) [m/s] per layer (pyqg's ``Ubg``, ``Vbg``; QGModel's V is 0)."""
+    return (np.array([0.0, float(m.beta)]),
+            np.array([[float(m.Ubg[i]), float(m.Vbg[i])] for i in range(m.nz)]))
+
+
+def stratification(m) -> fluxform.Stratification:
+    """The layers' coupling of any pyqg layered model (QGModel, LayeredModel), from its ``m.S``."""
+    return fluxform.Stratification.from_matrix(m.S)
 
 
 def state_from_model(m) -> dict[str, np.ndarray]:
     """The schema's named inputs from the current pyqg state (float64 numpy arrays)."""
     u, v = velocity(m)
-    b = m.ifft((m.ph[0] - m.ph[1])[None])[0]  # pyqg's FFT wants (nz, ny, nk) arrays
+    # b_j = psi_j - psi_{j+1}; pyqg's FFT wants (nz, ny, nk) arrays, so the last row is padding
+    b = m.ifft(np.concatenate([m.ph[:-1] - m.ph[1:], np.zeros_like(m.ph[:1])]))[:-1]
     return fields.qg_inputs(u, v, b, *constants(m))

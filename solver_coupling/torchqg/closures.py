@@ -21,6 +21,7 @@ import os
 import torch
 
 from roteq_param import fluxform, models
+from roteq_param.fluxform import Stratification
 from roteq_param.forcing import PVForcing
 
 __all__ = ["Smagorinsky", "BackscatterBiharmonic", "FluxNetClosure"]
@@ -74,7 +75,7 @@ class FluxNetClosure:
                 network = self.net
             else:
                 network = models.Predictor(self.net, device=m.device, dtype=self.dtype)
-            self._forcing = PVForcing(network, F1=F1, F2=F2, L=float(m.L), n=m.nx)
+            self._forcing = PVForcing(network, strat=Stratification.two_layer(F1, F2), L=float(m.L), n=m.nx)
             self._bound = key
         return self._forcing
 
