@@ -167,6 +167,27 @@ def test_hook_is_exact_for_a_turned_or_mirrored_layered_configuration(spun_up, d
     assert err <= {torch.float64: 1e-10, torch.float32: 1e-5}[dtype], (group, str(g), err)
 
 
+def test_layered_models_energy_transfers_are_qgmodels():
+    """`roteq evaluate` reads LayeredModel's KEflux_div / APEflux_div as QGModel's KEflux / APEflux: on a
+    two-layer LayeredModel holding a QGModel's state every scored spectrum agrees (the APE transfer to
+    3e-4: the two classes evaluate analytically equal Jacobians differently on the grid)."""
+    from solver_coupling.pyqg.diagnostics import SnapshotDiagnostics
+
+    np.random.seed(0)
+    qg = pyqg.QGModel(nx=32, dt=3600.0, tmax=3600.0 * 300, log_level=0)
+    qg.run()
+    common = dict(nx=32, L=qg.L, beta=qg.beta, rek=qg.rek, dt=3600.0, rd=qg.rd, delta=qg.delta)
+    two = SnapshotDiagnostics(dict(common, H1=qg.Hi[0], U1=qg.U1, U2=qg.U2))
+    layered = SnapshotDiagnostics(dict(common, nz=2, H=list(qg.Hi), U=list(qg.Ubg), V=[0.0, 0.0]))
+    assert type(layered.m) is pyqg.LayeredModel
+    two.load(qg.q)
+    layered.load(qg.q)
+    a, b = two.spectra(), layered.spectra()
+    for name in a:
+        err = np.abs(a[name] - b[name]).max() / np.abs(a[name]).max()
+        assert err <= (1e-3 if name == "APEflux" else 1e-12), (name, err)
+
+
 def test_layer_count_mismatch_is_refused(spun_up):
     three = _fresh_net(state_from_model(spun_up), "C4")
     with pytest.raises(ModelMismatchError, match="nz: the model predicts fluxes for 3 layers, the solver has 2"):
@@ -202,12 +223,22 @@ def test_layered_configuration_from_data_to_online_run(tmp_path):
     assert roteq(["train", "--data", str(data), "--channels", "8,8", "--kernel-sizes", "3,1", "--epochs", "2",
                   "--val-runs", "1", "--out", str(tmp_path / "run"), "--name", str(model), "--no-progress"]) == 0
     assert models.load_model(model).schema == qg_schema(3)
-    for closure in (str(model), "backscatter"):
-        out = tmp_path / f"roll-{closure[-5:]}"
+    rollouts = {}
+    for label, closure in (("model", str(model)), ("backscatter", "backscatter"), ("none", "none")):
+        out = tmp_path / label
         assert roteq(["rollout", "--config", "layered3", "--nx", "16", "--model", closure, "--members", "2",
-                      "--years", str(48 / 8640), "--snapshot-days", "1", "--out", str(out)]) == 0
-        with xr.open_dataset(out / "rollout.nc") as ds:
+                      "--years", str(96 / 8640), "--snapshot-days", "1", "--out", str(out)]) == 0
+        rollouts[label] = str(out / "rollout.nc")
+        with xr.open_dataset(rollouts[label]) as ds:
             assert ds.sizes["lev"] == 3 and np.isfinite(ds["q"].values).all()
+    assert roteq(["evaluate", "--truth", f"{data}@0-1", "--truth-b", f"{data}@2", "--baseline", rollouts["none"],
+                  "--run", f"model={rollouts['model']}", "--run", f"backscatter={rollouts['backscatter']}",
+                  "--out", str(tmp_path / "evaluate")]) == 0
+    import json
+
+    scores = json.loads((tmp_path / "evaluate" / "evaluate.json").read_text())
+    assert {"q3", "KE3", "KEspec3", "KEflux", "APEflux"} <= set(scores["diagnostics"])
+    assert all(np.isfinite(scores["runs"][name]["mean"]) for name in ("model", "backscatter", "truth-b"))
     with pytest.raises(SystemExit):
         roteq(["rollout", "--config", "layered3", "--nx", "16", "--engine", "torch", "--years", "0.001",
                "--out", str(tmp_path / "torch")])

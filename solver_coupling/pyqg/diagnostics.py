@@ -59,6 +59,9 @@ PYQG_SPECTRA: dict[str, float] = {
 }
 """pyqg diagnostic name -> factor that brings it to the normalisation of ``roteq_param.diagnostics.SPECTRA``."""
 
+_LAYERED_NAMES = {"KEflux": "KEflux_div", "APEflux": "APEflux_div"}
+"""QGModel's names of the advective transfers -> LayeredModel's names of the same quantities."""
+
 # Keys of a stored configuration that do not describe the model a snapshot came from.
 _NOT_MODEL = ("q_parameterization", "uv_parameterization", "parameterization", "ntd", "log_level", "tmax",
               "twrite", "taveint", "tavestart")
@@ -73,8 +76,13 @@ class SnapshotDiagnostics:
 
     def __init__(self, model_kwargs: Mapping[str, Any]):
         kwargs = {k: v for k, v in model_kwargs.items() if k not in _NOT_MODEL}
-        self.m = pyqg.QGModel(**kwargs, ntd=1, log_level=0)
+        # a configuration that sets nz is a LayeredModel (solver_coupling.pyqg.config.PyqgConfig)
+        self.m = (pyqg.LayeredModel if "nz" in kwargs else pyqg.QGModel)(**kwargs, ntd=1, log_level=0)
         self.shape = (self.m.nz, self.m.ny, self.m.nx)
+        # LayeredModel names the two advective transfers by the flux divergence; they are QGModel's
+        # KEflux and APEflux for any layer count (equal on a two-layer model: tests/test_layered.py)
+        self._names = {name: _LAYERED_NAMES.get(name, name) if isinstance(self.m, pyqg.LayeredModel) else name
+                       for name in PYQG_SPECTRA}
 
     def load(self, q: np.ndarray) -> None:
         """Set the PV anomaly ``q`` (nz, ny, nx), s-1, invert it and form pyqg's derived fields."""
@@ -87,7 +95,8 @@ class SnapshotDiagnostics:
 
     def spectra(self) -> dict[str, np.ndarray]:
         """pyqg's own spectra of the loaded snapshot, in pyqg's normalisation (table in the module docstring)."""
-        return {name: np.array(self.m.diagnostics[name]["function"](self.m)) for name in PYQG_SPECTRA}
+        return {name: np.array(self.m.diagnostics[pyqg_name]["function"](self.m))
+                for name, pyqg_name in self._names.items()}
 
     def fields(self) -> dict[str, np.ndarray]:
         """Per-layer fields (nz, ny, nx) of the loaded snapshot: q, u, v, KE, enstrophy (units: see module)."""

@@ -114,8 +114,8 @@ def _check_q(ds: xr.Dataset, label: str) -> None:
         raise UsageError(f"{label}: no variable 'q' (PV anomaly in s-1); variables: {', '.join(map(str, ds.data_vars))}")
     if set(ds["q"].dims) != set(_Q_DIMS):
         raise UsageError(f"{label}: q has dims {ds['q'].dims}, expected {_Q_DIMS}")
-    if ds.sizes["lev"] != 2:
-        raise UsageError(f"{label}: q has {ds.sizes['lev']} layers; the two-layer QGModel needs 2")
+    if ds.sizes["lev"] < 2:
+        raise UsageError(f"{label}: q has {ds.sizes['lev']} layer(s); pyqg's layered models have at least 2")
     if "time" not in ds.coords:
         raise UsageError(f"{label}: no 'time' coordinate (model time in s)")
     if ds.sizes["time"] < 1 or ds.sizes["run"] < 1:
