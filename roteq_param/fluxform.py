@@ -388,8 +388,8 @@ class PVForcingOperator:
 
     The forcing of layer ``i`` is ``S_i^ = sum_c M[i, c] flux_c^`` over that layer's channels
     (:func:`flux_sources`: tau (xx, xy, yy), then its buoyancy fluxes) with the precomputed
-    multipliers of :func:`flux_form_multipliers`. One forward and one inverse FFT per call instead of
-    a chain of derivatives: this is what the training loss and the data pipeline run. Works on numpy
+    multipliers of :func:`flux_form_multipliers`. One batched forward FFT per layer and one inverse
+    FFT instead of a chain of derivatives: this is what the training loss and the data pipeline run. Works on numpy
     arrays and torch tensors (multipliers are cached per device and precision).
     """
 
@@ -424,9 +424,8 @@ class PVForcingOperator:
         pairs = interface_flux_pairs(N)
         if is_torch(tau):
             Fb = Fb.to(tau.dtype)
-        fft = None
         layers = []
-        for i, idx in enumerate(self._layer_channels):
+        for i in range(N):
             # this layer's channels in flux_sources order: tau (xx, xy, yy), then its pairs' (x, y)
             parts = [tau[..., i, :, :, :]] + [Fb[..., p, :, :, :] for p, (layer, _) in enumerate(pairs) if layer == i + 1]
             fft, fh, n = _spectral(concat(parts, -3))

@@ -55,6 +55,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
                  serial=args.serial)
     except (ValueError, OutputLocked) as err:  # UsageError, configuration errors, a locked output
         _fail("generate", err)
+    except FloatingPointError as err:  # a high-res run blew up (raised by the run, on Dask too)
+        _fail("generate", f"{err}: the high-resolution run is numerically unstable with these settings (a "
+                          f"smaller time step, --set dt=..., may hold it); finished runs are kept in {args.out}.parts")
     print(args.out)
     return 0
 

@@ -1,6 +1,7 @@
 """pyqg configurations and training-data generation: determinism (serial == Dask), resume, bad input."""
 
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -180,6 +181,12 @@ def test_cli_errors_exit_2_and_write_nothing(tmp_path, capsys):
     _fails(["generate", "--out", out, "--set", "nx=32", "--coarse-nx", "16", "--snapshot-hours", "1.5"],
            "whole number of time steps", capsys)
     assert os.listdir(tmp_path) == []
+    # a run that blows up (a daily step with a 3 m/s shear): one line naming the run, no traceback
+    _fails(["generate", "--out", out, "--set", "nx=32", "--set", "dt=86400", "--set", "U1=3.0", "--coarse-nx", "16",
+            "--years", "1", "--spinup-years", "0.5", "--snapshot-hours", "960", "--serial"],
+           "run 0 produced non-finite PV", capsys)
+    assert not os.path.exists(out)
+    shutil.rmtree(out + ".parts")
 
     bad_nan, bad_var = str(tmp_path / "nan.nc"), str(tmp_path / "noq.nc")
     _pyqg_file(bad_nan, nan=True)
