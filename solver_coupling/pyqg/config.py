@@ -128,8 +128,8 @@ def _check_name(name: str, layered: bool | None = None) -> None:
         raise ValueError(f"pyqg parameter {name!r} cannot be set: {_RESERVED[name]}")
     valid = valid_parameters(layered)
     if name not in valid:
-        model = {None: "", False: " of QGModel", True: " of LayeredModel"}[layered]
-        raise ValueError(f"unknown pyqg parameter {name!r}; valid parameters{model}: {', '.join(valid)}")
+        model = " for a LayeredModel" if layered else ""
+        raise ValueError(f"unknown pyqg parameter {name!r}{model}; valid parameters: {', '.join(valid)}")
 
 
 def parse_assignment(text: str) -> tuple[str, Any]:
