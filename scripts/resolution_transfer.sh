@@ -10,7 +10,7 @@
 # training resumes from its checkpoint.
 #
 # With ONLINE=1 it then runs the online tables (scripts/skill_eval.sh), one per grid, for the model
-# trained on the three grids with the scaling: 2 members x 6.5 years per closure (seed 3), scored over the last 1.5 years against the same high-res runs' years
+# trained on the three grids with the scaling (as trained, and with a grid damping of 1e-6 s^-1): 2 members x 6.5 years per closure (seed 3), scored over the last 1.5 years against the same high-res runs' years
 # 5-6.5 (truth: run 0, noise ceiling: run 1).
 #
 # Usage: [ONLINE=1] scripts/resolution_transfer.sh   (from the repository root, after `make setup`)
@@ -54,8 +54,15 @@ for n in 48 64 96; do
 done
 
 if [ "${ONLINE:-0}" = 1 ]; then
+    # the default model's fixed grid damping on the same network (weights unchanged)
+    for g in 1e-6 1e-5; do
+        d=runs/res/sim3-damp$g/model
+        [ -f $d/model.pt ] || $R derive --model runs/res/similarity-3grids/model --grid-damping $g --out $d \
+            --note "roteq derive --model runs/res/similarity-3grids/model --grid-damping $g (issue 13: online transfer)"
+    done
     for n in 48 64 96; do
-        models="similarity-3grids=runs/res/similarity-3grids/model"
+        models="similarity-3grids=runs/res/similarity-3grids/model sim3-damp1e-6=runs/res/sim3-damp1e-6/model"
+        [ "$n" = 48 ] && models="$models sim3-damp1e-5=runs/res/sim3-damp1e-5/model"
         OUT=runs/res/online$n DATA=data/res$n.nc TRUTH_RUNS=0 CEILING_RUNS=1 YEARS=6.5 LAST_YEARS=1.5 \
             SEEDS=3 MEMBERS=2 ROLL_ARGS="--nx $n" MODELS="$models" scripts/skill_eval.sh
     done
