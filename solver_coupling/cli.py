@@ -29,6 +29,7 @@ from solver_coupling.pyqg.bench import bench
 from solver_coupling.pyqg.config import CONFIGS, YEAR, get_config, parse_assignment
 from solver_coupling.pyqg.data import Request, UsageError, coarsen_files, generate
 from solver_coupling.pyqg.demo import run_demo
+from solver_coupling.pyqg.family import FAMILY_PARAMETERS, Family, parse_range
 from solver_coupling.pyqg.evaluate import (BASELINE, CEILING, TRUTH, EvaluateConfig, Reference, evaluate,
                                             load_runs, parse_run_selection, to_training_frame, write_results)
 from solver_coupling.pyqg.rollout import RolloutRequest, rollout
@@ -48,9 +49,11 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     try:
         overrides = dict(parse_assignment(s) for s in args.set or [])
         config = get_config(args.config, overrides, coarse_nx=args.coarse_nx)
+        ranges = dict(parse_range(s) for s in args.vary or [])
         request = Request(config, operator=args.operator, runs=args.runs, years=args.years,
                           spinup_years=args.spinup_years, snapshot_hours=args.snapshot_hours, seed=args.seed,
-                          window_steps=args.window_steps, window_every=args.window_every)
+                          window_steps=args.window_steps, window_every=args.window_every,
+                          family=Family.of(ranges) if ranges else None)
         generate(request, args.out, overwrite=args.overwrite, workers=args.workers, scheduler=args.scheduler,
                  serial=args.serial)
     except (ValueError, OutputLocked) as err:  # UsageError, configuration errors, a locked output
@@ -84,6 +87,9 @@ def add_generate_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--config", default="eddy", choices=sorted(CONFIGS), help="named configuration (default: eddy)")
     p.add_argument("--set", action="append", metavar="NAME=VALUE",
                    help="override any pyqg QGModel parameter (repeatable), e.g. --set beta=1e-11 --set nx=128")
+    p.add_argument("--vary", action="append", metavar="NAME=LO:HI",
+                   help="a family: each run draws NAME from [LO, HI] (log-uniform for LO > 0, SI units; "
+                        f"repeatable; one of {', '.join(FAMILY_PARAMETERS)}), e.g. --vary beta=1e-11:2e-11")
     p.add_argument("--runs", type=int, default=1, help="ensemble members (default: 1)")
     p.add_argument("--years", type=float, default=10.0, help="length of each run in 360-day years (default: 10)")
     p.add_argument("--spinup-years", type=float, default=5.0, help="spin-up before the first snapshot (default: 5)")

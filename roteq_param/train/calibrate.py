@@ -38,10 +38,14 @@ def calibrate_energy_backscatter(model: FluxNet, data: str | os.PathLike, runs: 
     bad = [r for r in runs if not 0 <= r < ds.n_runs]
     if bad or not runs:
         raise ValueError(f"runs {bad or runs} are not in {data} (it has runs 0-{ds.n_runs - 1})")
+    if len({ds.run_strats[r] for r in runs}) > 1:
+        raise ValueError(f"runs {runs} of {data} differ in stratification (a family): calibrate on runs of one "
+                         f"configuration ({data}@R)")
     x, _, S = ds.samples(runs)
     x, S = x[::every].double(), S[::every].double()
     n = x.shape[-1]
-    forcing = PVForcing(Predictor(model, dtype=torch.float64), strat=ds.strat, L=ds.L, n=n, closure_terms=False)
+    forcing = PVForcing(Predictor(model, dtype=torch.float64), strat=ds.run_strats[runs[0]], L=ds.L, n=n,
+                        closure_terms=False)
     truth, net = [], []
     for i in range(0, x.shape[0], batch):
         state = model.schema.unstack(x[i:i + batch], "inputs")

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from roteq_param import fluxform
-from roteq_param.fields import Schema, qg_dataset_fields, qg_fluxes, qg_schema
+from roteq_param.fields import Schema, qg_dataset_fields, qg_flux_sources, qg_fluxes, qg_schema
 from roteq_param.models.store import sha256_file
 from roteq_param.symmetry import Kind
 
@@ -33,8 +33,8 @@ class QGData:
     """A coarse dataset in memory, stacked for the schema (float32 torch tensors).
 
     ``x``: ``[R, T, C_in, n, n]`` stacked inputs; ``y``: ``[R, T, C_out, n, n]`` stacked fluxes;
-    ``S``: ``[R, T, N, n, n]`` PV forcing target (s^-2); ``strat`` the layers' coupling (m^-2), ``L``
-    the domain side (m).
+    ``S``: ``[R, T, N, n, n]`` PV forcing target (s^-2); ``strat`` the layers' coupling (m^-2) of run
+    0, ``run_strats`` each run's (a family's runs differ: :meth:`flux_weights`), ``L`` the domain side (m).
     """
 
     x: torch.Tensor
@@ -46,10 +46,29 @@ class QGData:
     path: str = ""
     sha256: str = ""
     attrs: dict = field(default_factory=dict)
+    run_strats: tuple[fluxform.Stratification, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.run_strats:
+            self.run_strats = (self.strat,) * self.n_runs
+        if len(self.run_strats) != self.n_runs:
+            raise ValueError(f"{len(self.run_strats)} stratifications for {self.n_runs} runs")
 
     @property
     def n_runs(self) -> int:
         return self.x.shape[0]
+
+    def flux_weights(self, runs: Sequence[int]) -> torch.Tensor | None:
+        """Per sample of :meth:`samples` ``[B, C_out]``: each run's coupling over run 0's on every
+        buoyancy-flux channel (1 on tau), so that ``pv_forcing(schema, y * w, strat, L)`` is every
+        sample's PV forcing under its own run's stratification (the forcing is linear in each flux,
+        with the coupling as its factor); None when the runs share run 0's."""
+        if all(self.run_strats[r] == self.strat for r in runs):
+            return None
+        sources = qg_flux_sources(self.schema)
+        w = torch.tensor([[1.0 if what == "tau" else self.run_strats[r].coupling(i, j) / self.strat.coupling(i, j)
+                           for what, i, j, _ in sources] for r in runs], dtype=self.y.dtype)
+        return w.repeat_interleave(self.y.shape[1], dim=0)
 
     def samples(self, runs: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(x, y, S) of the given runs, flattened over (run, time)."""
@@ -57,25 +76,33 @@ class QGData:
         return tuple(t[idx].reshape(-1, *t.shape[2:]) for t in (self.x, self.y, self.S))
 
 
-def _physical_constants(ds, path: str) -> tuple[fluxform.Stratification, float]:
-    """(stratification, L): the layers' stretching couplings (m^-2; ``stretching_upper`` and
-    ``stretching_lower``, or ``F1``, ``F2`` in two-layer files written before those) and the domain
-    side (m) the dataset records."""
+def _physical_constants(ds, path: str) -> tuple[tuple[fluxform.Stratification, ...], float]:
+    """(each run's stratification, L): the layers' stretching couplings (m^-2; ``stretching_upper`` and
+    ``stretching_lower``, attributes shared by the runs or, in a family, ``(run, iface)`` variables;
+    ``F1``, ``F2`` in two-layer files written before those) and the domain side (m) the dataset records."""
     a = ds.attrs
-    keys = ("stretching_upper", "stretching_lower") if "stretching_upper" in a else ("F1", "F2")
-    missing = [k for k in (*keys, "L") if k not in a]
-    if missing:
-        raise ValueError(f"dataset {path} lacks the attribute(s) {missing} (stretching couplings in m-2 and domain "
-                         "side L in m); write it with `roteq generate` or `roteq coarsen`")
-    upper, lower = (np.atleast_1d(np.asarray(a[k], dtype=np.float64)) for k in keys)
+    keys = ("stretching_upper", "stretching_lower")
+    if all(k in ds.data_vars for k in keys):
+        per_run = [np.asarray(ds[k].values, dtype=np.float64) for k in keys]
+    else:
+        keys = keys if keys[0] in a else ("F1", "F2")
+        missing = [k for k in keys if k not in a]
+        if missing:
+            raise ValueError(f"dataset {path} lacks the attribute(s) {missing} (stretching couplings in m-2); "
+                             "write it with `roteq generate` or `roteq coarsen`")
+        per_run = [np.broadcast_to(np.atleast_1d(np.asarray(a[k], dtype=np.float64)), (ds.sizes["run"], ds.sizes[
+            "lev"] - 1)) for k in keys]
+    if "L" not in a:
+        raise ValueError(f"dataset {path} lacks the attribute 'L' (domain side in m); write it with `roteq generate` "
+                         "or `roteq coarsen`")
     try:
-        strat = fluxform.Stratification(tuple(upper), tuple(lower))
+        strats = tuple(fluxform.Stratification(tuple(up), tuple(low)) for up, low in zip(*per_run))
     except ValueError as e:
         raise ValueError(f"dataset {path}: {e}") from None
-    if strat.nlayers != ds.sizes["lev"]:
-        raise ValueError(f"dataset {path}: its stretching attributes describe {strat.nlayers} layers, its data "
+    if any(s.nlayers != ds.sizes["lev"] for s in strats):
+        raise ValueError(f"dataset {path}: its stretching couplings describe {strats[0].nlayers} layers, its data "
                          f"{ds.sizes['lev']}")
-    return strat, float(a["L"])
+    return strats, float(a["L"])
 
 
 def load_dataset(path: str | os.PathLike, schema: Schema | None = None, s_target: str = "S_flux",
@@ -103,7 +130,7 @@ def load_dataset(path: str | os.PathLike, schema: Schema | None = None, s_target
             named = qg_dataset_fields(ds, schema)
         except ValueError as e:
             raise ValueError(f"dataset {path}: {e}") from None
-        strat, L = _physical_constants(ds, path)
+        strats, L = _physical_constants(ds, path)
         try:  # the schema refuses NaN/inf and wrong shapes; the message gains the file's name
             x = schema.stack({f.name: torch.from_numpy(np.ascontiguousarray(named[f.name])) for f in schema.inputs})
             y = schema.stack({f.name: torch.from_numpy(np.ascontiguousarray(named[f.name])) for f in schema.outputs},
@@ -118,7 +145,8 @@ def load_dataset(path: str | os.PathLike, schema: Schema | None = None, s_target
     if x.shape[0] < min_runs:
         raise ValueError(f"dataset {path} has {x.shape[0]} run(s); at least {min_runs} are needed (training splits "
                          "train/validation by run)")
-    return QGData(x.contiguous(), y.contiguous(), S.contiguous(), schema, strat, L, path, sha256_file(path), attrs)
+    return QGData(x.contiguous(), y.contiguous(), S.contiguous(), schema, strats[0], L, path, sha256_file(path), attrs,
+                  strats)
 
 
 def field_scales(schema: Schema, which: str, stacked: torch.Tensor) -> dict[str, float]:
@@ -140,7 +168,11 @@ def field_scales(schema: Schema, which: str, stacked: torch.Tensor) -> dict[str,
     return out
 
 
-def pv_forcing(schema: Schema, y: torch.Tensor, strat: fluxform.Stratification, L: float) -> torch.Tensor:
-    """PV forcing ``[B, N, n, n]`` (s^-2) implied by stacked fluxes ``y`` ``[B, C_out, n, n]``."""
+def pv_forcing(schema: Schema, y: torch.Tensor, strat: fluxform.Stratification, L: float,
+               weights: torch.Tensor | None = None) -> torch.Tensor:
+    """PV forcing ``[B, N, n, n]`` (s^-2) implied by stacked fluxes ``y`` ``[B, C_out, n, n]``; with
+    ``weights`` ``[B, C_out]`` (:meth:`QGData.flux_weights`) each sample's under its own stratification."""
+    if weights is not None:
+        y = y * weights[..., None, None]
     tau, Fb = qg_fluxes(schema.unstack(y, "outputs"))
     return fluxform.pv_forcing_from_fluxes(tau, Fb, strat, L)

@@ -123,13 +123,14 @@ def _lr_at(opts: TrainOptions, epoch: int) -> float:
     return lo + 0.5 * (opts.lr - lo) * (1.0 + math.cos(math.pi * frac))
 
 
-def offline_losses(model: FluxNet, data: QGData, x, y, s, s_scale) -> tuple[torch.Tensor, torch.Tensor]:
+def offline_losses(model: FluxNet, data: QGData, x, y, s, s_scale, w=None) -> tuple[torch.Tensor, torch.Tensor]:
     """(flux loss, S loss), both dimensionless (normalised by the per-field / per-layer scales).
 
-    ``s_scale`` is the RMS of the training runs' S per layer [s^-2] (:func:`s_scales`)."""
+    ``s_scale`` is the RMS of the training runs' S per layer [s^-2] (:func:`s_scales`); ``w`` the
+    samples' :meth:`~roteq_param.train.data.QGData.flux_weights` (a family's runs differ in coupling)."""
     pred_n, units = model.forward_with_units(x, data.L / x.shape[-1])
     flux = ((pred_n - y / units) ** 2).mean()
-    s_pred = pv_forcing(data.schema, pred_n * units, data.strat, data.L)
+    s_pred = pv_forcing(data.schema, pred_n * units, data.strat, data.L, w)
     s_loss = (((s_pred - s) / s_scale[:, None, None]) ** 2).mean()
     return flux, s_loss
 
@@ -153,11 +154,13 @@ def s_scales(s: torch.Tensor) -> torch.Tensor:
 
 def _val_losses(model, data, runs, s_scale, batch_size) -> tuple[float, float]:
     x_all, y_all, s_all = data.samples(runs)
+    w_all = data.flux_weights(runs)
     tot_f = tot_s = 0.0
     with torch.no_grad():
         for i in range(0, x_all.shape[0], batch_size):
             f, s = offline_losses(model, data, x_all[i:i + batch_size], y_all[i:i + batch_size],
-                           s_all[i:i + batch_size], s_scale)
+                                  s_all[i:i + batch_size], s_scale,
+                                  None if w_all is None else w_all[i:i + batch_size])
             n = min(batch_size, x_all.shape[0] - i)
             tot_f += float(f) * n
             tot_s += float(s) * n
@@ -202,6 +205,7 @@ class _Part:
     val_runs: list[int]
     train_set: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
     s_scale: torch.Tensor
+    train_weights: torch.Tensor | None = None  # QGData.flux_weights of the training samples
 
 
 def _load_parts(opts: TrainOptions) -> list[_Part]:
@@ -215,7 +219,8 @@ def _load_parts(opts: TrainOptions) -> list[_Part]:
         except ValueError as e:
             raise ValueError(f"{path}: {e}") from None
         train_set = data.samples(train_runs)
-        parts.append(_Part(data, train_runs, val_runs, train_set, s_scales(train_set[2])))
+        parts.append(_Part(data, train_runs, val_runs, train_set, s_scales(train_set[2]),
+                           data.flux_weights(train_runs)))
     return parts
 
 
@@ -267,12 +272,14 @@ def _train_epoch(opts: TrainOptions, model: FluxNet, optim, gen, parts: list[_Pa
     for part, idx in batches:
         data, (x_tr, y_tr, s_tr), s_scale = part.data, part.train_set, part.s_scale
         x, y, s = x_tr[idx], y_tr[idx], s_tr[idx]
+        # (a group element mixes the components of one field, which share a weight)
+        w = None if part.train_weights is None else part.train_weights[idx]
         if opts.augment:
             g = elements[int(torch.randint(len(elements), (1,), generator=gen))]
             x = data.schema.transform_stacked(g, x, "inputs")
             y = data.schema.transform_stacked(g, y, "outputs")
             s = symmetry.act(g, s, Kind.PSEUDOSCALAR)
-        f_loss, s_loss = offline_losses(model, data, x, y, s, s_scale)
+        f_loss, s_loss = offline_losses(model, data, x, y, s, s_scale, w)
         loss = f_loss + opts.s_weight * s_loss
         optim.zero_grad(set_to_none=True)
         loss.backward()

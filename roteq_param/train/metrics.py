@@ -58,6 +58,7 @@ def r2_scores(model: torch.nn.Module, data: QGData, runs: Sequence[int], element
     """
     schema = data.schema
     x_all, y_all, s_all = data.samples(runs)
+    w_all = data.flux_weights(runs)
     names = _component_names(schema)
     acc_y, acc_s = _R2Accumulator(len(names)), _R2Accumulator(s_all.shape[1])
     was_training = model.training
@@ -70,7 +71,8 @@ def r2_scores(model: torch.nn.Module, data: QGData, runs: Sequence[int], element
             s = symmetry.act(element, s, Kind.PSEUDOSCALAR)
         pred = model(x, data.L / x.shape[-1])
         acc_y.add(pred, y)
-        acc_s.add(pv_forcing(schema, pred, data.strat, data.L), s)
+        acc_s.add(pv_forcing(schema, pred, data.strat, data.L, None if w_all is None else w_all[i:i + batch_size]),
+                  s)
     model.train(was_training)
     r2y, r2s = acc_y.r2(), acc_s.r2()
     out = {n: float(v) for n, v in zip(names, r2y)}

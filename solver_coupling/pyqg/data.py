@@ -45,6 +45,7 @@ from roteq_param.atomic import atomic_to_netcdf, exclusive_output, remove_stagin
 from roteq_param.fields import QG_DATASET, qg_dataset_attrs, qg_dataset_dims
 from solver_coupling.pyqg import fftw_plans
 from solver_coupling.pyqg.config import YEAR, PyqgConfig, get_config
+from solver_coupling.pyqg.family import Family
 
 __all__ = [
     "UsageError",
@@ -96,8 +97,15 @@ class Request:
     operator_params: dict[str, Any] = field(default_factory=dict)
     window_steps: int = 0
     window_every: int = 1
+    family: Family | None = None
+    """Ranges that each run draws its physical parameters from (:mod:`solver_coupling.pyqg.family`)."""
 
     def __post_init__(self) -> None:
+        if self.family is not None:
+            if self.config.layered:
+                raise UsageError(f"--vary: families of LayeredModel configurations are not supported "
+                                 f"({self.config.name!r} is one); vary a two-layer configuration (eddy, jet)")
+            self.run_config(0)  # the configuration checks every drawn value
         if self.runs < 1:
             raise UsageError(f"--runs must be >= 1; got {self.runs}")
         if self.seed < 0:
@@ -134,6 +142,12 @@ class Request:
         total = self.steps()[0]
         return [s for s in self.snapshot_steps()[:: self.window_every] if s + self.window_steps <= total]
 
+    def run_config(self, run: int) -> PyqgConfig:
+        """The configuration of run ``run``: the request's, with the family's draws for that run."""
+        if self.family is None:
+            return self.config
+        return self.config.with_overrides(self.family.draw(self.seed, run))
+
     def make_operator(self) -> coarsen.Operator:
         try:
             return coarsen.make_operator(
@@ -146,7 +160,8 @@ class Request:
         """JSON identifying the content of run ``run`` (independent of the ensemble size)."""
         return json.dumps(
             {
-                "config": json.loads(self.config.to_json()),
+                "config": json.loads(self.run_config(run).to_json()),
+                **({"family": json.loads(self.family.to_json())} if self.family else {}),
                 "operator": self.operator,
                 "operator_params": self.make_operator().params(),
                 "years": self.years,
@@ -178,7 +193,16 @@ class Request:
             "year_days": 360,
             "window_steps": self.window_steps,
             "window_every": self.window_every,
+            **(self._family_attrs() if self.family else {}),
         }
+
+    def _family_attrs(self) -> dict[str, Any]:
+        """The family's ranges and the coarse solver settings it covers (``solver``, with ranges)."""
+        def solver_at(overrides):
+            return self.config.with_overrides(overrides).coarse_solver_config()
+
+        return {"family": self.family.to_json(),
+                "solver": json.dumps(self.family.solver_ranges(solver_at), sort_keys=True)}
 
 
 def initial_pv(config: PyqgConfig, seed: int, run: int) -> np.ndarray:
@@ -278,7 +302,7 @@ def simulate_run(request: Request, run: int, wisdom: tuple | None = None, progre
     from tqdm.auto import tqdm
 
     fftw_plans.use_wisdom(wisdom)
-    config = request.config
+    config = request.run_config(run)
     op = request.make_operator()
     total = request.steps()[0]
     wanted = set(request.snapshot_steps())
@@ -319,9 +343,18 @@ def simulate_run(request: Request, run: int, wisdom: tuple | None = None, progre
     attrs = {**request.attrs(), "fingerprint": request.fingerprint(run),
              "wall_seconds": round(_time.perf_counter() - started, 1)}
     ds = _run_dataset(config, run, times, snaps, attrs)
+    if request.family:  # the runs' couplings differ: a variable per run instead of a shared attribute
+        ds = ds.assign(_run_stratification(strat))
     if starts:
         ds = ds.assign(_trajectories(traj, starts, dt, request.window_steps))
     return ds
+
+
+def _run_stratification(strat: fluxform.Stratification) -> dict[str, Any]:
+    return {name: (("run", "iface"), np.asarray(values, dtype=np.float64)[None],
+                   {"units": "m-2", "long_name": f"stretching coupling of each interface to the layer {side} it"})
+            for name, values, side in (("stretching_upper", strat.upper, "above"),
+                                       ("stretching_lower", strat.lower, "below"))}
 
 
 def _trajectories(traj: np.ndarray, starts: list[int], dt: float, window_steps: int) -> dict[str, Any]:

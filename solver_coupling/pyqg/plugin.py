@@ -28,7 +28,6 @@ Usage::
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -42,6 +41,7 @@ from roteq_param.fields import SchemaError
 from roteq_param.symmetry import Element, Group
 from roteq_param.forcing import PVForcing
 from solver_coupling.pyqg.config import SOLVER_STRUCTURAL, regime_keys, solver_config_of
+from solver_coupling.pyqg.family import regime_mismatches
 from solver_coupling.pyqg.state import constants, stratification
 
 __all__ = [
@@ -52,10 +52,6 @@ __all__ = [
     "solver_config_of",
     "Ensemble",
 ]
-
-
-def _close(trained: Any, solver: float) -> bool:
-    return math.isclose(float(trained), solver, rel_tol=1e-6, abs_tol=1e-30)
 
 
 class ModelMismatchError(ValueError):
@@ -192,8 +188,7 @@ class RotEqParameterization(pyqg.QParameterization):
                         if key in ("nx", "ny") else "")
                 raise ModelMismatchError(f"{key}: the model was trained for {key}={declared[key]}, the solver has "
                                          f"{key}={actual[key]}{hint}")
-        off = [f"{k}: trained {declared[k]:g}, solver {actual[k]:g}" for k in regime_keys(actual)
-               if k in declared and not _close(declared[k], actual[k])]
+        off = regime_mismatches(declared, actual, regime_keys(actual))
         self.matched_elements = self._group_elements_between(declared, actual) if off else ()
         if off and not self.matched_elements:
             msg = ("the solver runs outside the model's training configuration (" + "; ".join(off) + "), and no "
@@ -214,32 +209,36 @@ class RotEqParameterization(pyqg.QParameterization):
         return self.matched_elements[0] if self.matched_elements else None
 
     def _group_elements_between(self, declared: dict, actual: dict) -> tuple[Element, ...]:
-        """Every exact group element g that turns the training configuration into the solver's.
+        """Every exact group element g that turns a training configuration into the solver's.
 
         An equivariant network sees beta and U as constant (pseudo)vectors, so a whole configuration
         turned or mirrored by g (beta -> g.beta, U_i -> g.U_i, every scalar setting equal) is the same
-        physics in another frame: the network's output is exactly the turned output.
+        physics in another frame: the network's output is exactly the turned output. The solver's
+        vectors are taken back by g^-1 and must then be a trained configuration: beta along y, as
+        pyqg has it, and every setting equal to the card's number or inside its range (a family).
         """
         nz = int(actual["nz"])
         vectors = {"beta"} | {f"{c}{i}" for c in "UV" for i in range(1, nz + 1)}
         scalars = [k for k in regime_keys(actual) if k not in vectors]
-        if any(k in declared and not _close(declared[k], actual[k]) for k in scalars) or \
+        if regime_mismatches(declared, actual, scalars) or \
                 not all(k in declared for k in ("beta", *(f"U{i}" for i in range(1, nz + 1)))):
             return ()
-
-        def constants(c: dict) -> dict:  # a card without V (the first shipped ones) had V = 0
-            return fields.qg_constants(np.array([0.0, float(c["beta"])]),
-                                       np.array([[float(c[f"U{i}"]), float(c.get(f"V{i}", 0.0))]
-                                                 for i in range(1, nz + 1)]))
-
-        trained, solver = constants(declared), constants(actual)
+        declared = {**{f"V{i}": 0.0 for i in range(1, nz + 1)}, **declared}  # the first cards had no V (= 0)
+        solver = fields.qg_constants(np.array([0.0, float(actual["beta"])]),
+                                     np.array([[float(actual[f"U{i}"]), float(actual[f"V{i}"])]
+                                               for i in range(1, nz + 1)]))
         schema = self._loaded.model.schema
 
+        def snap(v: np.ndarray) -> np.ndarray:  # components at round-off of the vector's size are 0
+            return np.where(np.abs(v) > 1e-9 * np.abs(v).max(initial=0.0), v, 0.0)
+
         def maps(g: Element) -> bool:
-            moved = schema.transform(g, trained)
-            return all(np.abs(moved[k] - solver[k]).max() <= 1e-6 * max(np.abs(solver[k]).max(),
-                                                                         np.abs(moved[k]).max(), 1e-300)
-                       for k in solver)
+            # qg_constants' order: beta, then the background velocity of each layer
+            beta, *U = (snap(np.asarray(v, dtype=np.float64)) for v in schema.transform(g.inverse(), solver).values())
+            if beta[0] != 0.0:
+                return False
+            seen = {"beta": beta[1], **{f"{c}{i + 1}": U[i][a] for i in range(nz) for a, c in enumerate("UV")}}
+            return not regime_mismatches(declared, seen, list(seen))
 
         return tuple(g for g in self._symmetry_group().exact_elements() if maps(g))
 

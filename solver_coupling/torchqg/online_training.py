@@ -80,6 +80,10 @@ def load_windows(path: str | os.PathLike) -> TrajectoryWindows:
         if "solver" not in ds.attrs:
             raise ValueError(f"dataset {path} does not record its coarse solver (attribute 'solver')")
         solver = json.loads(ds.attrs["solver"])
+        varied = sorted(k for k in _TWIN_KEYS if isinstance(solver.get(k), list))
+        if varied:
+            raise ValueError(f"dataset {path} is a family (its runs vary {', '.join(varied)}); training through the "
+                             "twin unrolls one configuration: generate windows of one")
         config = json.loads(ds.attrs.get("config", "{}")).get("params", {})
         kwargs = {k: solver[k] for k in _TWIN_KEYS if k in solver}
         kwargs["dt"] = float(ds["wstep"].attrs.get("dt_s", config.get("dt", 3600.0)))
