@@ -151,6 +151,11 @@ def test_tools_that_need_one_configuration_refuse_a_family(family_data, family_m
     with pytest.raises(ValueError, match="differ in stratification"):
         calibrate_energy_backscatter(load_model(family_model), family_data)
     assert calibrate_energy_backscatter(load_model(family_model), family_data, runs=[1])["runs"] == [1]
+    from solver_coupling.pyqg.diagnostics import model_kwargs_from_attrs
+
+    with xr.open_dataset(family_data) as ds, pytest.raises(ValueError, match="a family of configurations.*no one "
+                                                                             "reference"):
+        model_kwargs_from_attrs(ds)  # what roteq evaluate reads a truth set's physics from
 
 
 def test_roteq_generate_vary_through_the_command_and_the_twin_refuses_a_family(tmp_path, capsys):

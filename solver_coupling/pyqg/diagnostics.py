@@ -134,6 +134,10 @@ def model_kwargs_from_attrs(ds: xr.Dataset, overrides: Mapping[str, Any] | None 
     ``x`` and ``y`` sizes. If the data has an ``x`` coordinate, its spacing must
     agree with ``L / nx``.
     """
+    if "family" in ds.attrs:
+        raise ValueError("the data is a family of configurations (roteq generate --vary): its runs differ in "
+                         f"physics ({ds.attrs['family']}), so they are no one reference; score against runs of one "
+                         "configuration")
     raw = ds.attrs.get("config")
     kwargs: dict[str, Any] = {}
     if raw is not None:
