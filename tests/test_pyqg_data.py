@@ -226,3 +226,17 @@ def test_a_second_generate_on_the_same_output_is_refused(tmp_path, capsys):
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
+
+
+def test_a_blown_up_run_on_dask_is_one_line_without_the_workers_traceback(tmp_path, capfd):
+    """On Dask the failed run comes back through the future; the worker's log must not print its
+    traceback first (it did, before the one-line message)."""
+    out = str(tmp_path / "o.nc")
+    args = _parse(["generate", "--out", out, "--set", "nx=32", "--set", "dt=86400", "--set", "U1=3.0",
+                   "--coarse-nx", "16", "--years", "1", "--spinup-years", "0.5", "--snapshot-hours", "960",
+                   "--workers", "1"])
+    with pytest.raises(SystemExit) as exc:
+        args.func(args)
+    err = capfd.readouterr().err
+    assert exc.value.code == 2 and "run 0 produced non-finite PV" in err
+    assert "Traceback" not in err and "Compute Failed" not in err, err

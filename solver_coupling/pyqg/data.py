@@ -502,8 +502,10 @@ def _run_on_dask(request: Request, pending: list[int], parts_dir: str, wisdom: t
     if scheduler:
         client = Client(scheduler)
     else:
+        # a failed run is re-raised here by fut.result() (and reported by the caller); the worker's own
+        # "Compute Failed" traceback at ERROR level would only repeat it before the one-line message
         cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1, processes=True,
-                               dashboard_address=None, silence_logs=logging.ERROR)
+                               dashboard_address=None, silence_logs=logging.CRITICAL)
         client = Client(cluster)
     try:
         futures = {client.submit(simulate_run, request, r, wisdom, progress, pure=False): r for r in pending}
