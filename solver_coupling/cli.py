@@ -50,6 +50,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         overrides = dict(parse_assignment(s) for s in args.set or [])
         config = get_config(args.config, overrides, coarse_nx=args.coarse_nx)
         ranges = dict(parse_range(s) for s in args.vary or [])
+        both = sorted(set(overrides) & set(ranges))
+        if both:
+            raise UsageError(f"{', '.join(both)}: both --set and --vary; a parameter is either fixed or drawn")
         request = Request(config, operator=args.operator, runs=args.runs, years=args.years,
                           spinup_years=args.spinup_years, snapshot_hours=args.snapshot_hours, seed=args.seed,
                           window_steps=args.window_steps, window_every=args.window_every,

@@ -168,6 +168,9 @@ def test_roteq_generate_vary_through_the_command_and_the_twin_refuses_a_family(t
     with pytest.raises(SystemExit) as e:
         roteq(common + ["--vary", "nx=16:32"])
     assert e.value.code == 2 and "a family varies one of beta" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        roteq(common + ["--vary", "rek=1e-7:2e-7", "--set", "rek=1e-7"])
+    assert e.value.code == 2 and "rek: both --set and --vary" in capsys.readouterr().err
     assert not out.exists()
     assert roteq(common + ["--vary", "beta=1e-11:2e-11", "--window-steps", "2"]) == 0
     with xr.open_dataset(out) as ds:
