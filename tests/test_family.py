@@ -103,10 +103,12 @@ def test_each_run_is_pyqg_at_its_own_draw_and_the_dataset_records_the_ranges(fam
     assert solver["delta"] == delta and solver["U1"] == 0.025  # what no draw moves stays a number
 
 
-def test_a_family_resumes_with_the_same_draws_and_another_family_does_not_reuse_them(family_data):
+def test_a_family_resumes_with_the_same_draws_and_another_family_does_not_reuse_them(family_data, capsys):
     a, b = _request(), _request(family=Family.of({**RANGES, "beta": (1.0e-11, 3.0e-11)}))
     assert a.fingerprint(1) == _request().fingerprint(1)
     assert a.fingerprint(1) != b.fingerprint(1) != _request(family=None).fingerprint(1)
+    generate(a, family_data, serial=True, progress=False)  # the same command again: nothing to do
+    assert "already holds this ensemble" in capsys.readouterr().err
 
 
 def test_the_pv_forcing_target_is_each_runs_own_flux_form_to_round_off(family_data):
