@@ -149,3 +149,20 @@ def test_train_runs_must_be_training_runs(dataset, tmp_path):
     card = load_card(summary["model_dir"])
     assert card["training"]["train_runs"] == [1] and card["training"]["val_runs"] == [2]
     assert card["training"]["solver"]["nx"] == 16 and card["training"]["solver"]["beta"] == 1.5e-11
+
+
+def test_snapshot_every_trains_on_every_kth_snapshot_and_is_recorded(dataset, tmp_path):
+    full = load_dataset(dataset)
+    every2 = load_dataset(dataset, snapshot_every=2)
+    T = full.x.shape[1]
+    assert every2.x.shape[1] == (T + 1) // 2
+    torch.testing.assert_close(every2.x, full.x[:, ::2])
+    torch.testing.assert_close(every2.S, full.S[:, ::2])
+    summary = train(TrainOptions(data=dataset, out=str(tmp_path / "o"), snapshot_every=2, epochs=1, **SMALL))
+    card = load_card(summary["model_dir"])
+    assert card["training"]["n_train_samples"] == 2 * ((T + 1) // 2)  # runs 0-1 (run 2 held out)
+    assert card["training"]["options"]["snapshot_every"] == 2
+    # the default keeps the recipe older checkpoints recorded
+    assert "snapshot_every" not in TrainOptions(data=dataset, out="x").recipe()
+    with pytest.raises(ValueError, match="snapshot_every must be an integer >= 1; got 0"):
+        load_dataset(dataset, snapshot_every=0)

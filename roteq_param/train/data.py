@@ -106,12 +106,15 @@ def _physical_constants(ds, path: str) -> tuple[tuple[fluxform.Stratification, .
 
 
 def load_dataset(path: str | os.PathLike, schema: Schema | None = None, s_target: str = "S_flux",
-                 min_runs: int = 2) -> QGData:
+                 min_runs: int = 2, snapshot_every: int = 1) -> QGData:
     """Read a coarse dataset into memory, stacked for ``schema`` (default ``qg_schema(N)`` for the
     dataset's N layers).
 
     ``min_runs``: fewer runs are refused (training splits train/validation by run; 1 for calibration).
+    ``snapshot_every``: keep every k-th snapshot of each run (from the first).
     """
+    if isinstance(snapshot_every, bool) or not isinstance(snapshot_every, int) or snapshot_every < 1:
+        raise ValueError(f"snapshot_every must be an integer >= 1; got {snapshot_every!r}")
     import xarray as xr
 
     path = str(path)
@@ -123,6 +126,8 @@ def load_dataset(path: str | os.PathLike, schema: Schema | None = None, s_target
         raise ValueError(f"cannot read training dataset {path} ({type(e).__name__}): the file is truncated or "
                          "corrupt, or not netCDF; re-run the `roteq generate` command that made it") from None
     with ds:
+        if snapshot_every > 1:
+            ds = ds.isel(time=slice(None, None, snapshot_every))
         schema = schema or qg_schema(ds.sizes.get("lev", 2))
         if s_target not in ds:
             raise ValueError(f"dataset {path} lacks the PV forcing target {s_target!r}")

@@ -73,6 +73,8 @@ class TrainOptions:
     held out; ``train_runs`` applies to ``data`` only). Batches never mix datasets; each dataset's S
     loss is normalised by its own S scale; the normalisation and the similarity reference come from
     ``data``, and the validation loss is the mean over the datasets.
+
+    ``snapshot_every``: train and validate on every k-th snapshot of each run (of every dataset).
     """
 
     data: str
@@ -89,6 +91,7 @@ class TrainOptions:
     s_target: str = "S_flux"
     val_runs: int = 1
     train_runs: tuple[int, ...] | None = None
+    snapshot_every: int = 1
     augment: bool = False
     patience: int = 30
     seed: int = 0
@@ -109,6 +112,8 @@ class TrainOptions:
         d["more_data"] = list(self.more_data)
         if not d["more_data"]:
             del d["more_data"]  # single-dataset recipes keep the form older checkpoints recorded
+        if d["snapshot_every"] == 1:
+            del d["snapshot_every"]  # likewise for recipes that train on every snapshot
         return d
 
 
@@ -211,7 +216,7 @@ class _Part:
 def _load_parts(opts: TrainOptions) -> list[_Part]:
     parts = []
     for i, path in enumerate((opts.data, *opts.more_data)):
-        data = load_dataset(path, s_target=opts.s_target)
+        data = load_dataset(path, s_target=opts.s_target, snapshot_every=opts.snapshot_every)
         if parts and data.schema.to_dict() != parts[0].data.schema.to_dict():
             raise ValueError(f"--more-data {path} holds other fields than {opts.data}")
         try:  # --train-runs picks runs of --data only
