@@ -56,14 +56,15 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         request = Request(config, operator=args.operator, runs=args.runs, years=args.years,
                           spinup_years=args.spinup_years, snapshot_hours=args.snapshot_hours, seed=args.seed,
                           window_steps=args.window_steps, window_every=args.window_every,
-                          family=Family.of(ranges) if ranges else None)
+                          family=Family.of(ranges) if ranges else None, dt_halvings=args.dt_halvings)
         generate(request, args.out, overwrite=args.overwrite, workers=args.workers, scheduler=args.scheduler,
                  serial=args.serial)
     except (ValueError, OutputLocked) as err:  # UsageError, configuration errors, a locked output
         _fail("generate", err)
     except FloatingPointError as err:  # a high-res run blew up (raised by the run, on Dask too)
         _fail("generate", f"{err}: the high-resolution run is numerically unstable with these settings (a "
-                          f"smaller time step, --set dt=..., may hold it); finished runs are kept in {args.out}.parts")
+                          f"smaller time step, --set dt=... or --dt-halvings N, may hold it); finished runs are kept in "
+                          f"{args.out}.parts")
     print(args.out)
     return 0
 
@@ -93,6 +94,9 @@ def add_generate_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--vary", action="append", metavar="NAME=LO:HI",
                    help="a family: each run draws NAME from [LO, HI] (log-uniform for LO > 0, SI units; "
                         f"repeatable; one of {', '.join(FAMILY_PARAMETERS)}), e.g. --vary beta=1e-11:2e-11")
+    p.add_argument("--dt-halvings", type=int, default=0, metavar="N",
+                   help="run a run that blows up again from its start with half the time step, up to N times "
+                        "(default: 0, an error); the dataset lists each run's time step (highres_dt_s)")
     p.add_argument("--runs", type=int, default=1, help="ensemble members (default: 1)")
     p.add_argument("--years", type=float, default=10.0, help="length of each run in 360-day years (default: 10)")
     p.add_argument("--spinup-years", type=float, default=5.0, help="spin-up before the first snapshot (default: 5)")

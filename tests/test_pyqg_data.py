@@ -1,5 +1,6 @@
 """pyqg configurations and training-data generation: determinism (serial == Dask), resume, bad input."""
 
+import json
 import os
 import shutil
 
@@ -240,3 +241,26 @@ def test_a_blown_up_run_on_dask_is_one_line_without_the_workers_traceback(tmp_pa
     err = capfd.readouterr().err
     assert exc.value.code == 2 and "run 0 produced non-finite PV" in err
     assert "Traceback" not in err and "Compute Failed" not in err, err
+
+
+def test_dt_halvings_rerun_a_blown_up_run_with_half_the_step(tmp_path, capsys):
+    """eddy at 32^2 with a 4-day step goes non-finite after ~128 days; at 2 days it holds. With one
+    halving the run is done again at 2 days, its snapshots at the same times, and the dataset lists
+    its step; without, the same command is the one-line error."""
+    args = ["--set", "nx=32", "--set", "dt=345600", "--coarse-nx", "16", "--years", "0.5", "--spinup-years", "0.2",
+            "--snapshot-hours", "1536", "--serial"]
+    _fails(["generate", "--out", str(tmp_path / "a.nc")] + args, "run 0 produced non-finite PV", capsys)
+    out = str(tmp_path / "b.nc")
+    ns = _parse(["generate", "--out", out, "--dt-halvings", "1"] + args)
+    assert ns.func(ns) == 0
+    assert "running it again with dt = 172800 s" in capsys.readouterr().err
+    with xr.open_dataset(out) as ds:
+        assert json.loads(ds.attrs["highres_dt_s"]) == [172800.0]
+        np.testing.assert_allclose(ds["time"].values, [72 * 86400.0, 136 * 86400.0])  # days 72 and 136
+        assert np.isfinite(ds["q"].values).all() and "dt_s" not in ds.attrs
+    req = pdata.Request(get_config("eddy", {"nx": 32, "dt": 345600}, coarse_nx=16), years=0.5,
+                        spinup_years=0.2, snapshot_hours=1536, dt_halvings=1)
+    assert req.fingerprint(0) == pdata.Request(req.config, years=0.5, spinup_years=0.2,
+                                               snapshot_hours=1536).fingerprint(0)
+    with pytest.raises(pdata.UsageError, match="cannot be combined with --window-steps"):
+        pdata.Request(req.config, years=0.5, spinup_years=0.2, snapshot_hours=1536, dt_halvings=1, window_steps=2)

@@ -35,7 +35,7 @@ import json
 import os
 import shutil
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable
 
 import numpy as np
@@ -99,6 +99,9 @@ class Request:
     window_every: int = 1
     family: Family | None = None
     """Ranges that each run draws its physical parameters from (:mod:`solver_coupling.pyqg.family`)."""
+    dt_halvings: int = 0
+    """A run that blows up is run again from its start with half the time step, up to this many times
+    (:func:`simulate_run`). Not part of a run's identity: a run that holds is the same either way."""
 
     def __post_init__(self) -> None:
         if self.family is not None:
@@ -114,6 +117,11 @@ class Request:
             raise UsageError(f"need 0 <= spin-up ({self.spinup_years} y) <= run length ({self.years} y)")
         if self.snapshot_hours <= 0:
             raise UsageError(f"--snapshot-hours must be positive; got {self.snapshot_hours}")
+        if self.dt_halvings < 0:
+            raise UsageError(f"--dt-halvings must be >= 0; got {self.dt_halvings}")
+        if self.dt_halvings and self.window_steps:
+            raise UsageError("--dt-halvings cannot be combined with --window-steps: a window's steps are the "
+                             "configuration's time step, which a retried run would not keep")
         if self.window_steps < 0 or self.window_every < 1:
             raise UsageError(f"--window-steps must be >= 0 and --window-every >= 1; got {self.window_steps}, "
                              f"{self.window_every}")
@@ -296,7 +304,30 @@ def simulate_run(request: Request, run: int, wisdom: tuple | None = None, progre
     ``q_traj`` (window, wstep, lev, y, x) at every time step of windows starting at
     ``request.window_starts()``: the truth that training through a coarse solver unrolls against.
     ``progress=None`` shows a tqdm bar over model time (days) when stderr is a terminal.
+
+    A run that goes non-finite raises ``FloatingPointError``, or with ``request.dt_halvings`` > 0 is
+    run again from its start with half the time step, up to that many times (the snapshot times are
+    the same; the part records the time step it ran with as ``dt_s``).
     """
+    attempt = request
+    for halvings in range(request.dt_halvings + 1):
+        try:
+            return _simulate(attempt, run, wisdom, progress, identity=request)
+        except FloatingPointError as err:
+            if halvings == request.dt_halvings:
+                raise
+            dt = attempt.config.dt / 2
+            try:
+                attempt = replace(attempt, config=attempt.config.with_overrides({"dt": dt}))
+            except UsageError as why:  # e.g. the snapshot interval is no whole number of the halved steps
+                raise FloatingPointError(f"{err} (not retried with dt = {dt:g} s: {why})") from None
+            print(f"[generate] {err}; running it again with dt = {dt:g} s", file=sys.stderr)
+    raise AssertionError("unreachable")
+
+
+def _simulate(request: Request, run: int, wisdom: tuple | None, progress: bool | None, identity: Request):
+    """One attempt of :func:`simulate_run`; ``identity`` is the request the part belongs to (its
+    fingerprint and attributes), ``request`` the one run (its time step may be smaller)."""
     import time as _time
 
     from tqdm.auto import tqdm
@@ -340,8 +371,8 @@ def simulate_run(request: Request, run: int, wisdom: tuple | None = None, progre
     bar.close()
     if len(snaps) != len(wanted):
         raise RuntimeError(f"run {run}: expected {len(wanted)} snapshots, got {len(snaps)}")
-    attrs = {**request.attrs(), "fingerprint": request.fingerprint(run),
-             "wall_seconds": round(_time.perf_counter() - started, 1)}
+    attrs = {**identity.attrs(), "fingerprint": identity.fingerprint(run),
+             "wall_seconds": round(_time.perf_counter() - started, 1), "dt_s": dt}
     ds = _run_dataset(config, run, times, snaps, attrs)
     if request.family:  # the runs' couplings differ: a variable per run instead of a shared attribute
         ds = ds.assign(_run_stratification(strat))
@@ -423,19 +454,25 @@ def _check_output(out: str, overwrite: bool) -> None:
         raise UsageError(f"output {out} exists; pass --overwrite to replace it")
 
 
-def _assemble(paths: list[str], out: str, attrs: dict[str, Any]) -> None:
-    """Concatenate per-run files along ``run`` into ``out`` (atomically), with ``attrs``; report the cost."""
+def _assemble(paths: list[str], out: str, attrs: dict[str, Any], dt: float) -> None:
+    """Concatenate per-run files along ``run`` into ``out`` (atomically), with ``attrs``; report the cost.
+
+    ``dt``: the configuration's high-res time step (s); runs retried with a smaller one (``dt_s`` in
+    their parts) are listed in the ``highres_dt_s`` attribute, one time step per run."""
     import xarray as xr
 
     datasets = [xr.open_dataset(p) for p in paths]
     try:
         seconds = [float(d.attrs["wall_seconds"]) for d in datasets if "wall_seconds" in d.attrs]
+        steps = [float(d.attrs.get("dt_s", dt)) for d in datasets]
         ds = xr.concat(datasets, dim="run", data_vars="all", coords="minimal", compat="override",
                        combine_attrs="drop_conflicts")
         # per-run identity and timing stay in the parts; the dataset must not depend on how it was made
-        for key in ("fingerprint", "wall_seconds"):
+        for key in ("fingerprint", "wall_seconds", "dt_s"):
             ds.attrs.pop(key, None)
         ds.attrs.update(attrs)
+        if any(step != dt for step in steps):
+            ds.attrs["highres_dt_s"] = json.dumps(steps)
         atomic_to_netcdf(ds, out)
     finally:
         for d in datasets:
@@ -486,7 +523,7 @@ def generate(request: Request, out: str, *, overwrite: bool = False, workers: in
             _run_on_dask(request, pending, parts_dir, wisdom, workers, scheduler, overall, progress)
         overall.close()
 
-        _assemble(paths, out, request.attrs())
+        _assemble(paths, out, request.attrs(), request.config.dt)
         shutil.rmtree(parts_dir)
         return out
 
