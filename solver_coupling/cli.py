@@ -29,9 +29,9 @@ from solver_coupling.pyqg.bench import bench
 from solver_coupling.pyqg.config import CONFIGS, YEAR, get_config, parse_assignment
 from solver_coupling.pyqg.data import Request, UsageError, coarsen_files, generate
 from solver_coupling.pyqg.demo import run_demo
-from solver_coupling.pyqg.family import FAMILY_PARAMETERS, Family, parse_range
 from solver_coupling.pyqg.evaluate import (BASELINE, CEILING, TRUTH, EvaluateConfig, Reference, evaluate,
                                             load_runs, parse_run_selection, to_training_frame, write_results)
+from solver_coupling.pyqg.family import FAMILY_PARAMETERS, Family, parse_range
 from solver_coupling.pyqg.rollout import RolloutRequest, rollout
 
 

@@ -309,20 +309,20 @@ def simulate_run(request: Request, run: int, wisdom: tuple | None = None, progre
     run again from its start with half the time step, up to that many times (the snapshot times are
     the same; the part records the time step it ran with as ``dt_s``).
     """
-    attempt = request
-    for halvings in range(request.dt_halvings + 1):
+    attempt, halvings_left = request, request.dt_halvings
+    while True:
         try:
             return _simulate(attempt, run, wisdom, progress, identity=request)
         except FloatingPointError as err:
-            if halvings == request.dt_halvings:
+            if not halvings_left:
                 raise
             dt = attempt.config.dt / 2
             try:
                 attempt = replace(attempt, config=attempt.config.with_overrides({"dt": dt}))
             except UsageError as why:  # e.g. the snapshot interval is no whole number of the halved steps
                 raise FloatingPointError(f"{err} (not retried with dt = {dt:g} s: {why})") from None
+            halvings_left -= 1
             print(f"[generate] {err}; running it again with dt = {dt:g} s", file=sys.stderr)
-    raise AssertionError("unreachable")
 
 
 def _simulate(request: Request, run: int, wisdom: tuple | None, progress: bool | None, identity: Request):

@@ -40,19 +40,27 @@ def parse_range(text: str) -> tuple[str, tuple[float, float]]:
     if "=" not in text or ":" not in text.split("=", 1)[1]:
         raise ValueError(f"expected NAME=LO:HI (e.g. beta=1e-11:2e-11), got {text!r}")
     name, raw = (s.strip() for s in text.split("=", 1))
-    if name not in FAMILY_PARAMETERS:
-        raise ValueError(f"--vary {name}: a family varies one of {', '.join(FAMILY_PARAMETERS)} (QGModel "
-                         "parameters that define the regime)")
+    _check_name(name)
     try:
         lo, hi = (float(s) for s in raw.split(":"))
     except ValueError:
         raise ValueError(f"--vary {name}: expected two numbers LO:HI, got {raw!r}") from None
+    _check_bounds(name, lo, hi)
+    return name, (lo, hi)
+
+
+def _check_name(name: str) -> None:
+    if name not in FAMILY_PARAMETERS:
+        raise ValueError(f"--vary {name}: a family varies one of {', '.join(FAMILY_PARAMETERS)} (QGModel "
+                         "parameters that define the regime)")
+
+
+def _check_bounds(name: str, lo: float, hi: float) -> None:
     if not (math.isfinite(lo) and math.isfinite(hi)) or lo >= hi:
         raise ValueError(f"--vary {name}: need finite LO < HI, got {lo:g}:{hi:g}")
     if (name in ("rd", "delta") and lo <= 0) or (name == "rek" and lo < 0):
         raise ValueError(f"--vary {name}: the range must be {'non-negative' if name == 'rek' else 'positive'}, "
                          f"got {lo:g}:{hi:g}")
-    return name, (lo, hi)
 
 
 @dataclass(frozen=True)
@@ -63,8 +71,9 @@ class Family:
 
     @classmethod
     def of(cls, ranges: Mapping[str, tuple[float, float]]) -> "Family":
-        for name, (lo, hi) in ranges.items():
-            parse_range(f"{name}={lo!r}:{hi!r}")  # the same checks as on the command line
+        for name, (lo, hi) in ranges.items():  # the same checks as on the command line
+            _check_name(name)
+            _check_bounds(name, float(lo), float(hi))
         return cls(tuple((k, float(lo), float(hi)) for k, (lo, hi) in sorted(ranges.items())))
 
     def draw(self, seed: int, run: int) -> dict[str, float]:
