@@ -130,6 +130,8 @@ def test_the_pv_forcing_target_is_each_runs_own_flux_form_to_round_off(family_da
 def test_a_family_model_accepts_any_configuration_inside_its_ranges_up_to_the_group(family_model):
     card = json.load(open(f"{family_model}/card.json"))
     assert card["training"]["solver"]["beta"] == list(RANGES["beta"])
+    card_text = open(f"{family_model}/CARD.md").read()  # and people read the ranges without the JSON
+    assert "| `beta` | 1e-11 to 2e-11 |" in card_text and "| `delta` | 0.25 |" in card_text
     P = RotEqParameterization(family_model)
     cfg = lambda **kw: pyqg.QGModel(nx=16, dt=3600.0, ntd=1, log_level=0, **kw)  # noqa: E731
     P.check_solver(cfg(beta=1.2e-11, rd=18e3, rek=5e-7))  # inside every range, no draw's exact values

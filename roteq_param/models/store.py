@@ -79,6 +79,7 @@ def _card_markdown(card: Mapping[str, Any]) -> str:
         for role, scales in norm.items():
             lines.append(f"- {role}: " + ", ".join(f"`{k}` {v:.4g}" for k, v in scales.items()))
         lines.append("")
+    lines += _regime_markdown(card.get("training", {}).get("solver"), bool(arch.get("similarity")))
     lines += ["## Training", "", "```json", json.dumps(card.get("training", {}), indent=2, sort_keys=True), "```", "",
               "## Metrics (held-out runs)", ""]
     metrics = card.get("metrics", {})
@@ -90,6 +91,24 @@ def _card_markdown(card: Mapping[str, Any]) -> str:
         lines.append("(none recorded)")
     lines += ["", "## Inference cost", "", "```json", json.dumps(card.get("inference_cost", {}), indent=2), "```", ""]
     return "\n".join(lines)
+
+
+def _regime_markdown(solver: Mapping[str, Any] | None, similarity: bool) -> list[str]:
+    """The solver settings the model was trained on, one row each: a number, or a range for a trained
+    family. For people: the solver couplings' regime checks read the same settings from the JSON."""
+    if not solver:
+        return []
+    grid = (" A similarity-scaled model is not bound to the grid size (`nx`, `ny`), only to the layer count."
+            if similarity else "")
+    lines = ["## Trained regime (solver settings of the training data)", "",
+             "The pyqg plugin accepts a solver when each setting equals the number below (to 1e-6 relative) or lies "
+             "in the range, as it is or after one element of the model's group acts on beta and U." + grid, "",
+             "| setting | trained |", "|---|---|"]
+    for name, value in sorted(solver.items()):
+        shown = f"{value[0]:.6g} to {value[1]:.6g}" if isinstance(value, (list, tuple)) else (
+            f"{value:.6g}" if isinstance(value, (int, float)) else str(value))
+        lines.append(f"| `{name}` | {shown} |")
+    return lines + [""]
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
