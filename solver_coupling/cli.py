@@ -355,6 +355,8 @@ def add_rollout_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--add-closure", default=None, metavar="NAME",
                    help="also apply a pyqg built-in closure ('backscatter' or 'smagorinsky') on top of the "
                         "network's forcing (pyqg engine)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar (without it: a bar, refreshed once a minute when stderr is not a terminal)")
     p.set_defaults(func=_cmd_rollout)
     return p
 
@@ -372,7 +374,8 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
                              energy_limit=args.energy_limit, checkpoint_years=args.checkpoint_years,
                              diag_start_years=args.diag_start_years, allow_out_of_regime=args.allow_out_of_regime,
                              engine=args.engine, precision=args.precision, add_closure=args.add_closure)
-        ds = rollout(req, args.out, resume=args.resume, overwrite=args.overwrite)
+        ds = rollout(req, args.out, resume=args.resume, overwrite=args.overwrite,
+                     progress=False if args.no_progress else None)
     except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as e:
         _fail("rollout", e)
     failed = int(ds["failed"].sum())

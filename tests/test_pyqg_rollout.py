@@ -30,6 +30,17 @@ def _request(**kw):
     return RolloutRequest(**base)
 
 
+def test_progress_in_a_log_file_stays_small(tmp_path, capsys):
+    # stderr is not a terminal here, as in `nohup roteq rollout ... > log 2>&1 &`: the bar refreshes once
+    # a minute, not every 240 steps (a 10-year log was ~10 MB of refreshes), and still ends on its total
+    req = _request(years=0.2, checkpoint_years=0.1)
+    rollout(req, tmp_path / "r")
+    err = capsys.readouterr().err
+    assert err.count("\r") <= 3 and f"{req.steps(req.years * YEAR)}/{req.steps(req.years * YEAR)}" in err
+    rollout(_request(years=0.01), tmp_path / "quiet", progress=False)
+    assert capsys.readouterr().err == ""
+
+
 def test_unparameterized_rollout_writes_cf_dataset(tmp_path):
     ds = rollout(_request(), tmp_path / "r", progress=False)
     assert ds["q"].dims == ("run", "time", "lev", "y", "x") and ds["q"].attrs["units"] == "s-1"

@@ -41,6 +41,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import sys
 import time
 import zipfile
 from dataclasses import asdict, dataclass, fields
@@ -446,8 +447,11 @@ def _dataset(req: RolloutRequest, engine, st: _State) -> xr.Dataset:
 
 
 def rollout(req: RolloutRequest, out: str | os.PathLike, *, resume: bool = False, overwrite: bool = False,
-            progress: bool = True, on_step: Callable[[int, Any], None] | None = None) -> xr.Dataset:
+            progress: bool | None = None, on_step: Callable[[int, Any], None] | None = None) -> xr.Dataset:
     """Run the ensemble on ``req.engine`` and write ``out/rollout.nc``; returns the dataset.
+
+    ``progress``: ``None`` (default) shows a bar that refreshes freely on a terminal and once a minute
+    elsewhere (a log file of a long background run then stays a few kB); ``False`` shows none.
 
     ``on_step(step, engine)``, if given, is called after every step, before the stability monitor:
     a place for extra forcing, logging or fault injection (``engine.members`` are the pyqg models,
@@ -485,7 +489,9 @@ def rollout(req: RolloutRequest, out: str | os.PathLike, *, resume: bool = False
 
         saved_at = None
         start, start_step = time.perf_counter(), st.step
-        with tqdm(total=st.total, initial=st.step, desc=label, unit="step", disable=not progress) as bar:
+        refresh = {} if sys.stderr.isatty() else {"mininterval": 60.0}
+        with tqdm(total=st.total, initial=st.step, desc=label, unit="step", disable=progress is False,
+                  **refresh) as bar:
             while st.step < st.total and not st.failed.all():
                 active = ~st.failed
                 engine.step(active)
@@ -503,7 +509,7 @@ def rollout(req: RolloutRequest, out: str | os.PathLike, *, resume: bool = False
                     years = (st.step - start_step) * req.config.dt / YEAR
                     bar.set_postfix({"model yr/wall h": f"{years / hours:.0f}",
                                      "member-yr/h": f"{years * active.sum() / hours:.0f}",
-                                     "failed": int(st.failed.sum())})
+                                     "failed": int(st.failed.sum())}, refresh=False)  # shown at the bar's next refresh
         # the run ended on a checkpoint, or stopped early because every member failed
         return ds if saved_at == st.step else save()
 
