@@ -311,6 +311,47 @@ def _vorticity_2d(u, v, mz, idx, idy, out):
 
 
 @njit(cache=True)
+def _open_tensor_divergence_2d(txx, txy, tyy, idx, idy, du, dv):
+    # No land: tau_xy's corner average folds into the differences, so du and dv are one stencil each
+    # on the centred components (north - south corner = (row j+1 - row j-1) / 4 of column pairs, and
+    # likewise east - west), with no corner array written and read back. The edge columns are peeled
+    # so that the interior loops have no wrap-around index and vectorise.
+    ny, nx = txx.shape
+    for j in range(ny):
+        jm = j - 1 if j > 0 else ny - 1
+        jp = j + 1 if j < ny - 1 else 0
+        du[j, 0] = -((txx[j, 0] - txx[j, nx - 1]) * idx
+                     + 0.25 * ((txy[jp, nx - 1] + txy[jp, 0]) - (txy[jm, nx - 1] + txy[jm, 0])) * idy)
+        for i in range(1, nx):
+            du[j, i] = -((txx[j, i] - txx[j, i - 1]) * idx
+                         + 0.25 * ((txy[jp, i - 1] + txy[jp, i]) - (txy[jm, i - 1] + txy[jm, i])) * idy)
+    for j in range(ny):
+        jm = j - 1 if j > 0 else ny - 1
+        dv[j, 0] = -(0.25 * ((txy[jm, 1] + txy[j, 1]) - (txy[jm, nx - 1] + txy[j, nx - 1])) * idx
+                     + (tyy[j, 0] - tyy[jm, 0]) * idy)
+        for i in range(1, nx - 1):
+            dv[j, i] = -(0.25 * ((txy[jm, i + 1] + txy[j, i + 1]) - (txy[jm, i - 1] + txy[j, i - 1])) * idx
+                         + (tyy[j, i] - tyy[jm, i]) * idy)
+        i = nx - 1
+        dv[j, i] = -(0.25 * ((txy[jm, 0] + txy[j, 0]) - (txy[jm, i - 1] + txy[j, i - 1])) * idx
+                     + (tyy[j, i] - tyy[jm, i]) * idy)
+
+
+@njit(cache=True)
+def _open_flux_divergence_2d(fx, fy, idx, idy, out):
+    # No land: the face averages fold into centred differences, one stencil on the centred fluxes.
+    ny, nx = fx.shape
+    for j in range(ny):
+        jm = j - 1 if j > 0 else ny - 1
+        jp = j + 1 if j < ny - 1 else 0
+        out[j, 0] = -0.5 * ((fx[j, 1] - fx[j, nx - 1]) * idx + (fy[jp, 0] - fy[jm, 0]) * idy)
+        for i in range(1, nx - 1):
+            out[j, i] = -0.5 * ((fx[j, i + 1] - fx[j, i - 1]) * idx + (fy[jp, i] - fy[jm, i]) * idy)
+        i = nx - 1
+        out[j, i] = -0.5 * ((fx[j, 0] - fx[j, i - 1]) * idx + (fy[jp, i] - fy[jm, i]) * idy)
+
+
+@njit(cache=True)
 def cgrid_to_centres_kernel(u, v, mu, mv, mc, uc, vc):
     """u (u-points) and v (v-points), shape ``(nz, ny, nx)``, to centres, written into ``uc``, ``vc``.
 
@@ -333,6 +374,11 @@ def centred_fluxes_to_tendencies_kernel(tau, fb, mc, mu, mv, mz, idx, idy, du, d
     kernels, in one compiled call. ``idx = 1/dx``, ``idy = 1/dy`` in m^-1.
     Low-level (no checks): arrays C-contiguous; masks boolean ``(ny, nx)`` or all None.
     """
+    if mz is None:  # (numba prunes this branch per specialisation: masks are all None or all arrays)
+        for k in range(tau.shape[0]):
+            _open_tensor_divergence_2d(tau[k, 0], tau[k, 1], tau[k, 2], idx, idy, du[k], dv[k])
+            _open_flux_divergence_2d(fb[k, 0], fb[k, 1], idx, idy, db[k])
+        return
     ny, nx = tau.shape[-2:]
     txy = np.empty((ny, nx), dtype=du.dtype)
     fx = np.empty((ny, nx), dtype=db.dtype)
