@@ -72,7 +72,7 @@ def main() -> None:
 
     schema = qg_schema(2)
     rng = np.random.default_rng(0)
-    arrays = {f.name: rng.standard_normal((2,) if not f.gridded else
+    arrays = {f.name: rng.standard_normal((f.n_components,) if not f.gridded else
                                           ((f.n_components,) if f.n_components > 1 else ()) + (64, 64))
               for f in schema.inputs}
     x = schema.stack({k: torch.as_tensor(v, dtype=torch.float32) for k, v in arrays.items()})[None]

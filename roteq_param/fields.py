@@ -10,9 +10,10 @@ parameterization reads and writes. The same object is used
 
 Layouts (see :mod:`roteq_param.symmetry`): a gridded field of kind scalar or
 pseudoscalar is ``[..., y, x]``; a vector ``[..., 2, y, x]``; a symmetric tensor
-``[..., 3, y, x]`` with components (xx, xy, yy); a constant vector ``[..., 2]``.
-In the stacked channel tensor ``[..., C, y, x]`` fields appear in schema order
-with their components contiguous; constant vectors are broadcast over the grid.
+``[..., 3, y, x]`` with components (xx, xy, yy); a constant vector ``[..., 2]``; a
+constant scalar ``[..., 1]``. In the stacked channel tensor ``[..., C, y, x]`` fields
+appear in schema order with their components contiguous; constants are broadcast over
+the grid.
 
 escnn conventions (established by ``tests/test_fields.py``, not assumed):
 escnn treats the first spatial axis (our y) as its first coordinate, so its
@@ -37,7 +38,8 @@ from roteq_param.fluxform import FluxSource, interface_flux_pairs
 from . import symmetry
 from .symmetry import Element, Group, Kind
 
-__all__ = ["Field", "Schema", "SchemaError", "qg_schema", "qg_inputs", "qg_velocity", "qg_constants", "qg_grid_sources",
+__all__ = ["Field", "Schema", "SchemaError", "qg_schema", "qg_inputs", "qg_velocity", "qg_constants", "qg_has_regime",
+           "qg_regime_inputs", "qg_grid_sources",
            "qg_fluxes", "qg_flux_sources", "qg_nlayers",
            "DatasetVariable", "QG_DATASET", "QG_DATASET_ATTRS", "qg_dataset_attrs", "qg_dataset_dims",
            "qg_dataset_fields",
@@ -107,7 +109,7 @@ class Schema:
         if clash:
             raise ValueError(f"fields cannot be both input and output: {sorted(clash)}")
         if any(not f.gridded for f in self.outputs):
-            raise ValueError("outputs must be gridded fields (constant vectors are inputs only)")
+            raise ValueError("outputs must be gridded fields (constants are inputs only)")
 
     # -- lookup ---------------------------------------------------------------------------------
     def fields(self, which: str) -> tuple[Field, ...]:
@@ -208,8 +210,9 @@ class Schema:
         for f in self.fields(which):
             x = arrays[f.name]
             if f.kind.is_constant:
+                d = f.n_components
                 x = x[..., :, None, None]
-                x = x.expand(*batch, 2, ny, nx) if is_torch(x) else np.broadcast_to(x, (*batch, 2, ny, nx))
+                x = x.expand(*batch, d, ny, nx) if is_torch(x) else np.broadcast_to(x, (*batch, d, ny, nx))
             elif f.n_components == 1:
                 x = x[..., None, :, :]
             parts.append(x)
@@ -223,7 +226,7 @@ class Schema:
         return np.concatenate(parts, axis=-3)
 
     def unstack(self, tensor: Any, which: str = "outputs") -> dict[str, Any]:
-        """Channel tensor ``[..., C, y, x]`` -> named arrays (constant vectors taken at grid point (0, 0))."""
+        """Channel tensor ``[..., C, y, x]`` -> named arrays (constants taken at grid point (0, 0))."""
         expected = self.n_channels(which)
         if tensor.shape[-3] != expected if len(tensor.shape) >= 3 else True:
             raise SchemaError(f"expected a channel tensor [..., {expected}, y, x] for the schema's {which}, "
@@ -270,7 +273,7 @@ class Schema:
 def _trailing_shape(f: Field, grid_shape: tuple[int, int] | None) -> tuple[int | None, ...]:
     ny, nx = grid_shape if grid_shape is not None else (None, None)
     if f.kind.is_constant:
-        return (2,)
+        return (f.n_components,)
     if f.n_components == 1:
         return (ny, nx)
     return (f.n_components, ny, nx)
@@ -278,7 +281,7 @@ def _trailing_shape(f: Field, grid_shape: tuple[int, int] | None) -> tuple[int |
 
 def _layout(f: Field) -> str:
     if f.kind.is_constant:
-        return "[..., 2]"
+        return f"[..., {f.n_components}]"
     return "[..., y, x]" if f.n_components == 1 else f"[..., {f.n_components}, y, x]"
 
 
@@ -301,7 +304,7 @@ def _all_finite(x: Any) -> bool:
 # The QG schema (docs/design.md, "Physics")
 # ---------------------------------------------------------------------------------------------
 
-def qg_schema(nlayers: int = 2) -> Schema:
+def qg_schema(nlayers: int = 2, regime: bool = False) -> Schema:
     """Schema of the N-layer QG flux parameterization (N >= 2; pyqg's QGModel: 2).
 
     Inputs: velocity (u, v) per layer [m/s]; the interface variables ``b_j`` = psi_j - psi_{j+1}
@@ -318,6 +321,12 @@ def qg_schema(nlayers: int = 2) -> Schema:
     buoyancy fluxes F_{i,j} = bar(u_i b_j) - bar(u_i) bar(b_j) of each layer i through the
     interfaces j above and below it [m^3/s^2] (:func:`~roteq_param.fluxform.interface_flux_pairs`;
     two layers: one per layer, named ``Fb_i``).
+
+    ``regime=True`` adds the solver settings that a family of configurations varies and that no
+    vector input carries, as constant scalars (invariant under every element): each interface's
+    stretching couplings to the layers above and below it [m^-2] (two layers: F1, F2; they hold the
+    deformation radius and the layer depths) and the bottom drag rate ``rek`` [1/s]. A network trained
+    across a family can then tell its members apart (:func:`qg_regime_inputs`).
     """
     if nlayers < 2:
         raise ValueError(f"a layered QG model has nlayers >= 2, got {nlayers}")
@@ -327,6 +336,13 @@ def qg_schema(nlayers: int = 2) -> Schema:
                      f"interface buoyancy variable psi_{j} - psi_{j + 1}") for j in range(1, nlayers)]
     inputs.append(Field(_BETA, Kind.CONSTANT_PSEUDOVECTOR, None, "m-1 s-1", "gradient of the Coriolis parameter"))
     inputs += [Field(_U.format(i), Kind.CONSTANT_VECTOR, i, "m s-1", f"background velocity, layer {i}") for i in layers]
+    if regime:
+        interfaces = range(1, nlayers)
+        inputs += [Field(_G_UPPER.format(j), Kind.CONSTANT_SCALAR, None, "m-2",
+                         f"stretching coupling of interface {j} to the layer above it") for j in interfaces]
+        inputs += [Field(_G_LOWER.format(j), Kind.CONSTANT_SCALAR, None, "m-2",
+                         f"stretching coupling of interface {j} to the layer below it") for j in interfaces]
+        inputs.append(Field(_DRAG, Kind.CONSTANT_SCALAR, nlayers, "s-1", "bottom drag rate (pyqg rek)"))
     outputs = [Field(_TAU.format(i), Kind.TENSOR, i, "m2 s-2", f"subgrid momentum flux (xx, xy, yy), layer {i}")
                for i in layers]
     outputs += [Field(_fb_name(i, j, nlayers), Kind.PSEUDOVECTOR, i, "m3 s-2",
@@ -339,6 +355,7 @@ def qg_schema(nlayers: int = 2) -> Schema:
 # The QG schema's field names are spelled here and nowhere else: couplings, training and the
 # dataset reader go through the functions below.
 _VEL, _B, _BETA, _U, _TAU, _FB = "vel_{}", "b", "beta", "U_{}", "tau_{}", "Fb_{}"
+_G_UPPER, _G_LOWER, _DRAG = "G_upper_{}", "G_lower_{}", "rek"
 
 
 def _b_name(interface: int, nlayers: int) -> str:
@@ -372,6 +389,24 @@ def qg_inputs(u: Any, v: Any, b: Any, beta: Any, U: Any) -> dict[str, Any]:
                           f"{' (or [..., y, x])' if N == 2 else ''}; got {tuple(b.shape)}")
     out.update({_b_name(j, N): b[..., j - 1, :, :] for j in range(1, N)})
     out.update(qg_constants(beta, U))
+    return out
+
+
+def qg_has_regime(schema: Schema) -> bool:
+    """True for a :func:`qg_schema` with the regime inputs (``regime=True``)."""
+    return any(f.name == _DRAG for f in schema.inputs)
+
+
+def qg_regime_inputs(upper: Any, lower: Any, rek: Any) -> dict[str, Any]:
+    """The regime inputs of ``qg_schema(N, regime=True)`` as constant scalars ``[..., 1]``.
+
+    ``upper``, ``lower``: ``[..., N-1]`` stretching couplings of each interface to the layer above and
+    below it [m^-2] (:class:`~roteq_param.fluxform.Stratification`'s ``upper``, ``lower``; two layers:
+    F1, F2); ``rek``: ``[...]`` bottom drag rate [1/s].
+    """
+    out = {_G_UPPER.format(j + 1): upper[..., j:j + 1] for j in range(upper.shape[-1])}
+    out.update({_G_LOWER.format(j + 1): lower[..., j:j + 1] for j in range(lower.shape[-1])})
+    out[_DRAG] = rek[..., None]
     return out
 
 
@@ -458,6 +493,7 @@ QG_DATASET = {v.name: v for v in (
                     "planetary vorticity gradient as a constant vector (0, beta)"),
     DatasetVariable("U_vec", ("run", "lev", "comp"), "m s-1",
                     "background velocity of each layer as a constant vector (U_i, 0)"),
+    DatasetVariable("rek", ("run",), "s-1", "bottom drag rate of the run's solver (pyqg rek)"),
     DatasetVariable("tau", ("run", "time", "lev", "tcomp", "y", "x"), "m2 s-2",
                     "subgrid momentum flux bar(u u) - bar(u) bar(u) per layer"),
     DatasetVariable("Fb", ("run", "time", "lev", "comp", "y", "x"), "m3 s-2",
@@ -507,10 +543,13 @@ def qg_dataset_attrs(strat: Any) -> dict[str, Any]:
                                "(layer, interface) along dim pair: " + str(interface_flux_pairs(strat.nlayers))}
 
 
-def qg_dataset_fields(ds: Any, schema: Schema) -> dict[str, np.ndarray]:
+def qg_dataset_fields(ds: Any, schema: Schema, regime: tuple[Any, Any, Any] | None = None) -> dict[str, np.ndarray]:
     """Every input and output field of ``schema`` (a :func:`qg_schema`) from an xarray dataset in the
     :data:`QG_DATASET` layout, as float32 arrays ``[run, time, ...]`` (constants broadcast over time).
 
+    ``regime``: each run's ``(upper [run, N-1], lower [run, N-1], rek [run])`` (m^-2, m^-2, 1/s), which
+    the caller reads from the dataset's attributes and variables; needed when the schema has the
+    regime inputs (:func:`qg_has_regime`).
     Raises ``ValueError`` naming a missing variable or a variable with the wrong dims.
     """
     needed = ("u", "v", "b", "beta_vec", "U_vec", "tau", "Fb")
@@ -523,7 +562,7 @@ def qg_dataset_fields(ds: Any, schema: Schema) -> dict[str, np.ndarray]:
         if tuple(ds[name].dims) != qg_dataset_dims(name, nlev):
             raise ValueError(f"dataset variable {name!r} has dims {ds[name].dims}, expected "
                              f"{qg_dataset_dims(name, nlev)} for {nlev} layers")
-    expected = qg_schema(nlev)
+    expected = qg_schema(nlev, regime=qg_has_regime(schema))
     names = {f.name for f in schema.inputs + schema.outputs}
     if names != {f.name for f in expected.inputs + expected.outputs}:
         raise ValueError(f"the dataset holds the {nlev}-layer QG fields; the model schema has {sorted(names)}")
@@ -536,6 +575,13 @@ def qg_dataset_fields(ds: Any, schema: Schema) -> dict[str, np.ndarray]:
     beta = np.broadcast_to(arr("beta_vec")[:, None, :], (R, T, 2))
     U = np.broadcast_to(arr("U_vec")[:, None, :, :], (R, T, nlev, 2))
     named = qg_inputs(u, v, arr("b"), beta, U)
+    if qg_has_regime(schema):
+        if regime is None:
+            raise ValueError("the model has regime inputs (stretching couplings and drag); pass each run's values")
+        upper, lower, rek = (np.asarray(a, dtype=np.float32) for a in regime)
+        named.update(qg_regime_inputs(np.broadcast_to(upper[:, None], (R, T, nlev - 1)),
+                                      np.broadcast_to(lower[:, None], (R, T, nlev - 1)),
+                                      np.broadcast_to(rek[:, None], (R, T))))
     tau, Fb = arr("tau"), arr("Fb")
     for i in range(nlev):
         named[_TAU.format(i + 1)] = tau[:, :, i]
@@ -582,7 +628,7 @@ def _escnn_representation(kind: Kind, group: Group, gspace):
     from escnn.group.representation import build_from_discrete_group_representation
 
     G = gspace.fibergroup
-    if kind is Kind.SCALAR or (kind is Kind.PSEUDOSCALAR and not group.reflections):
+    if kind.broadcast is Kind.SCALAR or (kind is Kind.PSEUDOSCALAR and not group.reflections):
         return G.trivial_representation
     name = f"roteq_{kind.value}_{group.name}"
     if name in G.representations:

@@ -48,10 +48,14 @@ class PVForcing:
     closure_terms:
         Add the model's fixed closure terms (``ModelConfig.closure``); ``False`` gives the network's
         forcing alone (what calibration compares with the truth).
+    drag:
+        The solver's bottom drag rate [1/s] (pyqg ``rek``). A network with the regime inputs
+        (:func:`~roteq_param.fields.qg_has_regime`) needs it, with ``strat``'s couplings, on the solver
+        route (:meth:`from_spectral`); the named route (``__call__``) takes them from the named state.
     """
 
     def __init__(self, network: Predictor | FluxNet, *, strat: fluxform.Stratification, L: float, n: int,
-                 closure_terms: bool = True):
+                 closure_terms: bool = True, drag: float | None = None):
         if isinstance(network, FluxNet):
             self.predictor, self.net = None, network
             device, dtype = network.in_scale.device, network.in_scale.dtype
@@ -66,6 +70,13 @@ class PVForcing:
         if layers != list(range(1, strat.nlayers + 1)):
             raise ValueError(f"the solver has {strat.nlayers} layers; the network predicts fluxes for layers {layers}")
         self.nlayers = N = strat.nlayers
+        # the regime inputs are constants of the run: named once here, packed with beta and U
+        self._regime: dict[str, torch.Tensor] | None = {}
+        if fields.qg_has_regime(self.schema):
+            self._regime = None if drag is None else {
+                name: torch.as_tensor(np.asarray(value, dtype=np.float64), device=device).to(dtype)
+                for name, value in fields.qg_regime_inputs(np.array(strat.upper), np.array(strat.lower),
+                                                           np.array(float(drag))).items()}
         self.n = int(n)
         self.dx = float(L) / self.n  # grid spacing [m]: what a similarity-scaled network needs
         network.check_grid(self.n, self.n)
@@ -190,12 +201,10 @@ class PVForcing:
         grid = torch.fft.irfft2((self._to_grid * P[..., None, :, :, :]).sum(-3), s=(self.n, self.n))
         # NaN/inf reach the sum; only then is the state checked field by field for the message
         if not bool(torch.isfinite(grid.sum())):
-            self.schema.validate(fields.qg_inputs(*self._split(grid), *self._constant_arrays(beta, U, batch)),
-                                 "inputs")
+            self.schema.validate(self._state(grid, beta, U, batch), "inputs")
         B = grid.numel() // (grid.shape[-3] * self.n * self.n)
         if self.net is not None:  # training through a solver: the general (differentiable) route
-            state = fields.qg_inputs(*self._split(grid), *self._constant_arrays(beta, U, batch))
-            S = self._forcing(state, batch, P)
+            S = self._forcing(self._state(grid, beta, U, batch), batch, P)
         else:
             y = self.predictor.stacked(grid.reshape(B, -1, self.n, self.n), self._constants(beta, U, B), self.dx)
             S = self._to_forcing(y, batch, P)
@@ -209,6 +218,21 @@ class PVForcing:
         b = named["b", 1] if self.nlayers == 2 else torch.stack([named["b", j] for j in interfaces], -3)
         return (torch.stack([named["u", i] for i in layers], -3), torch.stack([named["v", i] for i in layers], -3), b)
 
+    def _state(self, grid: torch.Tensor, beta: Any, U: Any, batch: tuple[int, ...]) -> dict[str, torch.Tensor]:
+        """Every named input of the network: the gridded channels, beta, U and the regime constants."""
+        state = fields.qg_inputs(*self._split(grid), *self._constant_arrays(beta, U, batch))
+        state.update({name: value.expand(*batch, 1) for name, value in self._regime_constants().items()})
+        return state
+
+    def _named_constants(self, beta: Any, U: Any) -> dict[str, torch.Tensor]:
+        return {**fields.qg_constants(*self._constant_arrays(beta, U)), **self._regime_constants()}
+
+    def _regime_constants(self) -> dict[str, torch.Tensor]:
+        if self._regime is None:
+            raise ValueError("this network sees the solver's regime (stretching couplings and bottom drag): build "
+                             "the PVForcing with drag=rek [1/s]")
+        return self._regime
+
     def _constant_arrays(self, beta: Any, U: Any, batch: tuple[int, ...] = ()) -> tuple[torch.Tensor, torch.Tensor]:
         as_t = lambda x: (x if is_torch(x) else torch.from_numpy(np.asarray(x, dtype=np.float64))).to(  # noqa: E731
             device=self.device, dtype=self.dtype)
@@ -218,11 +242,10 @@ class PVForcing:
     def _constants(self, beta: Any, U: Any, B: int) -> torch.Tensor:
         """The predictor's ``[B, C_const]`` constants, reused while (beta, U) and B stay the same."""
         if is_torch(beta) or is_torch(U):
-            return self.predictor.pack_constants(fields.qg_constants(*self._constant_arrays(beta, U)), B)
+            return self.predictor.pack_constants(self._named_constants(beta, U), B)
         key = (np.asarray(beta, dtype=np.float64).tobytes(), np.asarray(U, dtype=np.float64).tobytes(), B)
         if self._const_cache is None or self._const_cache[0] != key:
-            self._const_cache = (key, self.predictor.pack_constants(fields.qg_constants(*self._constant_arrays(beta, U)),
-                                                                    B))
+            self._const_cache = (key, self.predictor.pack_constants(self._named_constants(beta, U), B))
         return self._const_cache[1]
 
     def energy_drain(self, state: Mapping[str, Any], S: Any) -> np.ndarray:

@@ -30,6 +30,8 @@ tensor            ``[..., 3, y, x]``        ``T' = R T R^T`` with components
 constant_vector   ``[..., 2]`` (x, y)       ``c' = R c`` (no spatial part)
 constant_         ``[..., 2]`` (x, y)       ``c' = det(R) R c``
 pseudovector
+constant_scalar   ``[..., 1]``              ``c' = c`` (a setting of the solver
+                                            such as a drag rate: invariant)
 ================  ========================  ==================================
 
 Why pseudo-kinds matter for QG: pyqg holds f0 > 0 fixed, and geostrophy
@@ -91,16 +93,18 @@ class Kind(str, enum.Enum):
     TENSOR = "tensor"
     CONSTANT_VECTOR = "constant_vector"
     CONSTANT_PSEUDOVECTOR = "constant_pseudovector"
+    CONSTANT_SCALAR = "constant_scalar"
 
     @property
     def is_constant(self) -> bool:
-        """True for kinds with no spatial part (layout ``[..., 2]``)."""
-        return self in (Kind.CONSTANT_VECTOR, Kind.CONSTANT_PSEUDOVECTOR)
+        """True for kinds with no spatial part (layout ``[..., n_components]``)."""
+        return self in (Kind.CONSTANT_VECTOR, Kind.CONSTANT_PSEUDOVECTOR, Kind.CONSTANT_SCALAR)
 
     @property
     def broadcast(self) -> "Kind":
         """The gridded kind a field of this kind becomes when broadcast over the grid."""
-        return {Kind.CONSTANT_VECTOR: Kind.VECTOR, Kind.CONSTANT_PSEUDOVECTOR: Kind.PSEUDOVECTOR}.get(self, self)
+        return {Kind.CONSTANT_VECTOR: Kind.VECTOR, Kind.CONSTANT_PSEUDOVECTOR: Kind.PSEUDOVECTOR,
+                Kind.CONSTANT_SCALAR: Kind.SCALAR}.get(self, self)
 
     @classmethod
     def parse(cls, kind: "Kind | str") -> "Kind":
@@ -121,6 +125,7 @@ _N_COMPONENTS = {
     Kind.TENSOR: 3,
     Kind.CONSTANT_VECTOR: 2,
     Kind.CONSTANT_PSEUDOVECTOR: 2,
+    Kind.CONSTANT_SCALAR: 1,
 }
 
 
@@ -272,7 +277,7 @@ class Group:
 def _component_matrix_cached(kind: Kind, N: int, k: int, flip: int) -> np.ndarray:
     g = Element(N, k, flip)
     R = g.matrix
-    if kind is Kind.SCALAR:
+    if kind in (Kind.SCALAR, Kind.CONSTANT_SCALAR):
         return np.ones((1, 1))
     if kind is Kind.PSEUDOSCALAR:
         return np.full((1, 1), float(g.det))
@@ -305,8 +310,9 @@ def _check_layout(x: Any, kind: Kind) -> None:
     d = n_components(kind)
     shape = tuple(x.shape)
     if kind.is_constant:
-        if len(shape) < 1 or shape[-1] != 2:
-            raise ValueError(f"a {kind.value} field must have shape [..., 2] (x, y components); got shape {shape}")
+        if len(shape) < 1 or shape[-1] != d:
+            what = "(x, y components)" if d == 2 else "(one value)"
+            raise ValueError(f"a {kind.value} field must have shape [..., {d}] {what}; got shape {shape}")
         return
     if len(shape) < 2:
         raise ValueError(f"a gridded {kind.value} field must have at least 2 dims [..., y, x]; got shape {shape}")

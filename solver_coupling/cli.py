@@ -161,7 +161,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
             batch_size=args.batch_size, lr=args.lr, min_lr_factor=args.min_lr_factor,
             weight_decay=args.weight_decay, s_weight=args.s_weight, s_target=args.s_target,
             val_runs=args.val_runs, train_runs=args.train_runs, snapshot_every=args.snapshot_every,
-            augment=args.augment, patience=args.patience,
+            regime_inputs=args.regime_inputs, augment=args.augment, patience=args.patience,
             seed=args.seed, resume=args.resume, overwrite=args.overwrite, stop_after=args.stop_after,
             threads=args.threads,
             progress=False if args.no_progress else None, command=" ".join(["roteq", *sys.argv[1:]]))
@@ -190,6 +190,9 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--snapshot-every", type=int, default=d.snapshot_every, metavar="K",
                    help="train and validate on every K-th snapshot of each run (default: %(default)s, all; "
                         "snapshots 250 h apart are correlated, so K > 1 trades little skill for K times less work)")
+    p.add_argument("--regime-inputs", action="store_true",
+                   help="the network also sees each run's stretching couplings (m-2) and bottom drag rek (s-1), as "
+                        "invariant constants: for a family of configurations (`roteq generate --vary`)")
     p.add_argument("--arch", choices=["escnn", "cnn"], default=m.arch, help="equivariant net or plain CNN baseline")
     p.add_argument("--group", default=m.group, help="symmetry group C1..C8 / D1..D8 (default %(default)s)")
     p.add_argument("--channels", type=_int_list, default=m.channels,

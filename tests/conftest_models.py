@@ -46,6 +46,6 @@ def named_inputs(schema: Schema, n: int = 16, seed: int = 0, dtype=np.float64) -
     rng = np.random.default_rng(seed)
     out = {}
     for f in schema.inputs:
-        shape = (2,) if not f.gridded else ((f.n_components,) if f.n_components > 1 else ()) + (n, n)
+        shape = (f.n_components,) if not f.gridded else ((f.n_components,) if f.n_components > 1 else ()) + (n, n)
         out[f.name] = rng.standard_normal(shape).astype(dtype)
     return out

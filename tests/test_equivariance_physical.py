@@ -15,6 +15,7 @@ import torch
 from conftest_models import tiny_dataset
 from roteq_param import models, symmetry
 from roteq_param.fluxform import Stratification
+from roteq_param.fields import qg_has_regime, qg_schema
 from roteq_param.forcing import PVForcing
 from roteq_param.models import ModelConfig
 from roteq_param.symmetry import Element, Group, Kind
@@ -40,13 +41,13 @@ def eddy():
     return _model(np.load(Path(__file__).parent / "data" / "eddy64_state.npz")["q"])
 
 
-def _physically_scaled(group, state, seed=0, dx=None, **arch):
+def _physically_scaled(group, state, seed=0, dx=None, regime=False, **arch):
     torch.manual_seed(seed)
     arch = arch or {"channels": (2 * Group.parse(group).order,) * 2, "kernel_sizes": (5, 1)}
-    net = models.build_model(group=group, **arch)
+    net = models.build_model(group=group, **arch, **({"schema": qg_schema(2, regime=True).to_dict()} if regime else {}))
     if net.config.similarity:  # reference: this state's grid spacing and velocity-gradient scale
         net.fit_similarity_reference(net.schema.stack({k: torch.as_tensor(v) for k, v in state.items()})[None], dx)
-    rms = {k: float(np.sqrt(np.mean(np.asarray(v) ** 2))) or 1.0 for k, v in state.items()}
+    rms = {f.name: float(np.sqrt(np.mean(np.asarray(state[f.name]) ** 2))) or 1.0 for f in net.schema.inputs}
     out = {f.name: (rms["vel_1"] ** 2 if f.name.startswith("tau") else rms["vel_1"] * rms["b"]) * 0.05
            for f in net.schema.outputs}
     net.set_normalization(rms, out)
@@ -55,7 +56,7 @@ def _physically_scaled(group, state, seed=0, dx=None, **arch):
 
 @pytest.fixture(scope="module")
 def nets(eddy, tmp_path_factory):
-    state = state_from_model(eddy)
+    state = state_from_model(eddy, regime=True)
     shipped = sorted(p.name for p in models.TRAINED_MODELS_DIR.iterdir() if (p / "model.pt").is_file())
     out = {f"shipped {name}": models.load_model(name) for name in shipped}
     out |= {"fresh C4": _physically_scaled("C4", state), "fresh D4": _physically_scaled("D4", state, seed=1),
@@ -64,7 +65,11 @@ def nets(eddy, tmp_path_factory):
             "fresh D4 multiscale": _physically_scaled("D4", state, seed=3, channels=(8, 16), kernel_sizes=(3, 3),
                                                       multiscale=True),
             "fresh D4 similarity": _physically_scaled("D4", state, seed=4, dx=eddy.L / eddy.nx, channels=(16, 16),
-                                                      kernel_sizes=(5, 1), similarity=True)}
+                                                      kernel_sizes=(5, 1), similarity=True),
+            # the regime inputs (stretching couplings, drag) are invariant constants beside beta and U
+            "fresh D4 regime": _physically_scaled("D4", state, seed=5, regime=True),
+            "fresh C4 regime similarity": _physically_scaled("C4", state, seed=6, dx=eddy.L / eddy.nx, regime=True,
+                                                             channels=(8, 8), kernel_sizes=(5, 1), similarity=True)}
     d = tmp_path_factory.mktemp("trained")
     summary = train(TrainOptions(data=tiny_dataset(d / "tiny.nc"), out=str(d / "run"), name=str(d / "model"),
                                  model=ModelConfig(group="D4", channels=(8, 8), kernel_sizes=(3, 1)),
@@ -83,8 +88,8 @@ def _relative(a, b):
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_network_and_forcing_on_a_physical_state_for_every_element(eddy, nets, dtype):
-    state = state_from_model(eddy)
     for name, net in nets.items():
+        state = state_from_model(eddy, regime=qg_has_regime(net.schema))
         predictor = models.Predictor(net, dtype=dtype)
         forcing = PVForcing(predictor, strat=Stratification.two_layer(eddy.F1, eddy.F2), L=eddy.L, n=eddy.nx)
         dx = eddy.L / eddy.nx  # needed by the similarity-scaled nets, ignored by the others

@@ -1,6 +1,7 @@
 """A family of configurations (issue #13 item 2): runs that draw beta, the deformation radius and the
 drag from ranges; per-run stratification in the data and in the loss; a card that records the ranges;
-a regime check that accepts any configuration inside them, up to the model's group.
+a regime check that accepts any configuration inside them, up to the model's group; a network that
+also sees each run's stretching couplings and drag (the regime inputs).
 
 Real pyqg runs (32^2 coarse-grained to 16^2, a few hundred hours) and a real one-epoch escnn model.
 """
@@ -13,9 +14,12 @@ import math
 import numpy as np
 import pyqg
 import pytest
+import torch
 import xarray as xr
 
 from conftest_models import HOUR_IN_YEARS
+from roteq_param import models
+from roteq_param.forcing import PVForcing
 from roteq_param.models import ModelConfig
 from roteq_param.train import TrainOptions, train
 from roteq_param.train.data import load_dataset, pv_forcing
@@ -23,6 +27,7 @@ from solver_coupling.pyqg.config import get_config
 from solver_coupling.pyqg.data import Request, UsageError, generate
 from solver_coupling.pyqg.family import Family, parse_range
 from solver_coupling.pyqg.plugin import ModelMismatchError, RotEqParameterization
+from solver_coupling.pyqg.state import constants, stratification
 from roteq_param import symmetry
 
 RANGES = {"beta": (1.0e-11, 2.0e-11), "rd": (12e3, 20e3), "rek": (3e-7, 8e-7)}
@@ -94,6 +99,7 @@ def test_each_run_is_pyqg_at_its_own_draw_and_the_dataset_records_the_ranges(fam
             np.testing.assert_allclose(ds["beta_vec"].values[r], [0.0, drawn["beta"]], rtol=1e-7)
             np.testing.assert_allclose(ds["stretching_upper"].values[r], [m.F1], rtol=1e-15)
             np.testing.assert_allclose(ds["stretching_lower"].values[r], [m.F2], rtol=1e-15)
+            assert float(ds["rek"].values[r]) == m.rek and ds["rek"].attrs["units"] == "s-1"
         assert len({float(v) for v in ds["stretching_upper"].values[:, 0]}) == req.runs
     for name, (lo, hi) in RANGES.items():
         assert solver[name] == [lo, hi]
@@ -146,6 +152,84 @@ def test_a_family_model_accepts_any_configuration_inside_its_ranges_up_to_the_gr
         P.check_solver(cfg(beta=1.5e-11, rd=15e3, rek=5e-7, delta=0.5))
     with pytest.raises(ModelMismatchError, match="no element of the model's group C4"):
         P.check_solver(cfg(beta=-1.5e-11, rd=15e3, rek=5e-7))  # beta flipped alone
+
+
+@pytest.fixture(scope="module")
+def regime_model(family_data, tmp_path_factory):
+    d = tmp_path_factory.mktemp("regime_model")
+    summary = train(TrainOptions(data=family_data, out=str(d / "run"), name=str(d / "model"), val_runs=1, epochs=1,
+                                 batch_size=4, progress=False, threads=1, regime_inputs=True,
+                                 model=ModelConfig(group="D4", channels=(8,), kernel_sizes=(3,))))
+    return summary["model_dir"]
+
+
+def test_regime_inputs_carry_each_runs_couplings_and_drag_into_training(family_data, regime_model):
+    from roteq_param.fields import qg_has_regime
+
+    data = load_dataset(family_data, regime=True)
+    assert qg_has_regime(data.schema) and not qg_has_regime(load_dataset(family_data).schema)
+    named = data.schema.unstack(data.x.flatten(0, 1), "inputs")  # every sample of every run, in order
+    per_run = data.x.shape[1]
+    with xr.open_dataset(family_data) as ds:
+        for r in range(data.n_runs):
+            rows = slice(r * per_run, (r + 1) * per_run)
+            for name, want in (("G_upper_1", ds["stretching_upper"].values[r, 0]),
+                               ("G_lower_1", ds["stretching_lower"].values[r, 0]), ("rek", ds["rek"].values[r])):
+                np.testing.assert_allclose(named[name][rows].numpy(), want, rtol=1e-6)  # float32, every sample
+    card = json.load(open(f"{regime_model}/card.json"))
+    assert card["training"]["options"]["regime_inputs"] is True
+    assert {"G_upper_1", "G_lower_1", "rek"} <= {f["name"] for f in card["schema"]["inputs"]}
+    assert "regime_inputs" not in TrainOptions(data="d", out="o").recipe()  # older recipes still resume
+
+
+def test_a_regime_model_in_the_hook_sees_the_solvers_drag_and_couplings(regime_model):
+    """The hook hands the network the solver's own rek and couplings: a different drag changes the
+    forcing, and the hook equals the named route given the same regime; the turned configuration is
+    still exact (D4: 180 degrees and the mirror)."""
+    from roteq_param.fields import qg_regime_inputs
+    from solver_coupling.pyqg.state import state_from_model
+
+    def model(q=None, **kw):
+        m = pyqg.QGModel(nx=16, dt=3600.0, ntd=1, log_level=0, **{"beta": 1.5e-11, "rd": 15e3, "rek": 5e-7, **kw})
+        if q is None:
+            m.set_q1q2(*(1e-6 * np.random.default_rng(0).standard_normal((2, 16, 16))))
+        else:
+            m.q = np.ascontiguousarray(q)
+        m._invert()
+        return m
+
+    m = model()
+    P = RotEqParameterization(regime_model, dtype=torch.float64)
+    dq = P(m)
+    assert np.abs(dq).max() > 0
+    other = RotEqParameterization(regime_model, dtype=torch.float64)(model(m.q, rek=4e-7))
+    assert np.abs(other - dq).max() > 1e-6 * np.abs(dq).max()  # the drag input reaches the network
+    forcing = PVForcing(models.Predictor(regime_model, dtype=torch.float64), strat=stratification(m), L=m.L, n=16)
+    np.testing.assert_allclose(forcing(state_from_model(m, regime=True)), dq, rtol=0, atol=1e-12 * np.abs(dq).max())
+    with pytest.raises(ValueError, match="build the PVForcing with drag=rek"):
+        forcing.from_spectral(m.ph, *constants(m))
+    turned = model(symmetry.act(symmetry.Element(4, 2), m.q, symmetry.Kind.PSEUDOSCALAR), beta=-1.5e-11, U1=-0.025)
+    got = RotEqParameterization(regime_model, dtype=torch.float64)(turned)
+    want = symmetry.act(symmetry.Element(4, 2), dq, symmetry.Kind.PSEUDOSCALAR)
+    assert np.abs(got - want).max() <= 1e-10 * np.abs(want).max()
+    assert set(qg_regime_inputs(np.ones(1), np.ones(1), np.ones(())).keys()) == {"G_upper_1", "G_lower_1", "rek"}
+
+
+def test_a_regime_model_on_the_c_grid_and_the_twin_needs_the_regime(regime_model):
+    from solver_coupling.cgrid import NetworkClosure
+
+    with pytest.raises(ValueError, match=r"pass regime=\(F1"):
+        NetworkClosure(regime_model, beta=(0.0, 1.5e-11), U=((0.025, 0.0), (0.0, 0.0)))
+    with pytest.raises(ValueError, match="does not see the regime"):
+        NetworkClosure("eddy-c4", beta=(0.0, 1.5e-11), U=((0.025, 0.0), (0.0, 0.0)), regime=(1e-9, 1e-9, 5e-7))
+    rng = np.random.default_rng(1)
+    u, v = 0.05 * rng.standard_normal((2, 2, 16, 16))
+    b = 1e3 * rng.standard_normal((16, 16))
+    closure = lambda rek: NetworkClosure(regime_model, beta=(0.0, 1.5e-11), U=((0.025, 0.0), (0.0, 0.0)),  # noqa: E731
+                                         regime=(3e-9, 7e-10, rek))
+    tau_a, _ = closure(5e-7)(u, v, b)
+    tau_b, _ = closure(4e-7)(u, v, b)
+    assert np.isfinite(tau_a).all() and np.abs(tau_a - tau_b).max() > 0
 
 
 def test_tools_that_need_one_configuration_refuse_a_family(family_data, family_model):

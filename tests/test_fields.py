@@ -16,7 +16,7 @@ def _random_inputs(schema, batch=(2,), n=8, seed=0, lib="numpy"):
     rng = np.random.default_rng(seed)
     out = {}
     for f in schema.inputs:
-        shape = (*batch, 2) if f.kind.is_constant else (
+        shape = (*batch, f.n_components) if f.kind.is_constant else (
             (*batch, f.n_components, n, n) if f.n_components > 1 else (*batch, n, n))
         out[f.name] = rng.normal(size=shape)
     if lib == "torch":

@@ -82,8 +82,10 @@ def test_dataset_layout_and_content(serial_file):
         for v in ds.variables:
             if v not in ("lev", "comp", "tcomp", "run"):
                 assert "units" in ds[v].attrs and "long_name" in ds[v].attrs, v
-        for v in ds.data_vars:
-            assert ds[v].dtype == np.float32 and np.all(np.isfinite(ds[v].values)), v
+        for v in ds.data_vars:  # data in float32; the solver's settings per run exactly
+            want = np.float64 if v == "rek" else np.float32
+            assert ds[v].dtype == want and np.all(np.isfinite(ds[v].values)), v
+        np.testing.assert_array_equal(ds["rek"].values, [5.787e-7] * 2)
         assert ds.attrs["operator"] == "spectral" and ds.attrs["ratio"] == 2 and ds.attrs["seed"] == 7
         np.testing.assert_array_equal(ds["beta_vec"].values, np.float32([[0, 1.5e-11]] * 2))
         # The two members differ (different seeds) and the stored forcings agree with each other.

@@ -26,7 +26,7 @@ def field_and_kind(draw, exact_only=True):
     batch = draw(hnp.array_shapes(min_dims=0, max_dims=2, max_side=3))
     n = draw(st.integers(2, 7))
     if kind.is_constant:
-        shape = (*batch, 2)
+        shape = (*batch, symmetry.n_components(kind))
     else:
         comps = symmetry.n_components(kind)
         shape = (*batch, *((comps,) if comps > 1 else ()), n, n)
@@ -126,6 +126,14 @@ def test_constant_pseudovector_flips_under_reflections_only():
                                       g.det * symmetry.act(g, c, Kind.CONSTANT_VECTOR))
     # the mirror (x, y) -> (-x, y) keeps a y-pointing vector but flips the pseudovector
     assert symmetry.act(Element(4, 0, 1), c, Kind.CONSTANT_PSEUDOVECTOR)[1] == -1.5e-11
+
+
+def test_a_constant_scalar_is_invariant_under_every_element():
+    c = np.array([[5.787e-7], [7e-8]])  # e.g. a drag rate of two samples, s^-1
+    for g in Group(8, True).elements():
+        np.testing.assert_array_equal(symmetry.act(g, c, Kind.CONSTANT_SCALAR), c)
+    with pytest.raises(ValueError, match=r"\[\.\.\., 1\] \(one value\)"):
+        symmetry.act(Element(4, 1), np.array([1.0, 2.0]), Kind.CONSTANT_SCALAR)
 
 
 def test_documented_90_degree_actions():

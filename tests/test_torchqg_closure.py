@@ -42,6 +42,29 @@ def test_same_forcing_and_trajectory_as_pyqg_with_the_plugin(state_q):
     assert err <= 1e-10, err
 
 
+def test_a_network_that_sees_the_regime_gets_the_same_drag_and_couplings_in_the_twin(state_q):
+    """A network with the regime inputs (stretching couplings, drag): the twin hands it what the pyqg
+    hook does, so 100 steps of both agree; a twin whose members differ in rek is refused by name."""
+    from roteq_param.fields import qg_schema
+
+    torch.manual_seed(0)
+    net = models.build_model(group="C4", channels=(8,), kernel_sizes=(3,), schema=qg_schema(2, regime=True).to_dict())
+    net.set_normalization({"vel_1": 0.06, "vel_2": 0.013, "b": 1.3e3, "beta": 1.2e-11, "U_1": 0.023, "U_2": 1.0,
+                           "G_upper_1": 3e-9, "G_lower_1": 8e-10, "rek": 3e-7},
+                          {"tau_1": 1e-3, "tau_2": 1.4e-5, "Fb_1": 13.0, "Fb_2": 1.1})
+    net.eval()
+    m = _pyqg(state_q, 100, RotEqParameterization(net, dtype=torch.float64))
+    twin = TorchQGModel.from_pyqg(m, dtype=torch.float64, parameterization=FluxNetClosure(net, dtype=torch.float64))
+    m.run()
+    twin.step(100)
+    err = float(np.abs(twin.q[0].numpy() - m.q).max() / np.abs(m.q).max())
+    assert err <= 1e-10, err
+    two = TorchQGModel(2, nx=64, dtype=torch.float64, rek=torch.tensor([5e-7, 4e-7], dtype=torch.float64),
+                       parameterization=FluxNetClosure(net, dtype=torch.float64))
+    with pytest.raises(ValueError, match="needs one rek for all members"):
+        two.step(1)
+
+
 def test_a_run_turned_through_180_degrees_is_the_turned_run(state_q):
     """Twin + closure from the 180-degree-turned state with beta -> -beta, U -> -U: after 50 steps
     its q is the turned q of the original run (float64, both members in one batch)."""

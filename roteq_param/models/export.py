@@ -168,7 +168,7 @@ def time_inference(model: ExportedFluxNet, n: int = 64, repeats: int = 200) -> f
     g = torch.Generator().manual_seed(0)
     arrays = {}
     for f in model.schema.inputs:
-        shape = (2,) if not f.gridded else ((f.n_components,) if f.n_components > 1 else ()) + (n, n)
+        shape = (f.n_components,) if not f.gridded else ((f.n_components,) if f.n_components > 1 else ()) + (n, n)
         arrays[f.name] = torch.randn(shape, generator=g)
     x = model.schema.stack(arrays, "inputs")[None]
     dx = 1.0e6 / n

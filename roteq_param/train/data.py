@@ -12,6 +12,7 @@ training data (e.g. ``U_2``) gets scale 1 in its units.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ import numpy as np
 import torch
 
 from roteq_param import fluxform
-from roteq_param.fields import Schema, qg_dataset_fields, qg_flux_sources, qg_fluxes, qg_schema
+from roteq_param.fields import Schema, qg_dataset_fields, qg_flux_sources, qg_fluxes, qg_has_regime, qg_schema
 from roteq_param.models.store import sha256_file
 from roteq_param.symmetry import Kind
 
@@ -105,10 +106,22 @@ def _physical_constants(ds, path: str) -> tuple[tuple[fluxform.Stratification, .
     return strats, float(a["L"])
 
 
+def _drag_rates(ds, path: str) -> np.ndarray:
+    """Each run's bottom drag rate [1/s]: the ``rek`` variable (``roteq generate`` writes one per run), or
+    for files without it the single value of the ``solver`` attribute."""
+    if "rek" in ds.data_vars:
+        return np.asarray(ds["rek"].values, dtype=np.float64)
+    solver = json.loads(ds.attrs.get("solver", "{}"))
+    if not isinstance(solver.get("rek"), (int, float)):
+        raise ValueError(f"dataset {path} records no drag rate per run (variable 'rek'), which a model with regime "
+                         "inputs needs; regenerate it with `roteq generate`")
+    return np.full(ds.sizes["run"], float(solver["rek"]))
+
+
 def load_dataset(path: str | os.PathLike, schema: Schema | None = None, s_target: str = "S_flux",
-                 min_runs: int = 2, snapshot_every: int = 1) -> QGData:
-    """Read a coarse dataset into memory, stacked for ``schema`` (default ``qg_schema(N)`` for the
-    dataset's N layers).
+                 min_runs: int = 2, snapshot_every: int = 1, regime: bool = False) -> QGData:
+    """Read a coarse dataset into memory, stacked for ``schema`` (default ``qg_schema(N, regime)`` for
+    the dataset's N layers; ``regime``: with each run's stretching couplings and drag as inputs).
 
     ``min_runs``: fewer runs are refused (training splits train/validation by run; 1 for calibration).
     ``snapshot_every``: keep every k-th snapshot of each run (from the first).
@@ -128,14 +141,17 @@ def load_dataset(path: str | os.PathLike, schema: Schema | None = None, s_target
     with ds:
         if snapshot_every > 1:
             ds = ds.isel(time=slice(None, None, snapshot_every))
-        schema = schema or qg_schema(ds.sizes.get("lev", 2))
+        schema = schema or qg_schema(ds.sizes.get("lev", 2), regime=regime)
         if s_target not in ds:
             raise ValueError(f"dataset {path} lacks the PV forcing target {s_target!r}")
+        strats, L = _physical_constants(ds, path)
+        regime = None
+        if qg_has_regime(schema):
+            regime = (np.array([s.upper for s in strats]), np.array([s.lower for s in strats]), _drag_rates(ds, path))
         try:
-            named = qg_dataset_fields(ds, schema)
+            named = qg_dataset_fields(ds, schema, regime)
         except ValueError as e:
             raise ValueError(f"dataset {path}: {e}") from None
-        strats, L = _physical_constants(ds, path)
         try:  # the schema refuses NaN/inf and wrong shapes; the message gains the file's name
             x = schema.stack({f.name: torch.from_numpy(np.ascontiguousarray(named[f.name])) for f in schema.inputs})
             y = schema.stack({f.name: torch.from_numpy(np.ascontiguousarray(named[f.name])) for f in schema.outputs},

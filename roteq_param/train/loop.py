@@ -75,6 +75,10 @@ class TrainOptions:
     ``data``, and the validation loss is the mean over the datasets.
 
     ``snapshot_every``: train and validate on every k-th snapshot of each run (of every dataset).
+
+    ``regime_inputs``: the network also sees each run's stretching couplings and bottom drag
+    (:func:`~roteq_param.fields.qg_schema` with ``regime=True``), so that one trained across a family
+    of configurations can tell its members apart.
     """
 
     data: str
@@ -92,6 +96,7 @@ class TrainOptions:
     val_runs: int = 1
     train_runs: tuple[int, ...] | None = None
     snapshot_every: int = 1
+    regime_inputs: bool = False
     augment: bool = False
     patience: int = 30
     seed: int = 0
@@ -114,6 +119,8 @@ class TrainOptions:
             del d["more_data"]  # single-dataset recipes keep the form older checkpoints recorded
         if d["snapshot_every"] == 1:
             del d["snapshot_every"]  # likewise for recipes that train on every snapshot
+        if not d["regime_inputs"]:
+            del d["regime_inputs"]  # and for those without regime inputs
         return d
 
 
@@ -216,7 +223,8 @@ class _Part:
 def _load_parts(opts: TrainOptions) -> list[_Part]:
     parts = []
     for i, path in enumerate((opts.data, *opts.more_data)):
-        data = load_dataset(path, s_target=opts.s_target, snapshot_every=opts.snapshot_every)
+        data = load_dataset(path, s_target=opts.s_target, snapshot_every=opts.snapshot_every,
+                            regime=opts.regime_inputs)
         if parts and data.schema.to_dict() != parts[0].data.schema.to_dict():
             raise ValueError(f"--more-data {path} holds other fields than {opts.data}")
         try:  # --train-runs picks runs of --data only

@@ -37,7 +37,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from roteq_param import fluxform
-from roteq_param.fields import qg_fluxes, qg_inputs
+from roteq_param.fields import qg_fluxes, qg_has_regime, qg_inputs, qg_regime_inputs
 from roteq_param.models import Predictor
 from solver_coupling.cgrid.staggered import (
     CGridMasks,
@@ -267,10 +267,18 @@ class NetworkClosure:
     ``(2, 3, ny, nx)`` [m^2/s^2] and ``Fb`` ``(2, 2, ny, nx)`` [m^3/s^2] out.
     Inference in float32; inputs are validated (NaNs and shapes name the field). ``dx`` is the
     grid spacing [m], needed by a similarity-scaled model (``roteq train --similarity``).
+    ``regime = (F1, F2, rek)``: the stretching couplings [m^-2] and the bottom drag rate [1/s], needed
+    by a model that sees the regime (``roteq train --regime-inputs``) and refused by any other.
     """
 
-    def __init__(self, model, beta, U, dx: float | None = None):
+    def __init__(self, model, beta, U, dx: float | None = None, regime: tuple[float, float, float] | None = None):
         self.predictor = Predictor(model)
+        if qg_has_regime(self.predictor.schema) != (regime is not None):
+            raise ValueError("this model sees the solver's regime: pass regime=(F1 [m^-2], F2 [m^-2], rek [1/s])"
+                             if regime is None else "this model does not see the regime; drop regime=")
+        if regime is not None:
+            F1, F2, rek = (float(v) for v in regime)
+        self.regime = {} if regime is None else qg_regime_inputs(np.array([F1]), np.array([F2]), np.array(rek))
         self.dx = None if dx is None else _spacing(dx, "dx")
         if self.predictor.needs_grid_spacing and self.dx is None:
             raise ValueError("this model is similarity-scaled: pass the grid spacing dx [m] to NetworkClosure")
@@ -284,7 +292,7 @@ class NetworkClosure:
             if b_c.shape[0] != 1:
                 raise ValueError(f"the QG network takes one interface field b; got b with shape {b_c.shape}")
             b_c = b_c[0]
-        tau, Fb = qg_fluxes(self.predictor(qg_inputs(u_c, v_c, b_c, self.beta, self.U), self.dx))
+        tau, Fb = qg_fluxes(self.predictor({**qg_inputs(u_c, v_c, b_c, self.beta, self.U), **self.regime}, self.dx))
         return tau.astype(np.float64), Fb.astype(np.float64)
 
 

@@ -454,11 +454,13 @@ def _check_output(out: str, overwrite: bool) -> None:
         raise UsageError(f"output {out} exists; pass --overwrite to replace it")
 
 
-def _assemble(paths: list[str], out: str, attrs: dict[str, Any], dt: float) -> None:
+def _assemble(paths: list[str], out: str, attrs: dict[str, Any], dt: float, rek: list[float]) -> None:
     """Concatenate per-run files along ``run`` into ``out`` (atomically), with ``attrs``; report the cost.
 
     ``dt``: the configuration's high-res time step (s); runs retried with a smaller one (``dt_s`` in
-    their parts) are listed in the ``highres_dt_s`` attribute, one time step per run."""
+    their parts) are listed in the ``highres_dt_s`` attribute, one time step per run. ``rek``: each
+    run's bottom drag rate (1/s), written as the per-run variable ``rek`` (a family draws it per run;
+    written here rather than in the parts, so parts made before it existed are still reused)."""
     import xarray as xr
 
     datasets = [xr.open_dataset(p) for p in paths]
@@ -471,6 +473,8 @@ def _assemble(paths: list[str], out: str, attrs: dict[str, Any], dt: float) -> N
         for key in ("fingerprint", "wall_seconds", "dt_s"):
             ds.attrs.pop(key, None)
         ds.attrs.update(attrs)
+        var = QG_DATASET["rek"]
+        ds["rek"] = (var.dims, np.asarray(rek, dtype=np.float64), {"units": var.units, "long_name": var.long_name})
         if any(step != dt for step in steps):
             ds.attrs["highres_dt_s"] = json.dumps(steps)
         atomic_to_netcdf(ds, out)
@@ -523,7 +527,8 @@ def generate(request: Request, out: str, *, overwrite: bool = False, workers: in
             _run_on_dask(request, pending, parts_dir, wisdom, workers, scheduler, overall, progress)
         overall.close()
 
-        _assemble(paths, out, request.attrs(), request.config.dt)
+        _assemble(paths, out, request.attrs(), request.config.dt,
+                  [float(request.run_config(r).params["rek"]) for r in range(request.runs)])
         shutil.rmtree(parts_dir)
         return out
 

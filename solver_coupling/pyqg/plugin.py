@@ -247,7 +247,8 @@ class RotEqParameterization(pyqg.QParameterization):
         if self._bound_to != id(m):
             self.check_solver(m)
             predictor = models.Predictor(self._loaded.model, device=self.device, dtype=self.dtype)
-            self._forcing = PVForcing(predictor, strat=stratification(m), L=float(m.L), n=int(m.nx))
+            self._forcing = PVForcing(predictor, strat=stratification(m), L=float(m.L), n=int(m.nx),
+                                      drag=float(m.rek))
             # pyqg builds its operators from beta and U at construction, so they stay fixed for the run
             self._constants = constants(m)
             self._bound_to = id(m)

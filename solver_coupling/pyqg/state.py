@@ -34,9 +34,14 @@ def stratification(m) -> fluxform.Stratification:
     return fluxform.Stratification.from_matrix(m.S)
 
 
-def state_from_model(m) -> dict[str, np.ndarray]:
-    """The schema's named inputs from the current pyqg state (float64 numpy arrays)."""
+def state_from_model(m, regime: bool = False) -> dict[str, np.ndarray]:
+    """The schema's named inputs from the current pyqg state (float64 numpy arrays); with ``regime``
+    also the solver's stretching couplings and drag (``qg_schema(N, regime=True)``)."""
     u, v = velocity(m)
     # b_j = psi_j - psi_{j+1}; pyqg's FFT wants (nz, ny, nk) arrays, so the last row is padding
     b = m.ifft(np.concatenate([m.ph[:-1] - m.ph[1:], np.zeros_like(m.ph[:1])]))[:-1]
-    return fields.qg_inputs(u, v, b, *constants(m))
+    state = fields.qg_inputs(u, v, b, *constants(m))
+    if regime:
+        strat = stratification(m)
+        state.update(fields.qg_regime_inputs(np.array(strat.upper), np.array(strat.lower), np.array(float(m.rek))))
+    return state

@@ -20,7 +20,7 @@ import os
 
 import torch
 
-from roteq_param import fluxform, models
+from roteq_param import fields, fluxform, models
 from roteq_param.fluxform import Stratification
 from roteq_param.forcing import PVForcing
 
@@ -58,11 +58,15 @@ class FluxNetClosure:
         self._bound: tuple | None = None
 
     def _bind(self, m) -> PVForcing:
-        rd, delta = (m.param(k) for k in ("rd", "delta"))
+        rd, delta, rek = (m.param(k) for k in ("rd", "delta", "rek"))
         if rd.numel() != 1 or delta.numel() != 1:
             raise ValueError("FluxNetClosure needs one rd and one delta for all members (the forcing operator's "
                              "stretching coefficients are shared)")
-        key = (m.device, m.nx, float(m.L), float(rd), float(delta))
+        regime = fields.qg_has_regime(self.net.schema)
+        if regime and rek.numel() != 1:
+            raise ValueError("FluxNetClosure with a network that sees the regime needs one rek for all members "
+                             "(its drag input is shared)")
+        key = (m.device, m.nx, float(m.L), float(rd), float(delta), float(rek) if regime else None)
         if self._bound != key:
             F1, F2 = fluxform.stretching_coefficients(float(rd), float(delta))
             if self.differentiable:
@@ -75,7 +79,8 @@ class FluxNetClosure:
                 network = self.net
             else:
                 network = models.Predictor(self.net, device=m.device, dtype=self.dtype)
-            self._forcing = PVForcing(network, strat=Stratification.two_layer(F1, F2), L=float(m.L), n=m.nx)
+            self._forcing = PVForcing(network, strat=Stratification.two_layer(F1, F2), L=float(m.L), n=m.nx,
+                                      drag=float(rek) if regime else None)
             self._bound = key
         return self._forcing
 
