@@ -2,15 +2,19 @@
 # A family of two-layer configurations that covers eddy and jet (issue #13 item 2): 25 high-res 256^2
 # runs, each drawing beta, the drag, delta, the deformation radius and the upper-layer velocity
 # (log-uniform) from the ranges below; coarse-grained to 64^2. Resumable: re-running reuses finished
-# runs (data/family.nc.parts) and only simulates the rest. A run that blows up at dt = 1 h (one of the
-# first seven did, after 2.6 years) is run again with the step halved (--dt-halvings 2).
+# runs (data/family.nc.parts) and only simulates the rest. A run that blows up at dt = 1 h (two of the
+# first ten did, 1.3 and 2.6 years in) is run again from its start with the step halved (--dt-halvings 2).
 #
-# FIRST=N scripts/family.sh instead builds a first model from the first N runs while the rest are
-# still being generated (their finished parts are copied; missing ones are simulated): the default
-# recipe's offline stage (C4, 32-32-32, 5-3-3, dilations 1-2-4, every 4th snapshot, the last 2 runs
-# held out), scored offline on the held-out family runs beside the eddy-trained offline model, then
-# online on eddy (with grid damping 1e-6, 2 members x 10 years, seed 3) against the shipped eddy
-# truth reference, beside the eddy-trained model, pyqg's backscatter and no closure.
+# FIRST=N scripts/family.sh instead builds models from the first N runs while the rest are still being
+# generated (their finished parts are copied; missing ones are simulated), the last 2 runs held out:
+# the default recipe's offline stage (C4, 32-32-32, 5-3-3, dilations 1-2-4, 30 epochs, every 4th
+# snapshot), once as it is (runs/familyN/model) and once with the regime inputs (--regime-inputs:
+# each run's stretching couplings and drag; runs/familyN/model-regime). Both are scored offline on the
+# held-out family runs beside the eddy-trained offline model, and, with grid damping 1e-6, online
+# (2 members, seed 3) beside pyqg's backscatter and no closure: on eddy (10 years, last 5, against the
+# shipped eddy truth reference, with the eddy-trained model too) and on jet (10 years, last 4, against
+# 4 high-res jet runs of seed 1, generated here: scripts/jet_transfer.sh's truth). The family covers
+# jet, so no run needs --allow-out-of-regime. JOBS (default 2) steps run at once.
 # Usage: scripts/family.sh   (from the repository root, after `make setup`; WORKERS=2 for two cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,6 +28,12 @@ if [ -z "${FIRST:-}" ]; then
 fi
 D=data/family_first$FIRST.nc
 O=runs/family$FIRST
+JOBS=${JOBS:-2}
+mkdir -p $O data
+wait_for_slot() { while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do sleep 5; done; }
+# the jet truth takes longest and needs nothing else: it runs beside the family steps
+[ -f data/jet4_seed1.nc ] || $R generate --config jet --runs 4 --years 10 --spinup-years 5 --snapshot-hours 250 \
+  --seed 1 --workers 1 --out data/jet4_seed1.nc > $O/gen_jet.log 2>&1 &
 if [ ! -f $D ]; then
   mkdir -p $D.parts
   for ((r = 0; r < FIRST; r++)); do
@@ -32,23 +42,41 @@ if [ ! -f $D ]; then
   done
   $R generate $VARY --runs $FIRST $RUN --out $D
 fi
-mkdir -p $O
-if [ ! -f $O/model/model.pt ]; then
-  $R train --data $D --val-runs 2 --snapshot-every 4 --channels 32,32,32 --kernel-sizes 5,3,3 --dilations 1,2,4 \
-    --lr 1e-2 --epochs ${EPOCHS:-30} --patience 1000 --seed 0 --no-progress --out $O/train --name $O/model --resume \
-    > $O/train.json
-fi
 held="$((FIRST - 2)),$((FIRST - 1))"
-for m in family=$O/model eddy=eddy-c4-dilated-damped; do
+for v in model= model-regime=--regime-inputs; do
+  m=$O/${v%%=*}
+  [ -f $m/model.pt ] || $R train --data $D --val-runs 2 --snapshot-every 4 --channels 32,32,32 --kernel-sizes 5,3,3 \
+    --dilations 1,2,4 --lr 1e-2 --epochs ${EPOCHS:-30} --patience 1000 --seed 0 --no-progress ${v#*=} \
+    --out $O/train${m#$O/model} --name $m --resume > $m.train.json
+  [ -f $m-damp1e-6/model.pt ] || $R derive --model $m --grid-damping 1e-6 --out $m-damp1e-6 \
+    --note "roteq derive --model $m --grid-damping 1e-6 (issue 13: a family model online)"
+done
+for m in family=$O/model regime=$O/model-regime eddy=eddy-c4-dilated-damped; do
   [ -f $O/score-${m%%=*}.json ] || $R score --model ${m#*=} --data $D --runs $held --out $O/score-${m%%=*}.json
 done
-[ -f $O/model-damp1e-6/model.pt ] || $R derive --model $O/model --grid-damping 1e-6 --out $O/model-damp1e-6 \
-  --note "roteq derive --model $O/model --grid-damping 1e-6 (issue 13: a first family model, online on eddy)"
-for spec in none=none backscatter=backscatter eddy=eddy-c4-dilated-damped family=$O/model-damp1e-6; do
-  out=$O/eddy-${spec%%=*}
-  flag=--overwrite; [ -f $out/checkpoint.npz ] && flag=--resume
-  $R rollout --model ${spec#*=} --members 2 --years 10 --seed 3 --out $out $flag > $out.log 2>&1
+roll() {  # FLOW NAME MODEL YEARS [FLAGS]
+  local out=$O/$1-$2 flag=--overwrite
+  [ -f $out/checkpoint.npz ] && flag=--resume
+  $R rollout --model $3 --members 2 --years $4 --seed 3 ${5:-} --out $out $flag --no-progress > $out.log 2>&1
+}
+# the rollouts need no truth, so they start now; jet first (the transfer this family is for)
+pids=()
+for spec in jet-family=$O/model-damp1e-6 jet-regime=$O/model-regime-damp1e-6 eddy-family=$O/model-damp1e-6 \
+            eddy-regime=$O/model-regime-damp1e-6 jet-none=none jet-backscatter=backscatter eddy-none=none \
+            eddy-backscatter=backscatter eddy-eddy=eddy-c4-dilated-damped; do
+  name=${spec%%=*}
+  flow=${name%%-*}
+  wait_for_slot
+  roll $flow ${name#*-} ${spec#*=} 10 "$([ $flow = jet ] && echo --config jet)" &
+  pids+=($!)
 done
+wait "${pids[@]}"
 $R evaluate --reference trained_models/eddy-c4-dilated-damped/reference.nc --baseline $O/eddy-none/rollout.nc \
   --run backscatter=$O/eddy-backscatter/rollout.nc --run eddy-trained=$O/eddy-eddy/rollout.nc \
-  --run family=$O/eddy-family/rollout.nc --last-years 5 --out $O/evaluate-eddy
+  --run family=$O/eddy-family/rollout.nc --run family-regime=$O/eddy-regime/rollout.nc --last-years 5 \
+  --out $O/evaluate-eddy
+wait  # the jet truth
+[ -f data/jet4_seed1.nc ] || { echo "the jet truth failed: see $O/gen_jet.log" >&2; exit 1; }
+$R evaluate --truth data/jet4_seed1.nc --baseline $O/jet-none/rollout.nc --run backscatter=$O/jet-backscatter/rollout.nc \
+  --run family=$O/jet-family/rollout.nc --run family-regime=$O/jet-regime/rollout.nc --last-years 4 \
+  --out $O/evaluate-jet
