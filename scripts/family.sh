@@ -3,7 +3,9 @@
 # runs, each drawing beta, the drag, delta, the deformation radius and the upper-layer velocity
 # (log-uniform) from the ranges below; coarse-grained to 64^2. Resumable: re-running reuses finished
 # runs (data/family.nc.parts) and only simulates the rest. A run that blows up at dt = 1 h (two of the
-# first ten did, 1.3 and 2.6 years in) is run again from its start with the step halved (--dt-halvings 2).
+# first ten did, 1.3 and 2.6 years in) is run again from its start with the step halved (--dt-halvings 2;
+# run 8 also blew up at 30 min, 9 years in); each failed step is recorded in the parts, so a resumed
+# generation starts such a run at the first step not known to fail.
 #
 # FIRST=N scripts/family.sh instead builds models from the first N runs while the rest are still being
 # generated (their finished parts are copied; missing ones are simulated), the last 2 runs held out:

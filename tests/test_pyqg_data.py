@@ -248,15 +248,27 @@ def test_a_blown_up_run_on_dask_is_one_line_without_the_workers_traceback(tmp_pa
 def test_dt_halvings_rerun_a_blown_up_run_with_half_the_step(tmp_path, capsys):
     """eddy at 32^2 with a 4-day step goes non-finite after ~128 days; at 2 days it holds. With one
     halving the run is done again at 2 days, its snapshots at the same times, and the dataset lists
-    its step; without, the same command is the one-line error."""
+    its step; without, the same command is the one-line error. A failed attempt is recorded in the
+    parts, so the command resumed with a halving starts at 2 days (the data bitwise those of an
+    uninterrupted run), and without one is refused at once."""
     args = ["--set", "nx=32", "--set", "dt=345600", "--coarse-nx", "16", "--years", "0.5", "--spinup-years", "0.2",
             "--snapshot-hours", "1536", "--serial"]
-    _fails(["generate", "--out", str(tmp_path / "a.nc")] + args, "run 0 produced non-finite PV", capsys)
+    resumed = str(tmp_path / "a.nc")
+    _fails(["generate", "--out", resumed] + args, "run 0 produced non-finite PV", capsys)
+    record = tmp_path / "a.nc.parts" / "run_00000.blowups.json"
+    assert json.loads(record.read_text())["failed_dt_s"] == [345600.0]
+    _fails(["generate", "--out", resumed] + args, "allow more --dt-halvings than 0", capsys)
     out = str(tmp_path / "b.nc")
     ns = _parse(["generate", "--out", out, "--dt-halvings", "1"] + args)
     assert ns.func(ns) == 0
     assert "running it again with dt = 172800 s" in capsys.readouterr().err
-    with xr.open_dataset(out) as ds:
+    ns = _parse(["generate", "--out", resumed, "--dt-halvings", "1"] + args)
+    assert ns.func(ns) == 0
+    err = capsys.readouterr().err
+    assert "resuming it with dt = 172800 s" in err and "running it again" not in err, err
+    assert not record.parent.exists()
+    with xr.open_dataset(out) as ds, xr.open_dataset(resumed) as again:
+        np.testing.assert_array_equal(again["q"].values, ds["q"].values)
         assert json.loads(ds.attrs["highres_dt_s"]) == [172800.0]
         np.testing.assert_allclose(ds["time"].values, [72 * 86400.0, 136 * 86400.0])  # days 72 and 136
         assert np.isfinite(ds["q"].values).all() and "dt_s" not in ds.attrs

@@ -22,7 +22,9 @@ Each run is written to ``<out>.parts/run_NNNNN.nc`` through a temporary file
 and ``os.replace``; the final dataset is assembled the same way, and the parts
 directory is removed only after that succeeds. A killed ``generate`` re-run
 with the same arguments reuses every completed run (each part records a
-fingerprint of everything that determines it). Run ``r`` starts from PV drawn
+fingerprint of everything that determines it), and a run that went non-finite
+resumes at the first halved time step not yet known to fail (``--dt-halvings``;
+the failed steps are recorded beside the parts). Run ``r`` starts from PV drawn
 from ``numpy.random.default_rng([seed, r])``, and every run plans its FFTs
 from the same FFTW wisdom (saved in the parts directory), so a seed gives
 bitwise-identical data serially, on any number of workers, and after a resume
@@ -41,7 +43,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from roteq_param import coarsen, fluxform
-from roteq_param.atomic import atomic_to_netcdf, exclusive_output, remove_staging_files
+from roteq_param.atomic import atomic_to_netcdf, atomic_write_bytes, exclusive_output, remove_staging_files
 from roteq_param.fields import QG_DATASET, qg_dataset_attrs, qg_dataset_dims
 from solver_coupling.pyqg import fftw_plans
 from solver_coupling.pyqg.config import YEAR, PyqgConfig, get_config
@@ -297,7 +299,8 @@ def _pyqg_version() -> str:
     return str(getattr(pyqg, "__version__", "unknown"))
 
 
-def simulate_run(request: Request, run: int, wisdom: tuple | None = None, progress: bool | None = None):
+def simulate_run(request: Request, run: int, wisdom: tuple | None = None, progress: bool | None = None,
+                 blowups: str | None = None):
     """Run member ``run`` at high resolution and return its coarse snapshots (xarray Dataset, run dim 1).
 
     With ``request.window_steps`` > 0 the dataset also holds coarse-grained PV trajectories
@@ -307,13 +310,28 @@ def simulate_run(request: Request, run: int, wisdom: tuple | None = None, progre
 
     A run that goes non-finite raises ``FloatingPointError``, or with ``request.dt_halvings`` > 0 is
     run again from its start with half the time step, up to that many times (the snapshot times are
-    the same; the part records the time step it ran with as ``dt_s``).
+    the same; the part records the time step it ran with as ``dt_s``). ``blowups``: a JSON file
+    (:func:`_blowups_path`) where each failed attempt is recorded as it fails, so that a killed
+    ``generate`` resumes the run at the first step not yet known to fail instead of spending hours
+    on the attempts that already did.
     """
-    attempt, halvings_left = request, request.dt_halvings
+    failed = _read_blowups(blowups, request.fingerprint(run))
+    if len(failed) > request.dt_halvings:
+        raise FloatingPointError(f"run {run} went non-finite at dt = {', '.join(f'{d:g}' for d in failed)} s "
+                                 f"(recorded in {blowups}); allow more --dt-halvings than {request.dt_halvings}")
+    attempt, halvings_left = request, request.dt_halvings - len(failed)
+    if failed:
+        attempt = replace(request, config=request.config.with_overrides({"dt": failed[-1] / 2}))
+        print(f"[generate] run {run} went non-finite at dt = {failed[-1]:g} s before; resuming it with "
+              f"dt = {failed[-1] / 2:g} s", file=sys.stderr)
     while True:
         try:
             return _simulate(attempt, run, wisdom, progress, identity=request)
         except FloatingPointError as err:
+            failed.append(attempt.config.dt)
+            if blowups:
+                atomic_write_bytes(blowups, json.dumps({"fingerprint": request.fingerprint(run),
+                                                        "failed_dt_s": failed}).encode())
             if not halvings_left:
                 raise
             dt = attempt.config.dt / 2
@@ -323,6 +341,19 @@ def simulate_run(request: Request, run: int, wisdom: tuple | None = None, progre
                 raise FloatingPointError(f"{err} (not retried with dt = {dt:g} s: {why})") from None
             halvings_left -= 1
             print(f"[generate] {err}; running it again with dt = {dt:g} s", file=sys.stderr)
+
+
+def _read_blowups(path: str | None, fingerprint: str) -> list[float]:
+    """The time steps (s) at which earlier attempts of this run went non-finite, largest first; a
+    record left by other settings (another fingerprint) says nothing about this run."""
+    if not path or not os.path.exists(path):
+        return []
+    try:
+        with open(path) as fh:
+            record = json.load(fh)
+        return [float(d) for d in record["failed_dt_s"]] if record.get("fingerprint") == fingerprint else []
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return []  # unreadable: the run starts from its first step, as without a record
 
 
 def _simulate(request: Request, run: int, wisdom: tuple | None, progress: bool | None, identity: Request):
@@ -406,6 +437,11 @@ def _part_path(parts_dir: str, run: int) -> str:
     return os.path.join(parts_dir, f"run_{run:05d}.nc")
 
 
+def _blowups_path(parts_dir: str, run: int) -> str:
+    """Where :func:`simulate_run` records the time steps at which run ``run`` went non-finite."""
+    return os.path.join(parts_dir, f"run_{run:05d}.blowups.json")
+
+
 def _part_is_reusable(path: str, fingerprint: str, overwrite: bool) -> bool:
     """True if ``path`` already holds the run described by ``fingerprint``.
 
@@ -432,7 +468,7 @@ def run_member(request: Request, run: int, parts_dir: str, wisdom: tuple | None 
     """Simulate run ``run`` in this process and write its part file atomically (reused if complete)."""
     path = _part_path(parts_dir, run)
     if not _part_is_reusable(path, request.fingerprint(run), overwrite):
-        atomic_to_netcdf(simulate_run(request, run, wisdom, progress), path)
+        atomic_to_netcdf(simulate_run(request, run, wisdom, progress, _blowups_path(parts_dir, run)), path)
     return path
 
 
@@ -550,7 +586,9 @@ def _run_on_dask(request: Request, pending: list[int], parts_dir: str, wisdom: t
                                dashboard_address=None, silence_logs=logging.CRITICAL)
         client = Client(cluster)
     try:
-        futures = {client.submit(simulate_run, request, r, wisdom, progress, pure=False): r for r in pending}
+        # a local cluster shares this disk, so its workers can record blow-ups where a resume finds them
+        futures = {client.submit(simulate_run, request, r, wisdom, progress,
+                                 None if scheduler else _blowups_path(parts_dir, r), pure=False): r for r in pending}
         for fut in as_completed(futures):
             atomic_to_netcdf(fut.result(), _part_path(parts_dir, futures[fut]))
             overall.update(1)
