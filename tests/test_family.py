@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 
 import numpy as np
 import pyqg
@@ -26,7 +27,7 @@ from roteq_param.train.data import load_dataset, pv_forcing
 from solver_coupling.pyqg.config import get_config
 from solver_coupling.pyqg.data import Request, UsageError, generate
 from solver_coupling.pyqg.family import Family, parse_range
-from solver_coupling.pyqg.plugin import ModelMismatchError, RotEqParameterization
+from solver_coupling.pyqg.plugin import ExtrapolationWarning, ModelMismatchError, RotEqParameterization
 from solver_coupling.pyqg.state import constants, stratification
 from roteq_param import symmetry
 
@@ -140,10 +141,12 @@ def test_a_family_model_accepts_any_configuration_inside_its_ranges_up_to_the_gr
     assert "| `beta` | 1e-11 to 2e-11 |" in card_text and "| `delta` | 0.25 |" in card_text
     P = RotEqParameterization(family_model)
     cfg = lambda **kw: pyqg.QGModel(nx=16, dt=3600.0, ntd=1, log_level=0, **kw)  # noqa: E731
-    P.check_solver(cfg(beta=1.2e-11, rd=18e3, rek=5e-7))  # inside every range, no draw's exact values
-    assert P.matched_elements == ()
-    P.check_solver(cfg(beta=-1.9e-11, rd=13e3, rek=4e-7, U1=-0.025))  # turned through 180 degrees, inside
-    assert P.matched_elements == (symmetry.Element(4, 2),)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ExtrapolationWarning)  # inside the training runs' span too: nothing to say
+        P.check_solver(cfg(beta=1.2e-11, rd=18e3, rek=5e-7))  # inside every range, no draw's exact values
+        assert P.matched_elements == ()
+        P.check_solver(cfg(beta=-1.5e-11, rd=16e3, rek=4e-7, U1=-0.025))  # turned through 180 degrees, inside
+        assert P.matched_elements == (symmetry.Element(4, 2),)
     with pytest.raises(ModelMismatchError, match=r"beta: trained range \[1e-11, 2e-11\], solver 3e-11"):
         P.check_solver(cfg(beta=3e-11, rd=15e3, rek=5e-7))
     with pytest.raises(ModelMismatchError, match=r"rd: trained range \[12000, 20000\], solver 30000"):
@@ -152,6 +155,35 @@ def test_a_family_model_accepts_any_configuration_inside_its_ranges_up_to_the_gr
         P.check_solver(cfg(beta=1.5e-11, rd=15e3, rek=5e-7, delta=0.5))
     with pytest.raises(ModelMismatchError, match="no element of the model's group C4"):
         P.check_solver(cfg(beta=-1.5e-11, rd=15e3, rek=5e-7))  # beta flipped alone
+
+
+def test_a_family_model_warns_beyond_its_training_runs_inside_the_ranges(family_data, family_model):
+    """The draws of the training runs (0 and 1 of 3) cover less than the family's box: the card records
+    their span (each run's solver settings, as the dataset lists them), and inside the box but beyond
+    the span the plugin runs with a warning that names the setting, also in a turned frame."""
+    req = _request()
+    with xr.open_dataset(family_data) as ds:
+        assert json.loads(ds.attrs["run_solver"]) == [req.run_config(r).coarse_solver_config() for r in range(3)]
+    draws = [req.family.draw(req.seed, r) for r in (0, 1)]
+    span = json.load(open(f"{family_model}/card.json"))["training"]["solver_span"]
+    for name in RANGES:
+        assert span[name] == [min(d[name] for d in draws), max(d[name] for d in draws)]
+        assert RANGES[name][0] < span[name][0] < span[name][1] < RANGES[name][1]
+    assert set(span) == {"beta", "rd", "rek", "G1up", "G1low"}  # what the draws move, nothing else
+    row = next(line for line in open(f"{family_model}/CARD.md") if line.startswith("| `beta` |"))
+    assert row.strip() == f"| `beta` | 1e-11 to 2e-11 | {span['beta'][0]:.6g} to {span['beta'][1]:.6g} |"
+    P = RotEqParameterization(family_model)
+    cfg = lambda **kw: pyqg.QGModel(nx=16, dt=3600.0, ntd=1, log_level=0, **kw)  # noqa: E731
+    beyond = 0.5 * (span["beta"][1] + RANGES["beta"][1])
+    with pytest.warns(ExtrapolationWarning, match=rf"beta: training runs \[{span['beta'][0]:g}, "
+                                                  rf"{span['beta'][1]:g}\], solver {beyond:g}") as seen:
+        P.check_solver(cfg(beta=beyond, rd=16e3, rek=4e-7))
+    assert "rd" not in str(seen[0].message) and "rek" not in str(seen[0].message)
+    with pytest.warns(ExtrapolationWarning, match=rf"beta: training runs .*, solver {beyond:g}\b"):
+        P.check_solver(cfg(beta=-beyond, rd=16e3, rek=4e-7, U1=-0.025))  # turned: beta taken back to > 0
+    assert P.matched_elements == (symmetry.Element(4, 2),)
+    with pytest.warns(ExtrapolationWarning, match=r"rek: training runs"):
+        P.check_solver(cfg(beta=1.5e-11, rd=16e3, rek=7.5e-7))
 
 
 @pytest.fixture(scope="module")

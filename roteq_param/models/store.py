@@ -79,7 +79,8 @@ def _card_markdown(card: Mapping[str, Any]) -> str:
         for role, scales in norm.items():
             lines.append(f"- {role}: " + ", ".join(f"`{k}` {v:.4g}" for k, v in scales.items()))
         lines.append("")
-    lines += _regime_markdown(card.get("training", {}).get("solver"), bool(arch.get("similarity")))
+    lines += _regime_markdown(card.get("training", {}).get("solver"), bool(arch.get("similarity")),
+                              card.get("training", {}).get("solver_span") or {})
     lines += ["## Training", "", "```json", json.dumps(card.get("training", {}), indent=2, sort_keys=True), "```", "",
               "## Metrics (held-out runs)", ""]
     metrics = card.get("metrics", {})
@@ -93,21 +94,29 @@ def _card_markdown(card: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _regime_markdown(solver: Mapping[str, Any] | None, similarity: bool) -> list[str]:
+def _regime_markdown(solver: Mapping[str, Any] | None, similarity: bool, span: Mapping[str, Any]) -> list[str]:
     """The solver settings the model was trained on, one row each: a number, or a range for a trained
-    family. For people: the solver couplings' regime checks read the same settings from the JSON."""
+    family, and (``span``) the part of each range the training runs held. For people: the solver
+    couplings' regime checks read the same settings from the JSON."""
     if not solver:
         return []
     grid = (" A similarity-scaled model is not bound to the grid size (`nx`, `ny`), only to the layer count."
             if similarity else "")
+    held = (" The training runs drew only part of each range (last column): beyond it, inside the range, the "
+            "plugin runs but warns that the network extrapolates." if span else "")
+
+    def shown(value: Any) -> str:
+        return (f"{value[0]:.6g} to {value[1]:.6g}" if isinstance(value, (list, tuple)) else
+                f"{value:.6g}" if isinstance(value, (int, float)) else str(value))
+
     lines = ["## Trained regime (solver settings of the training data)", "",
              "The pyqg plugin accepts a solver when each setting equals the number below (to 1e-6 relative) or lies "
-             "in the range, as it is or after one element of the model's group acts on beta and U." + grid, "",
-             "| setting | trained |", "|---|---|"]
+             "in the range, as it is or after one element of the model's group acts on beta and U." + grid + held, "",
+             "| setting | trained | training runs |" if span else "| setting | trained |",
+             "|---|---|---|" if span else "|---|---|"]
     for name, value in sorted(solver.items()):
-        shown = f"{value[0]:.6g} to {value[1]:.6g}" if isinstance(value, (list, tuple)) else (
-            f"{value:.6g}" if isinstance(value, (int, float)) else str(value))
-        lines.append(f"| `{name}` | {shown} |")
+        lines.append(f"| `{name}` | {shown(value)} |" + (f" {shown(span[name]) if name in span else ''} |"
+                                                        if span else ""))
     return lines + [""]
 
 

@@ -307,6 +307,18 @@ def _write_tables(out: Path, rows: list[dict[str, Any]]) -> None:
     _write_csv(out / TIMING_CSV, rows, _TIMING_COLUMNS)
 
 
+def _solver_span(parts: list[_Part]) -> dict[str, list[float]]:
+    """``[min, max]`` over the training runs of each solver setting that differs between them, read from
+    the ``run_solver`` attribute (each run's settings; a family's datasets have it). A family's draws
+    cover less than its box, and a network that reads a setting extrapolates beyond what its runs held,
+    so the card records both and the couplings say when a solver lies outside the span."""
+    runs = [json.loads(p.data.attrs["run_solver"])[r] for p in parts if "run_solver" in p.data.attrs
+            for r in p.train_runs]
+    numbers = [k for k in (runs[0] if runs else {}) if all(isinstance(c.get(k), (int, float)) for c in runs)]
+    span = {k: [min(c[k] for c in runs), max(c[k] for c in runs)] for k in numbers}
+    return {k: v for k, v in span.items() if v[0] != v[1]}
+
+
 def _finish(opts: TrainOptions, model: FluxNet, parts: list[_Part], prog: _Progress,
             n_train: int) -> tuple[dict[str, Any], Path]:
     """Score the best state on the held-out runs (also rotated) and save the model with its card."""
@@ -339,6 +351,9 @@ def _finish(opts: TrainOptions, model: FluxNet, parts: list[_Part], prog: _Progr
                 "options": opts.recipe(), "epochs_run": len(prog.rows),
                 "python_hash_seed": os.environ.get("PYTHONHASHSEED"), "s_scale_per_layer_s-2": s_scale.tolist(),
                 "solver": solver, "command": opts.command}
+    span = _solver_span(parts)
+    if span:
+        training["solver_span"] = span
     if len(parts) > 1:
         training["more_data"] = [{"dataset": os.path.abspath(p.data.path), "dataset_sha256": p.data.sha256,
                                   "train_runs": p.train_runs, "val_runs": p.val_runs,

@@ -490,13 +490,17 @@ def _check_output(out: str, overwrite: bool) -> None:
         raise UsageError(f"output {out} exists; pass --overwrite to replace it")
 
 
-def _assemble(paths: list[str], out: str, attrs: dict[str, Any], dt: float, rek: list[float]) -> None:
+def _assemble(paths: list[str], out: str, attrs: dict[str, Any], dt: float, rek: list[float],
+              run_solver: list[dict[str, float]] | None = None) -> None:
     """Concatenate per-run files along ``run`` into ``out`` (atomically), with ``attrs``; report the cost.
 
     ``dt``: the configuration's high-res time step (s); runs retried with a smaller one (``dt_s`` in
     their parts) are listed in the ``highres_dt_s`` attribute, one time step per run. ``rek``: each
     run's bottom drag rate (1/s), written as the per-run variable ``rek`` (a family draws it per run;
-    written here rather than in the parts, so parts made before it existed are still reused)."""
+    written here rather than in the parts, so parts made before it existed are still reused).
+    ``run_solver``: for a family, each run's coarse solver settings, as the ``run_solver`` attribute
+    (JSON list): training records the span its own runs cover, which is narrower than the family's
+    box, and the plugin says when a solver lies outside it."""
     import xarray as xr
 
     datasets = [xr.open_dataset(p) for p in paths]
@@ -513,6 +517,8 @@ def _assemble(paths: list[str], out: str, attrs: dict[str, Any], dt: float, rek:
         ds["rek"] = (var.dims, np.asarray(rek, dtype=np.float64), {"units": var.units, "long_name": var.long_name})
         if any(step != dt for step in steps):
             ds.attrs["highres_dt_s"] = json.dumps(steps)
+        if run_solver is not None:
+            ds.attrs["run_solver"] = json.dumps(run_solver, sort_keys=True)
         atomic_to_netcdf(ds, out)
     finally:
         for d in datasets:
@@ -564,7 +570,9 @@ def generate(request: Request, out: str, *, overwrite: bool = False, workers: in
         overall.close()
 
         _assemble(paths, out, request.attrs(), request.config.dt,
-                  [float(request.run_config(r).params["rek"]) for r in range(request.runs)])
+                  [float(request.run_config(r).params["rek"]) for r in range(request.runs)],
+                  [request.run_config(r).coarse_solver_config() for r in range(request.runs)] if request.family
+                  else None)
         shutil.rmtree(parts_dir)
         return out
 

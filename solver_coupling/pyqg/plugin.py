@@ -28,6 +28,7 @@ Usage::
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -49,6 +50,7 @@ __all__ = [
     "ModelMismatchError",
     "ModelFileChangedError",
     "OutOfRegimeWarning",
+    "ExtrapolationWarning",
     "solver_config_of",
     "Ensemble",
 ]
@@ -64,6 +66,11 @@ class ModelFileChangedError(RuntimeError):
 
 class OutOfRegimeWarning(UserWarning):
     """The solver runs outside the configuration the model was trained on."""
+
+
+class ExtrapolationWarning(UserWarning):
+    """The solver lies inside a family model's trained ranges but outside what its training runs held:
+    the network extrapolates there (on the first family models, measured online: README)."""
 
 
 @dataclass
@@ -111,6 +118,10 @@ class RotEqParameterization(pyqg.QParameterization):
     ``matched_element`` the first. pyqg's beta points along y and its U along x, so one set of pyqg
     settings can be reached by several elements: eddy turned through 180 degrees is also eddy
     mirrored in x, which a D4 model matches both ways.
+
+    A model trained on a family accepts any solver inside the family's ranges; where a setting lies
+    beyond the span of the model's own training runs (a card's ``solver_span``), it runs with an
+    :class:`ExtrapolationWarning` that names the setting.
     """
 
     def __init__(self, model: str | Any = models.DEFAULT_MODEL, *, device: str = "cpu", call_interval: int = 1,
@@ -189,7 +200,8 @@ class RotEqParameterization(pyqg.QParameterization):
                 raise ModelMismatchError(f"{key}: the model was trained for {key}={declared[key]}, the solver has "
                                          f"{key}={actual[key]}{hint}")
         off = regime_mismatches(declared, actual, regime_keys(actual))
-        self.matched_elements = self._group_elements_between(declared, actual) if off else ()
+        frames = self._group_elements_between(declared, actual) if off else ()
+        self.matched_elements = tuple(g for g, _ in frames)
         if off and not self.matched_elements:
             msg = ("the solver runs outside the model's training configuration (" + "; ".join(off) + "), and no "
                    f"element of the model's group {self._symmetry_group()} maps one onto the other")
@@ -197,6 +209,14 @@ class RotEqParameterization(pyqg.QParameterization):
                 raise ModelMismatchError(msg + "; pass allow_out_of_regime=True (`roteq rollout --allow-out-of-regime`) "
                                          "to run anyway")
             warnings.warn(msg, OutOfRegimeWarning, stacklevel=3)
+            return
+        # in the training frame (the solver's vectors taken back by the first matched element)
+        beyond = regime_mismatches(self._loaded.card.get("training", {}).get("solver_span") or {},
+                                   {**actual, **(frames[0][1] if frames else {})}, regime_keys(actual))
+        if beyond:
+            warnings.warn("the solver lies inside the model's trained ranges but outside the span of its training "
+                          "runs (" + "; ".join(line.replace("trained range", "training runs") for line in beyond)
+                          + "): the network extrapolates there", ExtrapolationWarning, stacklevel=3)
 
     def _symmetry_group(self) -> Group:
         """The group the network is exactly equivariant under (trivial for the plain-CNN baseline)."""
@@ -208,8 +228,9 @@ class RotEqParameterization(pyqg.QParameterization):
         """The first group element that maps the training configuration onto the solver's (None: the same)."""
         return self.matched_elements[0] if self.matched_elements else None
 
-    def _group_elements_between(self, declared: dict, actual: dict) -> tuple[Element, ...]:
-        """Every exact group element g that turns a training configuration into the solver's.
+    def _group_elements_between(self, declared: dict, actual: dict) -> tuple[tuple[Element, dict], ...]:
+        """Every exact group element g that turns a training configuration into the solver's, with the
+        solver's beta and U taken back by g^-1 (``{"beta": ..., "U1": ..., "V1": ...}``).
 
         An equivariant network sees beta and U as constant (pseudo)vectors, so a whole configuration
         turned or mirrored by g (beta -> g.beta, U_i -> g.U_i, every scalar setting equal) is the same
@@ -232,15 +253,14 @@ class RotEqParameterization(pyqg.QParameterization):
         def snap(v: np.ndarray) -> np.ndarray:  # components at round-off of the vector's size are 0
             return np.where(np.abs(v) > 1e-9 * np.abs(v).max(initial=0.0), v, 0.0)
 
-        def maps(g: Element) -> bool:
+        def taken_back(g: Element) -> dict:
             # qg_constants' order: beta, then the background velocity of each layer
             beta, *U = (snap(np.asarray(v, dtype=np.float64)) for v in schema.transform(g.inverse(), solver).values())
-            if beta[0] != 0.0:
-                return False
-            seen = {"beta": beta[1], **{f"{c}{i + 1}": U[i][a] for i in range(nz) for a, c in enumerate("UV")}}
-            return not regime_mismatches(declared, seen, list(seen))
+            return {"beta": beta[1] if beta[0] == 0.0 else math.nan,
+                    **{f"{c}{i + 1}": U[i][a] for i in range(nz) for a, c in enumerate("UV")}}
 
-        return tuple(g for g in self._symmetry_group().exact_elements() if maps(g))
+        frames = [(g, taken_back(g)) for g in self._symmetry_group().exact_elements()]
+        return tuple((g, seen) for g, seen in frames if not regime_mismatches(declared, seen, list(seen)))
 
     def bind(self, m: pyqg.QGModel) -> PVForcing:
         """Check ``m`` and build the forcing operator for it (done on the first call)."""
