@@ -10,7 +10,7 @@
 # FIRST=N scripts/family.sh instead builds models from the first N runs while the rest are still being
 # generated (their finished parts are copied; missing ones are simulated), the last 2 runs held out:
 # the default recipe's offline stage (C4, 32-32-32, 5-3-3, dilations 1-2-4, 30 epochs, every 4th
-# snapshot), once as it is (runs/familyN/model) and once with the regime inputs (--regime-inputs:
+# snapshot; SNAPSHOT_EVERY=K takes every K-th), once as it is (runs/familyN/model) and once with the regime inputs (--regime-inputs:
 # each run's stretching couplings and drag; runs/familyN/model-regime). Both are scored offline on the
 # held-out family runs beside the eddy-trained offline model, and, with grid damping 1e-6, online
 # (2 members, seed 3) beside pyqg's backscatter, no closure and the eddy-trained model: on eddy (10
@@ -53,7 +53,7 @@ fi
 held="$((FIRST - 2)),$((FIRST - 1))"
 for v in model= model-regime=--regime-inputs; do
   m=$O/${v%%=*}
-  [ -f $m/model.pt ] || $R train --data $D --val-runs 2 --snapshot-every 4 --channels 32,32,32 --kernel-sizes 5,3,3 \
+  [ -f $m/model.pt ] || $R train --data $D --val-runs 2 --snapshot-every ${SNAPSHOT_EVERY:-4} --channels 32,32,32 --kernel-sizes 5,3,3 \
     --dilations 1,2,4 --lr 1e-2 --epochs ${EPOCHS:-30} --patience 1000 --seed 0 --no-progress ${v#*=} \
     --out $O/train${m#$O/model} --name $m --resume > $m.train.json
   [ -f $m-damp1e-6/model.pt ] || $R derive --model $m --grid-damping 1e-6 --out $m-damp1e-6 \
