@@ -4,7 +4,9 @@ One process, one torch thread, best of 5 blocks; every figure is also given as a
 pyqg 64^2 step measured in the same process. Parts of the hook (shipped model unless named):
 
 * ``state in``: pyqg's ph -> torch, u, v, b by one batched inverse FFT, packing for the network;
-* ``network``: the traced exported net (first 7x7 layer and the 1x1 layers separately);
+* ``network``: the traced exported net; the same layers run as the export ran them before (NCHW, a
+  circular pad per layer), as a whole and one by one (kernel, dilation, channels and multiply-adds per
+  grid point named);
 * ``forcing out``: fluxes -> S by the fused spectral operator, back to numpy;
 * and the whole hook call.
 
@@ -64,24 +66,43 @@ def main(name: str = "eddy-c4") -> None:
     y = predictor.stacked(g, c)
     rows["network (traced export)"] = best_ms(lambda: predictor.stacked(g, c))
     ex = net.export()
-    pad = ex.pads[0]
-    rows["  first layer (7x7 conv)"] = best_ms(lambda: F.conv2d(F.pad(g, (pad,) * 4, mode="circular"), ex.w_first))
-    h = torch.relu(F.conv2d(F.pad(g, (pad,) * 4, mode="circular"), ex.w_first))
+    # the layers one by one as the export ran them before 2026-12-03: NCHW, each with its own circular pad
+    # (the export now pads the input once by the stack's halo and runs unpadded channels-last layers)
+    convs = [(ex.w_first, torch.addmm(ex.b_first, c, ex.w_const.T)[0])] + list(zip(ex.weights, ex.biases))
+    layers = []
+    for i, (w, b) in enumerate(convs):
+        w, p, d = w.contiguous(), ex.pads[i], ex.dilations[i]
+        layers.append(lambda t, w=w, b=b, p=p, d=d: F.conv2d(F.pad(t, (p,) * 4, mode="circular") if p else t, w, b,
+                                                             dilation=d))
+
+    def per_layer_nchw(t):
+        for i, layer in enumerate(layers):
+            t = layer(t) if i == len(layers) - 1 else torch.relu_(layer(t))
+        return t
+
     with torch.no_grad():
-        rows["  1x1 layers"] = best_ms(lambda: F.conv2d(torch.relu(F.conv2d(h, ex.weights[0], ex.biases[0])),
-                                                        ex.weights[1], ex.biases[1]))
+        if not ex.multiscale:
+            rows["variant: per-layer pad, NCHW (the export before)"] = best_ms(lambda: per_layer_nchw(g))
+        h = g
+        for i, ((w, _), layer) in enumerate(zip(convs, layers)):
+            k, c_out, c_in = w.shape[-1], w.shape[0], w.shape[1]
+            rows[f"  layer {i + 1}: {k}x{k} conv, dilation {ex.dilations[i]}, {c_in}->{c_out} "
+                 f"({k * k * c_in * c_out} MAC/pt)"] = best_ms(lambda t=h, f=layer: f(t))
+            h = torch.relu(layer(h))
     rows["state in (ph -> u, v, b -> packed)"] = best_ms(lambda: predictor.pack(
         fields.qg_inputs(grid[0:2], grid[0:2], grid[0], torch.as_tensor(beta), torch.as_tensor(U)), (), 64, 64)) \
         + best_ms(lambda: torch.fft.irfft2(torch.as_tensor(np.stack([m.ph[0]] * 5)).to(torch.complex64), s=(64, 64)))
-    rows["forcing out (fluxes -> S -> numpy)"] = best_ms(lambda: forcing._to_forcing(y, ()).double().numpy())
+    P = torch.as_tensor(m.ph).to(torch.complex64)[None]  # the closure terms' streamfunction, as the hook has it
+    rows["forcing out (fluxes -> S -> numpy)"] = best_ms(lambda: forcing._to_forcing(y, (), P).double().numpy())
     # variants of the first layer
+    pad, dil = ex.pads[0], ex.dilations[0]
     w_cl = ex.w_first.contiguous(memory_format=torch.channels_last)
-    g_cl = g.contiguous(memory_format=torch.channels_last)
     rows["variant: first layer, channels-last"] = best_ms(
-        lambda: F.conv2d(F.pad(g_cl, (pad,) * 4, mode="circular"), w_cl))
-    k = ex.w_first.shape[-1]
+        lambda: F.conv2d(F.pad(g, (pad,) * 4, mode="circular").contiguous(memory_format=torch.channels_last), w_cl,
+                         dilation=dil))
+    k = dil * (ex.w_first.shape[-1] - 1) + 1  # the dilated kernel's extent
     wp = torch.zeros(ex.w_first.shape[0], ex.w_first.shape[1], 64, 64)
-    wp[..., :k, :k] = ex.w_first
+    wp[..., :k:dil, :k:dil] = ex.w_first
     w_hat = torch.fft.rfft2(torch.roll(wp, (-(k // 2), -(k // 2)), (-2, -1))).conj()  # cross-correlation
     rows["variant: first layer as FFT product"] = best_ms(
         lambda: torch.fft.irfft2(torch.einsum("bchw,ochw->bohw", torch.fft.rfft2(g), w_hat), s=(64, 64)))
@@ -89,8 +110,9 @@ def main(name: str = "eddy-c4") -> None:
         warnings.simplefilter("ignore")
         compiled = torch.compile(ex.forward_split, dynamic=False)
         with torch.no_grad():
-            compiled(g, c)
-            rows["variant: torch.compile (inductor), whole net"] = best_ms(lambda: compiled(g, c))
+            spacing = ex.grid_spacing(m.dx)
+            compiled(g, c, spacing)
+            rows["variant: torch.compile (inductor), whole net"] = best_ms(lambda: compiled(g, c, spacing))
     # the floor: a parameterized step whose network costs (almost) nothing, and the smallest swept net
     for label, cfg in (("floor: parameterized step, 1x1 net", dict(channels=(4,), kernel_sizes=(1,))),
                        ("floor: parameterized step, 16,16 / 3,1 net", dict(channels=(16, 16), kernel_sizes=(3, 1)))):

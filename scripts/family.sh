@@ -8,7 +8,8 @@
 # generation starts such a run at the first step not known to fail.
 #
 # FIRST=N scripts/family.sh instead builds models from the first N runs while the rest are still being
-# generated (their finished parts are copied; missing ones are simulated), the last 2 runs held out:
+# generated (their finished parts are copied; missing ones are simulated; FIRST=25 takes the whole
+# family, data/family.nc), the last 2 runs held out:
 # the default recipe's offline stage (C4, 32-32-32, 5-3-3, dilations 1-2-4, 30 epochs, every 4th
 # snapshot; SNAPSHOT_EVERY=K takes every K-th), once as it is (runs/familyN/model) and once with the regime inputs (--regime-inputs:
 # each run's stretching couplings and drag; runs/familyN/model-regime). Both are scored offline on the
@@ -31,6 +32,7 @@ if [ -z "${FIRST:-}" ]; then
   exit 0
 fi
 D=data/family_first$FIRST.nc
+[ "$FIRST" = 25 ] && D=data/family.nc  # the whole family (generate removes the parts once it is assembled)
 O=runs/family$FIRST
 JOBS=${JOBS:-2}
 mkdir -p $O data
@@ -42,7 +44,9 @@ if [ ! -f references/jet.nc ]; then
   [ -f data/jet4_seed1.nc ] || $R generate --config jet --runs 4 --years 10 --spinup-years 5 --snapshot-hours 250 \
     --seed 1 --workers 1 --out data/jet4_seed1.nc > $O/gen_jet.log 2>&1 &
 fi
-if [ ! -f $D ]; then
+if [ $D = data/family.nc ]; then
+  $R generate $VARY --runs 25 $RUN --out $D  # a no-op once it is there
+elif [ ! -f $D ]; then
   mkdir -p $D.parts
   for ((r = 0; r < FIRST; r++)); do
     p=$(printf "data/family.nc.parts/run_%05d.nc" $r)

@@ -78,7 +78,13 @@ class ExportedFluxNet(nn.Module):
         self.register_buffer("b_first", bs[0].contiguous())
         self.dilations = [1] * len(ws) if dilations is None or multiscale else [int(d) for d in dilations]
         self.pads = [d * (w.shape[-1] // 2) for w, d in zip(ws, self.dilations)]
-        self.weights = nn.ParameterList([nn.Parameter(w.contiguous(), requires_grad=False) for w in ws[1:]])
+        # A plain stack runs in channels-last (oneDNN's faster layout on CPU) on its input padded once
+        # by the whole stack's halo (see _forward_scaled); the U-Net pads per layer, in NCHW.
+        layout = torch.contiguous_format if self.multiscale else torch.channels_last
+        self.halo = 0 if self.multiscale else sum(self.pads)
+        self.w_first = self.w_first.contiguous(memory_format=layout)
+        self.weights = nn.ParameterList([nn.Parameter(w.contiguous(memory_format=layout), requires_grad=False)
+                                         for w in ws[1:]])
         self.biases = nn.ParameterList([nn.Parameter(b.contiguous(), requires_grad=False) for b in bs[1:]])
         # similarity scaling: (dx_ref [m], G_ref [1/s]), the velocity channels' places in the gridded
         # tensor and each channel's exponents of (Delta, G), split like the inputs
@@ -130,20 +136,29 @@ class ExportedFluxNet(nn.Module):
     def _forward_scaled(self, grid: torch.Tensor, const: torch.Tensor) -> torch.Tensor:
         # [B, H] first-layer bias, including the constant vectors' contribution
         bias = torch.addmm(self.b_first, const, self.w_const.T)
-        p = self.pads[0]
-        if p:
-            grid = F.pad(grid, (p, p, p, p), mode="circular")
-        h = self._act(F.conv2d(grid, self.w_first, dilation=self.dilations[0]).add_(bias[:, :, None, None]))
         if self.multiscale:
+            p = self.pads[0]
+            if p:
+                grid = F.pad(grid, (p, p, p, p), mode="circular")
+            h = self._act(F.conv2d(grid, self.w_first).add_(bias[:, :, None, None]))
             convs = [lambda t, i=i: self._conv(i, t) for i in range(len(self.weights))]
             L = self.levels
             return multiscale.unet_forward(h, convs[: L - 1], convs[L - 1: 2 * L - 2], convs[-1], self._act)
+        # One circular pad of the (few) input channels by the sum of all layers' pads, then unpadded
+        # convolutions: the padded input is the periodic extension, so each layer's output is the
+        # periodic extension of the per-layer-padded result and the last one is exactly the grid.
+        # This spares a pad (a copy of every hidden channel) per layer and keeps channels-last throughout.
+        H = self.halo
+        if H:
+            grid = F.pad(grid, (H, H, H, H), mode="circular")
+        h = grid.contiguous(memory_format=torch.channels_last)
+        h = self._act(F.conv2d(h, self.w_first, dilation=self.dilations[0]).add_(bias[:, :, None, None]))
         n = len(self.weights)
         for i in range(n):
-            h = self._conv(i, h)
+            h = F.conv2d(h, self.weights[i], self.biases[i], dilation=self.dilations[i + 1])
             if i < n - 1:
                 h = self._act(h)
-        return h
+        return h.contiguous()
 
     @property
     def levels(self) -> int:
@@ -155,7 +170,7 @@ class ExportedFluxNet(nn.Module):
         multiscale.check_grid((ny, nx), self.levels)
 
     def _conv(self, i: int, h: torch.Tensor) -> torch.Tensor:
-        """Layer ``i + 1``: circular pad and convolution, no activation."""
+        """U-Net layer ``i + 1``: circular pad and convolution, no activation."""
         p = self.pads[i + 1]
         if p:
             h = F.pad(h, (p, p, p, p), mode="circular")
