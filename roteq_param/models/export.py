@@ -34,7 +34,7 @@ __all__ = ["ExportedFluxNet", "time_inference"]
 
 
 class ExportedFluxNet(nn.Module):
-    """Inference form of a :class:`FluxNet`: circular pad + ``F.conv2d`` layers (float32 by default).
+    """Inference form of a :class:`FluxNet`: circularly padded ``F.conv2d`` layers (float32 by default).
 
     ``forward(x)`` takes the same stacked input ``[B, C_in, y, x]`` as :class:`FluxNet` and
     returns ``[B, C_out, y, x]`` in physical units. The constant-vector channels are read at
