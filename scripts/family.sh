@@ -80,7 +80,9 @@ for spec in jet-family=$O/model-damp1e-6 jet-regime=$O/model-regime-damp1e-6 edd
             eddy-backscatter=backscatter eddy-eddy=eddy-c4-dilated-damped jet-eddy=eddy-c4-dilated-damped; do
   name=${spec%%=*}
   flow=${name%%-*}
-  flags="$([ $flow = jet ] && echo --config jet) $([ $name = jet-eddy ] && echo --allow-out-of-regime)"
+  flags=""  # (a failed test inside "$(...)" of an assignment would end the script under set -e)
+  if [ $flow = jet ]; then flags="--config jet"; fi
+  if [ $name = jet-eddy ]; then flags="$flags --allow-out-of-regime"; fi
   wait_for_slot
   roll $flow ${name#*-} ${spec#*=} 10 "$flags" &
   pids+=($!)
