@@ -11,8 +11,8 @@
 # generated (their finished parts are copied; missing ones are simulated; FIRST=25 takes the whole
 # family, data/family.nc), the last 2 runs held out:
 # the default recipe's offline stage (C4, 32-32-32, 5-3-3, dilations 1-2-4, 30 epochs, every 4th
-# snapshot; SNAPSHOT_EVERY=K takes every K-th), once as it is (runs/familyN/model) and once with the regime inputs (--regime-inputs:
-# each run's stretching couplings and drag; runs/familyN/model-regime). Both are scored offline on the
+# snapshot; SNAPSHOT_EVERY=K takes every K-th), once as it is (runs/familyN/model) and once with the
+# regime inputs (--regime-inputs: each run's stretching couplings and drag; runs/familyN/model-regime). Both are scored offline on the
 # held-out family runs beside the eddy-trained offline model, and, with grid damping 1e-6, online
 # (2 members, seed 3) beside pyqg's backscatter, no closure and the eddy-trained model: on eddy (10
 # years, last 5, against the shipped eddy truth reference) and on jet (10 years, last 4, against the
@@ -26,13 +26,14 @@ cd "$(dirname "$0")/.."
 export PYTHONHASHSEED=0
 R=.venv/bin/roteq
 VARY="--vary beta=1e-11:1.5e-11 --vary rek=7e-8:5.787e-7 --vary delta=0.1:0.25 --vary rd=13e3:17e3 --vary U1=0.02:0.03"
+RUNS=25
 RUN="--years 10 --spinup-years 5 --snapshot-hours 250 --seed 30 --dt-halvings 2 --workers ${WORKERS:-1}"
 if [ -z "${FIRST:-}" ]; then
-  $R generate $VARY --runs 25 $RUN --out data/family.nc
+  $R generate $VARY --runs $RUNS $RUN --out data/family.nc
   exit 0
 fi
 D=data/family_first$FIRST.nc
-[ "$FIRST" = 25 ] && D=data/family.nc  # the whole family (generate removes the parts once it is assembled)
+[ "$FIRST" = $RUNS ] && D=data/family.nc  # the whole family (generate removes the parts once it is assembled)
 O=runs/family$FIRST
 JOBS=${JOBS:-2}
 mkdir -p $O data
@@ -45,7 +46,7 @@ if [ ! -f references/jet.nc ]; then
     --seed 1 --workers 1 --out data/jet4_seed1.nc > $O/gen_jet.log 2>&1 &
 fi
 if [ $D = data/family.nc ]; then
-  $R generate $VARY --runs 25 $RUN --out $D  # a no-op once it is there
+  $R generate $VARY --runs $RUNS $RUN --out $D  # a no-op once it is there
 elif [ ! -f $D ]; then
   mkdir -p $D.parts
   for ((r = 0; r < FIRST; r++)); do
