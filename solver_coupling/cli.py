@@ -244,7 +244,8 @@ def _cmd_train_online(args: argparse.Namespace) -> int:
             iterations=args.iterations, batch=args.batch, lr=args.lr, val_runs=args.val_runs, seed=args.seed,
             checkpoint_every=args.checkpoint_every, threads=args.threads,
             progress=False if args.no_progress else None, offline_weight=args.offline_weight,
-            offline_batch=args.offline_batch, scales=args.scales))
+            offline_batch=args.offline_batch, scales=args.scales,
+            spectral_weight=args.spectral_weight))
     except (ValueError, FileNotFoundError, OutputLocked) as e:
         _fail("train-online", e)
     print(json.dumps(summary, indent=2, default=str))
@@ -273,6 +274,9 @@ def add_train_online_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--offline-batch", type=int, default=16, help="snapshots per iteration for --offline-weight")
     p.add_argument("--scales", choices=["resolved", "all"], default="resolved",
                    help="wavenumbers the trajectory loss compares: those pyqg's filter leaves alone (default) or all")
+    p.add_argument("--spectral-weight", type=float, default=0.0,
+                   help="add this multiple of a phase-blind term: the squared log-ratio of the twin's PV power to "
+                        "the truth's per isotropic wavenumber shell (default 0: off)")
     p.add_argument("--checkpoint-every", type=int, default=8, help="steps per gradient-checkpoint block")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-progress", action="store_true")

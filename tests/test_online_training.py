@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest_models import tiny_dataset
-from roteq_param import models
+from roteq_param import fluxform, models
 from roteq_param.atomic import OutputLocked, exclusive_output
 from solver_coupling.torchqg.online_training import OnlineOptions, load_windows, train_online, window_loss
 
@@ -132,3 +132,66 @@ def test_a_second_train_online_on_the_same_folder_is_refused_at_once(windows_fil
             train_online(opts)
         assert not (tmp_path / "run" / "model").exists()
     assert (Path(train_online(opts)["model_dir"]) / "model.pt").is_file()  # free again once released
+
+
+def test_shell_power_is_the_isotropic_spectrum_of_the_field_and_blind_to_where_eddies_sit():
+    """Each shell's power equals a brute-force sum of |f^|^2 over the full fft2 plane with
+    round(|k|) in that shell (an independent path: complex fft2, no half-plane weights); summed
+    over every shell it is Parseval's total less the mean; a shifted field has the same powers."""
+    from solver_coupling.torchqg.online_training import shell_index, shell_power
+
+    n = 16
+    rng = np.random.default_rng(3)
+    f = rng.standard_normal((2, n, n)) + 5.0
+    fh = torch.fft.rfft2(torch.from_numpy(f))
+    shells = torch.from_numpy(shell_index(n, n // 2 + 1))
+    weight = torch.from_numpy(fluxform.half_plane_weights(n, n // 2 + 1))
+    n_shells = int(shells.max())
+    got = shell_power(fh, weight, shells, n_shells).numpy()
+    full = np.abs(np.fft.fft2(f)) ** 2
+    k = np.fft.fftfreq(n, 1.0 / n)
+    radius = np.rint(np.hypot(k[:, None], k[None, :]))
+    for s in range(1, n_shells + 1):
+        np.testing.assert_allclose(got[:, s - 1], full[:, radius == s].sum(axis=-1), rtol=1e-12)
+    anomaly = f - f.mean(axis=(-2, -1), keepdims=True)
+    np.testing.assert_allclose(got.sum(-1), n * n * (anomaly ** 2).sum(axis=(-2, -1)), rtol=1e-12)
+    shifted = torch.fft.rfft2(torch.from_numpy(np.roll(f, (5, -3), axis=(-2, -1))))
+    np.testing.assert_allclose(shell_power(shifted, weight, shells, n_shells).numpy(), got, rtol=1e-12)
+    # a dropped shell (past n_shells) does not leak into the last kept one
+    np.testing.assert_allclose(shell_power(fh, weight, shells, 3).numpy(), got[:, :3], rtol=1e-12)
+
+
+def test_spectral_term_adds_to_the_trajectory_loss_and_its_gradient_step_lowers_the_loss(windows_file):
+    """The shell-power term of a real unroll is positive and enters the loss with its weight; a
+    steepest-descent step on the weighted loss lowers it; a negative weight is refused by name."""
+    from solver_coupling.torchqg.online_training import window_terms
+
+    w = load_windows(windows_file)
+    net = _net()
+    runs, starts = torch.tensor([0, 1]), torch.tensor([0, 0])
+    traj_loss, spec = window_terms(net, w, runs, starts, 3)
+    assert float(spec) > 0 and float(traj_loss) > 0
+    assert window_terms(net, w, runs, starts, 3, spectral=False)[1] is None
+    weighted = window_loss(net, w, runs, starts, 3, spectral_weight=10.0)
+    assert abs(float(weighted) - float(traj_loss + 10.0 * spec)) <= 1e-6 * float(weighted)
+    params = [p for p in net.parameters() if p.requires_grad]
+    grads = torch.autograd.grad(weighted, params)
+    norm2 = sum(float((g ** 2).sum()) for g in grads)
+    assert norm2 > 0
+    step = 1e-3 * float(weighted) / norm2
+    with torch.no_grad():
+        for p, g in zip(params, grads):
+            p.sub_(step * g)
+    assert float(window_loss(net, w, runs, starts, 3, spectral_weight=10.0)) < float(weighted)
+    with pytest.raises(ValueError, match="spectral_weight must be >= 0"):
+        window_loss(net, w, runs, starts, 3, spectral_weight=-1.0)
+
+
+def test_train_online_with_the_spectral_term_records_both_held_out_terms(windows_file, tmp_path):
+    start = models.save_model(_net().eval(), tmp_path / "start", inference_cost={})
+    summary = train_online(OnlineOptions(data=windows_file, init=str(start), out=str(tmp_path / "run"),
+                                         name=str(tmp_path / "tuned"), unroll=(2,), iterations=2, batch=2,
+                                         lr=1e-3, progress=False, spectral_weight=0.1))
+    (stage,) = summary["history"]
+    assert np.isfinite([stage["val_loss"], stage["val_spectral"], stage["val_spectral_before"]]).all()
+    assert models.load_card(summary["model_dir"])["training"]["online"]["spectral_weight"] == 0.1
