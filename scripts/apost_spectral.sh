@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Training through the solver with the phase-blind spectral term (`roteq train-online --spectral-weight`):
-# windows of 8 seed-0 runs (runs 0-5 train, 6-7 held out), variants named in VARIANTS, then one online
-# table against the default's stored truth reference with the default, pyqg's backscatter and no
-# closure beside them (MEMBERS members per seed in SEEDS, 10 years, scored over years 5-10).
+# Training through the solver, variants: the phase-blind spectral term (`roteq train-online
+# --spectral-weight`), longer training, the default's recipe re-run on new windows, and the same recipe
+# on the cheaper `eddy-c4` network. Windows of 8 seed-0 runs (runs 0-5 train, 6-7 held out), variants
+# named in VARIANTS, then one online table against the default's stored truth reference with the
+# default, pyqg's backscatter, no closure and the models in EXTRA beside them (MEMBERS members per
+# seed in SEEDS, 10 years, scored over years 5-10).
 # Every step resumes or is skipped when its output exists; JOBS processes run at once, one thread each.
 #   bash scripts/apost_spectral.sh                               # the variants of the README table
 #   VARIANTS="w10" SEEDS="3 4 5 6" bash scripts/apost_spectral.sh  # more members for one variant
@@ -22,12 +24,18 @@ declare -A SPEC=(  # train-online options of each variant
   [w10]="--init eddy-c4-dilated-apost --unroll 16,32 --iterations 100 --batch 8 --lr 1e-4 --spectral-weight 10"
   [w100]="--init eddy-c4-dilated-apost --unroll 16,32 --iterations 100 --batch 8 --lr 1e-4 --spectral-weight 100"
   [w10-from-offline]="--init eddy-c4-dilated-damped --unroll 4,8,16,32 --iterations 100 --batch 8 --lr 1e-4 --spectral-weight 10"
+  # the default's own recipe (README "Training through the solver"), on these windows
+  [recipe-rerun]="--init eddy-c4-dilated-damped --unroll 4,8,16 --iterations 40 --batch 4 --lr 1e-4"
+  [c4-apost]="--init $OUT/c4-d1e-6 --unroll 4,8,16 --iterations 40 --batch 4 --lr 1e-4"
 )
-VARIANTS=${VARIANTS:-w10 w100}
+VARIANTS=${VARIANTS:-w0-long w10 w100 w10-from-offline recipe-rerun c4-apost}
+EXTRA=${EXTRA:-eddy-c4=eddy-c4 c4-d1e-6=$OUT/c4-d1e-6}
 
 [ -f "$DATA" ] || $R generate --runs 8 --years 10 --spinup-years 5 --snapshot-hours 250 --window-steps 32 \
   --window-every 2 --seed 0 --workers "$JOBS" --out "$DATA"
 mkdir -p "$OUT"
+# the cheaper network with the default's grid damping: the start of the c4-apost variant
+[ -f "$OUT/c4-d1e-6/model.pt" ] || $R derive --model eddy-c4 --grid-damping 1e-6 --out "$OUT/c4-d1e-6"
 wait_slot() { while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do sleep 5; done; }
 for v in $VARIANTS; do
   [ -n "${SPEC[$v]+x}" ] || { echo "unknown variant $v (known: ${!SPEC[*]})" >&2; exit 2; }
@@ -42,6 +50,7 @@ roll() {  # DIR MODEL SEED (a finished rollout resumes as a no-op)
 }
 NAMES=(none=none backscatter=backscatter default=$DEFAULT)
 for v in $VARIANTS; do NAMES+=("$v=$OUT/$v/model"); done
+NAMES+=($EXTRA)
 for spec in "${NAMES[@]}"; do
   for s in $SEEDS; do wait_slot; roll "$OUT/${spec%%=*}-s$s" "${spec#*=}" "$s" & done
 done

@@ -156,3 +156,9 @@ for t in "sim-seed1 --dilations 1,2,4 --seed 1" "sim-local9 --seed 0" \
   for n in 48 64 96; do runs="--runs 1"; [ $n = 64 ] && runs="--runs 2"
     $R score --model $out/model --data data/res$n.nc $runs --out $out/score$n.json > /dev/null; done
 done
+
+# 12. training through the solver, re-run and varied (README "Training through the solver, re-run and
+# varied"): windows of 8 seed-0 runs (0.59 core-hours), six fine-tuned variants (~12 min each), their
+# seed-3 table, then the default's recipe re-run against the default and backscatter on seeds 3-6
+bash scripts/apost_spectral.sh
+VARIANTS="recipe-rerun" EXTRA="" SEEDS="3 4 5 6" bash scripts/apost_spectral.sh
