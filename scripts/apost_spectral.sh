@@ -21,6 +21,7 @@ DEFAULT=${DEFAULT:-eddy-c4-dilated-apost}
 REFERENCE=${REFERENCE:-trained_models/eddy-c4-dilated-damped/reference.nc}
 declare -A SPEC=(  # train-online options of each variant
   [w0-long]="--init eddy-c4-dilated-apost --unroll 16,32 --iterations 100 --batch 8 --lr 1e-4"
+  [w1]="--init eddy-c4-dilated-apost --unroll 16,32 --iterations 100 --batch 8 --lr 1e-4 --spectral-weight 1"
   [w10]="--init eddy-c4-dilated-apost --unroll 16,32 --iterations 100 --batch 8 --lr 1e-4 --spectral-weight 10"
   [w100]="--init eddy-c4-dilated-apost --unroll 16,32 --iterations 100 --batch 8 --lr 1e-4 --spectral-weight 100"
   [w10-from-offline]="--init eddy-c4-dilated-damped --unroll 4,8,16,32 --iterations 100 --batch 8 --lr 1e-4 --spectral-weight 10"
@@ -28,8 +29,8 @@ declare -A SPEC=(  # train-online options of each variant
   [recipe-rerun]="--init eddy-c4-dilated-damped --unroll 4,8,16 --iterations 40 --batch 4 --lr 1e-4"
   [c4-apost]="--init $OUT/c4-d1e-6 --unroll 4,8,16 --iterations 40 --batch 4 --lr 1e-4"
 )
-VARIANTS=${VARIANTS:-w0-long w10 w100 w10-from-offline recipe-rerun c4-apost}
-EXTRA=${EXTRA:-eddy-c4=eddy-c4 c4-d1e-6=$OUT/c4-d1e-6}
+VARIANTS=${VARIANTS:-w0-long w1 w10 w100 w10-from-offline recipe-rerun c4-apost}
+EXTRA=${EXTRA-eddy-c4=eddy-c4 c4-d1e-6=$OUT/c4-d1e-6}
 
 [ -f "$DATA" ] || $R generate --runs 8 --years 10 --spinup-years 5 --snapshot-hours 250 --window-steps 32 \
   --window-every 2 --seed 0 --workers "$JOBS" --out "$DATA"

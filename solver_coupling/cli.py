@@ -276,7 +276,8 @@ def add_train_online_parser(subparsers) -> argparse.ArgumentParser:
                    help="wavenumbers the trajectory loss compares: those pyqg's filter leaves alone (default) or all")
     p.add_argument("--spectral-weight", type=float, default=0.0,
                    help="add this multiple of a phase-blind term: the squared log-ratio of the twin's PV power to "
-                        "the truth's per isotropic wavenumber shell (default 0: off)")
+                        "the truth's per isotropic wavenumber shell (default 0: off; measured online, it "
+                        "over-energised the long runs: README)")
     p.add_argument("--checkpoint-every", type=int, default=8, help="steps per gradient-checkpoint block")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-progress", action="store_true")
