@@ -29,7 +29,7 @@ __all__ = ["ModelFileError", "MODEL_FORMAT", "TRAINED_MODELS_DIR", "DEFAULT_MODE
 
 MODEL_FORMAT = "roteq-fluxnet/1"
 TRAINED_MODELS_DIR = Path(__file__).resolve().parents[2] / "trained_models"
-DEFAULT_MODEL = "eddy-c4-dilated-apost"  # the shipped model every entry point uses unless told otherwise
+DEFAULT_MODEL = "eddy-c4-dilated-apost2"  # the shipped model every entry point uses unless told otherwise
 
 
 class ModelFileError(RuntimeError):
