@@ -162,3 +162,9 @@ done
 # seed-3 table, then the default's recipe re-run against the default and backscatter on seeds 3-6
 bash scripts/apost_spectral.sh
 VARIANTS="recipe-rerun" EXTRA="" SEEDS="3 4 5 6" bash scripts/apost_spectral.sh
+# the new default (the re-run, shipped as eddy-c4-dilated-apost2): its 5 x 20-year stability, scored over years 15-20
+$R rollout --model eddy-c4-dilated-apost2 --members 3 --years 20 --seed 1 --out runs/stab20/seed1 --resume
+$R rollout --model eddy-c4-dilated-apost2 --members 2 --years 20 --seed 2 --out runs/stab20/seed2 --resume
+$R evaluate --reference trained_models/eddy-c4-dilated-damped/reference.nc --baseline runs/apost_spectral/none-s3/rollout.nc \
+  runs/apost_spectral/none-s4/rollout.nc --run apost2-20y=runs/stab20/seed1/rollout.nc,runs/stab20/seed2/rollout.nc \
+  --last-years 5 --out runs/stab20/evaluate
