@@ -131,7 +131,7 @@ def window_loss(net: models.FluxNet, windows: TrajectoryWindows, runs: torch.Ten
     the closure too dissipative at the grid scale (README, "three tries on the worst score"); the
     shell powers are what the long-run spectra and distributions are scored on, and they do not
     care where an eddy sits. Measured online (README, "Training through the solver, re-run and
-    varied"): models fine-tuned with it at w = 1-100 carried too much PV variance in their long runs
+    varied"): models fine-tuned with it at w = 1-100 had too large a PV standard deviation in their long runs
     and scored below the default; a window that starts on the truth cannot tell where the closure's
     own climate settles.
     """
