@@ -162,7 +162,7 @@ def isotropic_spectrum(density: np.ndarray, L: float, W: float | None = None, *,
     if binning == "shell":
         width = max(dk, dl)
         nbins = int(np.floor(kmax / width + 0.5)) + 1
-        idx = np.rint(wv / width).astype(int)
+        idx = fluxform.shell_index(nx, L, ny=ny, W=W)
         centres = width * np.arange(nbins)
     else:
         width = math.hypot(dk, dl)

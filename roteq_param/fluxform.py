@@ -41,6 +41,7 @@ from roteq_param.arrays import concat, is_torch, stack
 
 __all__ = [
     "wavenumbers",
+    "shell_index",
     "ddx",
     "ddy",
     "laplacian",
@@ -91,6 +92,15 @@ def wavenumbers(n: int, L: float, *, ny: int | None = None, W: float | None = No
     k = (2.0 * math.pi / L) * np.arange(n // 2 + 1, dtype=np.float64)[None, :]
     l = (2.0 * math.pi / W) * np.append(np.arange(0.0, ny // 2), np.arange(-(ny // 2), 0.0))[:, None]
     return k, l
+
+
+def shell_index(n: int, L: float, *, ny: int | None = None, W: float | None = None) -> np.ndarray:
+    """Isotropic shell of each rfft2 coefficient of an ``ny x n`` grid of size ``W x L`` (m):
+    ``rint(|K| / dk_r)`` with ``dk_r = max(2 pi / L, 2 pi / W)``, integers of shape ``(ny, n//2 + 1)``.
+    Shell ``s`` holds the modes with ``(s - 1/2) dk_r <= |K| < (s + 1/2) dk_r``; shell 0 is the mean."""
+    k, l = wavenumbers(n, L, ny=ny, W=W)
+    W = L if W is None else W
+    return np.rint(np.sqrt(k**2 + l**2) / max(2 * math.pi / L, 2 * math.pi / W)).astype(np.int64)
 
 
 def _spectral(x: Any):

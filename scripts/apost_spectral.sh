@@ -17,6 +17,7 @@ OUT=${OUT:-runs/apost_spectral}
 SEEDS=${SEEDS:-3}
 MEMBERS=${MEMBERS:-2}
 JOBS=${JOBS:-2}
+# the default when these tables were measured (labelled "default" in them; the README calls it the previous default)
 DEFAULT=${DEFAULT:-eddy-c4-dilated-apost}
 REFERENCE=${REFERENCE:-trained_models/eddy-c4-dilated-damped/reference.nc}
 declare -A SPEC=(  # train-online options of each variant

@@ -46,8 +46,8 @@ from roteq_param import fluxform, models
 from roteq_param.atomic import exclusive_output
 from roteq_param.models.store import sha256_file
 
-__all__ = ["TrajectoryWindows", "load_windows", "window_loss", "window_terms", "shell_index", "shell_power",
-           "OnlineOptions", "train_online"]
+__all__ = ["TrajectoryWindows", "load_windows", "window_loss", "window_terms", "shell_power", "OnlineOptions",
+           "train_online"]
 
 # pyqg settings of the coarse solver that the twin takes (the dataset's "solver" attribute holds them)
 _TWIN_KEYS = ("nx", "L", "W", "rd", "delta", "H1", "U1", "U2", "beta", "rek")
@@ -97,16 +97,10 @@ def load_windows(path: str | os.PathLike) -> TrajectoryWindows:
 SCALES = ("resolved", "all")
 
 
-def shell_index(ny: int, nk: int) -> np.ndarray:
-    """Isotropic wavenumber index ``round(|k| / dk)`` ``(ny, nk)`` of each rfft2 coefficient of a
-    square periodic grid (``nk = ny // 2 + 1``)."""
-    rows = np.fft.fftfreq(ny, 1.0 / ny)
-    return np.rint(np.hypot(rows[:, None], np.arange(nk)[None, :])).astype(np.int64)
-
-
 def shell_power(zh: torch.Tensor, weight: torch.Tensor, shells: torch.Tensor, n_shells: int) -> torch.Tensor:
     """Power of the rfft2 coefficients ``zh`` ``[..., ny, nk]`` summed over each isotropic shell
-    ``1 .. n_shells`` (``weight``: half-plane weights times a mask; ``shells``: :func:`shell_index`).
+    ``1 .. n_shells`` (``weight``: half-plane weights times a mask; ``shells``:
+    :func:`roteq_param.fluxform.shell_index`).
     Returns ``[..., n_shells]`` in the units of ``|zh|^2``."""
     p = (zh.real.pow(2) + zh.imag.pow(2)) * weight
     flat = p.flatten(-2)
@@ -170,7 +164,7 @@ def window_terms(net: models.FluxNet, windows: TrajectoryWindows, runs: torch.Te
     traj_loss = (power(err) / power(ref).clamp_min(1e-300)).mean()
     if not spectral:
         return traj_loss, None
-    shells_np = shell_index(*err.shape[-2:])
+    shells_np = fluxform.shell_index(traj.shape[-1], 1.0)  # on a square grid the index does not depend on L
     # only shells wholly inside the compared band: one that the filter's edge cuts keeps a few of its
     # modes, whose power is too noisy for a log-ratio
     dropped = weight.cpu().numpy() == 0
