@@ -8,6 +8,8 @@
 # Every step resumes or is skipped when its output exists; JOBS processes run at once, one thread each.
 #   bash scripts/apost_spectral.sh                               # the variants of the README table
 #   VARIANTS="w10" SEEDS="3 4 5 6" bash scripts/apost_spectral.sh  # more members for one variant
+# CEILING=FILE adds the noise ceiling to the table: FILE holds independent high-res runs (4 of seed 2,
+# generated here when absent), scored against the same reference as a candidate.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PYTHONHASHSEED=0
@@ -32,9 +34,12 @@ declare -A SPEC=(  # train-online options of each variant
 )
 VARIANTS=${VARIANTS:-w0-long w1 w10 w100 w10-from-offline recipe-rerun c4-apost}
 EXTRA=${EXTRA-eddy-c4=eddy-c4 c4-d1e-6=$OUT/c4-d1e-6}
+CEILING=${CEILING:-}
 
 [ -f "$DATA" ] || $R generate --runs 8 --years 10 --spinup-years 5 --snapshot-hours 250 --window-steps 32 \
   --window-every 2 --seed 0 --workers "$JOBS" --out "$DATA"
+[ -z "$CEILING" ] || [ -f "$CEILING" ] || $R generate --runs 4 --years 10 --spinup-years 5 --snapshot-hours 250 \
+  --seed 2 --workers "$JOBS" --out "$CEILING"
 mkdir -p "$OUT"
 # the cheaper network with the default's grid damping: the start of the c4-apost variant
 [ -f "$OUT/c4-d1e-6/model.pt" ] || $R derive --model eddy-c4 --grid-damping 1e-6 --out "$OUT/c4-d1e-6"
@@ -61,4 +66,4 @@ files() { local f=(); for s in $SEEDS; do f+=("$OUT/$1-s$s/rollout.nc"); done; (
 RUNS=()
 for spec in "${NAMES[@]:1}"; do RUNS+=(--run "${spec%%=*}=$(files "${spec%%=*}")"); done
 $R evaluate --reference "$REFERENCE" --baseline $(files none | tr , ' ') "${RUNS[@]}" --last-years 5 \
-  --out "$OUT/evaluate-s${SEEDS// /-}"
+  ${CEILING:+--truth-b "$CEILING"} --out "$OUT/evaluate-s${SEEDS// /-}${CEILING:+-ceiling}"
