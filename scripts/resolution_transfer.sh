@@ -9,6 +9,11 @@
 # at 64^2, run 1 at 48^2 and 96^2. Resumable: finished datasets, models and scores are kept; a killed
 # training resumes from its checkpoint.
 #
+# Variants on what limits the 96^2 lower layer (VARIANTS="similarity-3grids-9cell ..."), with 3 more
+# 96^2 runs of seed 11 (runs 0-1 train, run 2 held out by the split): `*-9cell` has 5-3-3 stencils
+# without dilation (9 cells); `similarity-3grids-9cell-more96` also trains on the new 96^2 runs; the
+# `native96*` models train on the new 96^2 runs only, to measure how well a 96^2 model can do there.
+#
 # With ONLINE=1 it then runs the online tables (scripts/skill_eval.sh), one per grid, for the model
 # trained on the three grids with the scaling (as trained, and with a grid damping of 1e-6 s^-1): 2 members x 6.5 years per closure (seed 3), scored over the last 1.5 years against the same high-res runs' years
 # 5-6.5 (truth: run 0, noise ceiling: run 1).
@@ -23,6 +28,8 @@ GEN="--years 6.5 --spinup-years 5 --snapshot-hours 250 --seed 10 --workers 1"
 $R generate --runs 3 --coarse-nx 64 $GEN --out data/res64.nc
 $R generate --runs 2 --coarse-nx 48 $GEN --out data/res48.nc
 $R generate --runs 2 --coarse-nx 96 $GEN --out data/res96.nc
+case " ${VARIANTS:-} " in *9cell-more96*|*native96*)
+    $R generate --runs 3 --coarse-nx 96 ${GEN/--seed 10/--seed 11} --out data/res96x.nc ;; esac
 
 mkdir -p runs/res
 # the shipped default's architecture (a 17-cell dilated C4 stack)
@@ -32,10 +39,15 @@ VARIANTS=${VARIANTS:-plain similarity plain-3grids similarity-3grids}
 for variant in $VARIANTS; do
     out=runs/res/$variant
     flag=""
-    case $variant in similarity*) flag="--similarity" ;; esac
-    case $variant in *-3grids) flag="$flag --more-data data/res48.nc data/res96.nc" ;; esac
+    data=data/res64.nc
+    arch=$ARCH
+    case $variant in similarity*|native96*) flag="--similarity" ;; esac
+    case $variant in *-3grids*) flag="$flag --more-data data/res48.nc data/res96.nc" ;; esac
+    case $variant in *-more96) flag="$flag data/res96x.nc" ;; esac
+    case $variant in native96*) data=data/res96x.nc ;; esac
+    case $variant in *-9cell*) arch="--channels 32,32,32 --kernel-sizes 5,3,3" ;; esac
     if [ ! -f "$out/model/model.pt" ]; then
-        $R train --data data/res64.nc $ARCH $TRAIN $flag --out "$out" --name "$out/model" --resume > "$out.train.json"
+        $R train --data $data $arch $TRAIN $flag --out "$out" --name "$out/model" --resume > "$out.train.json"
     fi
     for n in 48 64 96; do
         runs="--runs 1"
