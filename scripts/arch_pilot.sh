@@ -3,20 +3,26 @@
 # S R^2 per layer and the receptive field from the card, cost per call measured at save time.
 # DATA is a dataset in the QG_DATASET layout; its last VAL_RUNS runs are held out. ARCHS picks
 # entries of the table below by name (default: all). JOBS trainings run at once, one thread each.
-# Each training resumes if re-run.
+# Each training resumes if re-run. SNAPSHOT_EVERY=K trains and validates on every K-th snapshot.
 #   DATA=data/eddy8w.nc VAL_RUNS=2 bash scripts/arch_pilot.sh
+#   DATA=data/eddy8w.nc SNAPSHOT_EVERY=2 ARCHS="dilated-c4-17 dilated-c4-17-wide64 dilated-c4-31-deep6" \
+#     bash scripts/arch_pilot.sh    # capacity: how S R^2 grows with width and depth
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PYTHONHASHSEED=0
 DATA=${DATA:-data/eddy25.nc}
 VAL_RUNS=${VAL_RUNS:-2}
 EPOCHS=${EPOCHS:-30}
+SNAPSHOT_EVERY=${SNAPSHOT_EVERY:-1}
 JOBS=${JOBS:-2}
 OUT=${OUT:-runs/arch}
 R=".venv/bin/python -m solver_coupling.cli"
 declare -A SPEC=(  # options after the common ones override them (e.g. --lr)
   [shipped-c4-7x7]="--channels 32,32 --kernel-sizes 7,1"
   [dilated-c4-17]="--channels 32,32,32 --kernel-sizes 5,3,3 --dilations 1,2,4"
+  # capacity at the default's view: twice the width (4x the cost per call), and twice the depth (31 cells)
+  [dilated-c4-17-wide64]="--channels 64,64,64 --kernel-sizes 5,3,3 --dilations 1,2,4"
+  [dilated-c4-31-deep6]="--channels 32,32,32,32,32,32 --kernel-sizes 5,3,3,3,3,3 --dilations 1,2,4,1,2,4"
   [dilated-d4-17]="--group D4 --channels 32,32,32 --kernel-sizes 5,3,3 --dilations 1,2,4"
   [dilated-cnn-17-aug]="--arch cnn --group D4 --augment --channels 32,32,32 --kernel-sizes 5,3,3 --dilations 1,2,4"
   [dilated-cnn-17-aug-lr3e-3]="--arch cnn --group D4 --augment --channels 32,32,32 --kernel-sizes 5,3,3 --dilations 1,2,4 --lr 3e-3"
@@ -32,7 +38,7 @@ ARCHS=${ARCHS:-"${!SPEC[*]}"}
 train() {  # NAME
   local out=$OUT/$1
   $R train --data "$DATA" --val-runs "$VAL_RUNS" --epochs "$EPOCHS" --patience 1000 --lr 1e-2 --seed 0 \
-    --no-progress --threads 1 --out "$out" --name "$out/model" $([ -f "$out/checkpoint.pt" ] && echo --resume) \
+    --snapshot-every "$SNAPSHOT_EVERY" --no-progress --threads 1 --out "$out" --name "$out/model" $([ -f "$out/checkpoint.pt" ] && echo --resume) \
     ${SPEC[$1]} > "$out.log" 2>&1
 }
 mkdir -p "$OUT"
