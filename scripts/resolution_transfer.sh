@@ -11,7 +11,7 @@
 #
 # Variants on what limits the 96^2 lower layer (VARIANTS="similarity-3grids-9cell ..."), with 3 more
 # 96^2 runs of seed 11 (runs 0-1 train, run 2 held out by the split): `*-9cell` has 5-3-3 stencils
-# without dilation (9 cells); `similarity-3grids-9cell-more96` also trains on the new 96^2 runs; the
+# without dilation (9 cells); `*-more96` also trains on the new 96^2 runs; the
 # `native96*` models train on the new 96^2 runs only, to measure how well a 96^2 model can do there.
 #
 # With ONLINE=1 it then runs the online tables (scripts/skill_eval.sh), one per grid, for the model
@@ -28,7 +28,7 @@ GEN="--years 6.5 --spinup-years 5 --snapshot-hours 250 --seed 10 --workers 1"
 $R generate --runs 3 --coarse-nx 64 $GEN --out data/res64.nc
 $R generate --runs 2 --coarse-nx 48 $GEN --out data/res48.nc
 $R generate --runs 2 --coarse-nx 96 $GEN --out data/res96.nc
-case " ${VARIANTS:-} " in *9cell-more96*|*native96*)
+case " ${VARIANTS:-} " in *-more96*|*native96*)
     $R generate --runs 3 --coarse-nx 96 ${GEN/--seed 10/--seed 11} --out data/res96x.nc ;; esac
 
 mkdir -p runs/res
