@@ -148,20 +148,25 @@ for n in 1:0 2:0-1 4:0-3; do $R evaluate --truth data/jet4_seed1.nc@${n#*:} --tr
 # 11. resolution transfer (README "Transfer to other grids"): data at 48^2, 64^2 and 96^2, the four
 # named models, their scores and the online tables; then the three tries of the offline table
 ONLINE=1 scripts/resolution_transfer.sh
-for t in "sim-seed1 --dilations 1,2,4 --seed 1" "sim-local9 --seed 0" \
-         "sim3-local9 --seed 0 --more-data data/res48.nc data/res96.nc"; do
+for t in "sim-seed1 --dilations 1,2,4 --seed 1" "sim-local9 --seed 0"; do
   set -- $t; name=$1; shift; out=runs/res/$name
   [ -f $out/model/model.pt ] || $R train --data data/res64.nc --channels 32,32,32 --kernel-sizes 5,3,3 --similarity \
     --lr 1e-2 --epochs 60 --patience 1000 --val-runs 1 --no-progress --out $out --name $out/model --resume "$@"
   for n in 48 64 96; do runs="--runs 1"; [ $n = 64 ] && runs="--runs 2"
     $R score --model $out/model --data data/res$n.nc $runs --out $out/score$n.json > /dev/null; done
 done
+# the third try (three grids, 9 cells) and what limits the 96^2 lower layer: 3 more 96^2 runs (seed 11),
+# and models trained on 96^2 alone (README "Resolution transfer: what limits 96²")
+VARIANTS="similarity-3grids-9cell similarity-3grids-9cell-more96 similarity-3grids-more96 native96-9cell native96" \
+  scripts/resolution_transfer.sh
 
 # 12. training through the solver, re-run and varied (README "Training through the solver, re-run and
 # varied"): windows of 8 seed-0 runs (0.59 core-hours), six fine-tuned variants (~12 min each), their
-# seed-3 table, then the default's recipe re-run against the default and backscatter on seeds 3-6
+# seed-3 table, then the default's recipe re-run against the default and backscatter on seeds 3-6, and
+# on seeds 3-10 with the noise ceiling of 4 independent high-res runs (seed 2, 0.41 core-hours) in the table
 bash scripts/apost_spectral.sh
 VARIANTS="recipe-rerun" EXTRA="" SEEDS="3 4 5 6" bash scripts/apost_spectral.sh
+VARIANTS="recipe-rerun" EXTRA="" SEEDS="3 4 5 6 7 8 9 10" CEILING=data/eddy_truth4_seed2.nc bash scripts/apost_spectral.sh
 # the new default (the re-run, shipped as eddy-c4-dilated-apost2): its 5 x 20-year stability, scored over years 15-20
 $R rollout --model eddy-c4-dilated-apost2 --members 3 --years 20 --seed 1 --out runs/stab20/seed1 --resume
 $R rollout --model eddy-c4-dilated-apost2 --members 2 --years 20 --seed 2 --out runs/stab20/seed2 --resume
