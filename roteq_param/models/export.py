@@ -168,6 +168,11 @@ class ExportedFluxNet(nn.Module):
     def check_grid(self, ny: int, nx: int) -> None:
         """Raise a clear ``ValueError`` unless the network can run on an ``ny x nx`` grid."""
         multiscale.check_grid((ny, nx), self.levels)
+        # one circular pad by the whole halo may wrap around the grid at most once (torch's limit)
+        if self.halo > min(ny, nx):
+            raise ValueError(f"the network sees {2 * self.halo + 1} cells across (a halo of {self.halo}), more "
+                             f"than a periodic pad of a {ny}x{nx} grid allows: it needs at least {self.halo} "
+                             "cells in each direction")
 
     def _conv(self, i: int, h: torch.Tensor) -> torch.Tensor:
         """U-Net layer ``i + 1``: circular pad and convolution, no activation."""

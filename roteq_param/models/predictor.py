@@ -75,8 +75,10 @@ class Predictor:
         self._out_parts = [(f, self.schema.channel_slices("outputs")[f.name]) for f in self.schema.outputs]
         # A frozen TorchScript trace of forward_split: ~15% faster than eager per call at 64^2
         # (measured, benchmarks/bench_models.py) and exact; conv/pad ops trace shape-generically,
-        # so one trace serves every batch and grid size.
-        example = (torch.zeros(1, n_grid, 16, 16, device=self.device, dtype=dtype),
+        # so one trace serves every batch and grid size; the example only has to be wide enough for
+        # the stencil's periodic pad.
+        n = 16 * max(1, math.ceil(self.model.halo / 16))
+        example = (torch.zeros(1, n_grid, n, n, device=self.device, dtype=dtype),
                    torch.zeros(1, n_const, device=self.device, dtype=dtype),
                    torch.tensor(1.0e4, device=self.device, dtype=dtype))
         # torch 2.13 marks TorchScript deprecated; torch is pinned (==2.13.0), so silence that here only.
