@@ -1,6 +1,6 @@
 """Inference cost of flux networks vs a bare pyqg 64^2 step (not a test; docs/design.md §6 budget).
 
-Run: ``.venv/bin/python benchmarks/bench_models.py [--repeats 200] [--quick]``
+Run: ``.venv/bin/python benchmarks/bench_models.py [--repeats 200] [--quick] [--only TEXT]``
 
 For each architecture it times one call on one two-layer 64^2 state (batch 1, float32) with 1
 and 2 torch threads, in several plain-torch forms of the same exported weights:
@@ -38,6 +38,15 @@ ARCHS = [
     ("escnn C4 [32,32] k3,1", dict(group="C4", channels=(32, 32), kernel_sizes=(3, 1))),
     ("escnn C4 [32,32,32] k3,3,1", dict(group="C4", channels=(32, 32, 32), kernel_sizes=(3, 3, 1))),
     ("cnn [16,16] k3,1 (baseline)", dict(arch="cnn", channels=(16, 16), kernel_sizes=(3, 1))),
+    # the shipped default's layers, and the capacity variants of scripts/arch_pilot.sh
+    ("escnn C4 [32]x3 k5,3,3 d1,2,4 (shipped default)",
+     dict(group="C4", channels=(32,) * 3, kernel_sizes=(5, 3, 3), dilations=(1, 2, 4))),
+    ("escnn C4 [64]x3 k5,3,3 d1,2,4 (wide64)",
+     dict(group="C4", channels=(64,) * 3, kernel_sizes=(5, 3, 3), dilations=(1, 2, 4))),
+    ("escnn C4 [32]x6 k5,3.. d1,2,4,1,2,4 (deep6)",
+     dict(group="C4", channels=(32,) * 6, kernel_sizes=(5,) + (3,) * 5, dilations=(1, 2, 4) * 2)),
+    ("escnn C4 [32]x9 k5,3.. d1,2,4,.. (deep9)",
+     dict(group="C4", channels=(32,) * 9, kernel_sizes=(5,) + (3,) * 8, dilations=(1, 2, 4) * 3)),
 ]
 QUICK = {"escnn C4 [16,16] k3,1 (default)", "cnn [16,16] k3,1 (baseline)"}
 
@@ -68,6 +77,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=200)
     ap.add_argument("--quick", action="store_true", help="only the default and the baseline")
+    ap.add_argument("--only", default="", help="only architectures whose label contains this text")
     args = ap.parse_args()
 
     schema = qg_schema(2)
@@ -81,7 +91,7 @@ def main() -> None:
     bare_before = bare_step(args.repeats)
     rows = []
     for label, cfg in ARCHS:
-        if args.quick and label not in QUICK:
+        if (args.quick and label not in QUICK) or args.only not in label:
             continue
         torch.manual_seed(0)
         model = build_model(**cfg).eval()

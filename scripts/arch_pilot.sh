@@ -5,7 +5,7 @@
 # entries of the table below by name (default: all). JOBS trainings run at once, one thread each.
 # Each training resumes if re-run. SNAPSHOT_EVERY=K trains and validates on every K-th snapshot.
 #   DATA=data/eddy8w.nc VAL_RUNS=2 bash scripts/arch_pilot.sh
-#   DATA=data/eddy8w.nc SNAPSHOT_EVERY=2 ARCHS="dilated-c4-17 dilated-c4-17-wide64 dilated-c4-31-deep6" \
+#   DATA=data/eddy8w.nc SNAPSHOT_EVERY=2 ARCHS="dilated-c4-17 dilated-c4-17-wide64 dilated-c4-31-deep6 dilated-c4-45-deep9" \
 #     bash scripts/arch_pilot.sh    # capacity: how S R^2 grows with width and depth
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -20,9 +20,11 @@ R=".venv/bin/python -m solver_coupling.cli"
 declare -A SPEC=(  # options after the common ones override them (e.g. --lr)
   [shipped-c4-7x7]="--channels 32,32 --kernel-sizes 7,1"
   [dilated-c4-17]="--channels 32,32,32 --kernel-sizes 5,3,3 --dilations 1,2,4"
-  # capacity at the default's view: twice the width (4x the cost per call), and twice the depth (31 cells)
+  # capacity at the default's view: twice the width (4x the flops per call); twice and three times the depth (31 and 45 cells)
   [dilated-c4-17-wide64]="--channels 64,64,64 --kernel-sizes 5,3,3 --dilations 1,2,4"
   [dilated-c4-31-deep6]="--channels 32,32,32,32,32,32 --kernel-sizes 5,3,3,3,3,3 --dilations 1,2,4,1,2,4"
+  [dilated-c4-45-deep9]="--channels 32,32,32,32,32,32,32,32,32 --kernel-sizes 5,3,3,3,3,3,3,3,3 --dilations 1,2,4,1,2,4,1,2,4"
+  [dilated-c4-45-deep9-lr3e-3]="--channels 32,32,32,32,32,32,32,32,32 --kernel-sizes 5,3,3,3,3,3,3,3,3 --dilations 1,2,4,1,2,4,1,2,4 --lr 3e-3"
   [dilated-d4-17]="--group D4 --channels 32,32,32 --kernel-sizes 5,3,3 --dilations 1,2,4"
   [dilated-cnn-17-aug]="--arch cnn --group D4 --augment --channels 32,32,32 --kernel-sizes 5,3,3 --dilations 1,2,4"
   [dilated-cnn-17-aug-lr3e-3]="--arch cnn --group D4 --augment --channels 32,32,32 --kernel-sizes 5,3,3 --dilations 1,2,4 --lr 3e-3"
