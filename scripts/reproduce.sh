@@ -156,8 +156,11 @@ for t in "sim-seed1 --dilations 1,2,4 --seed 1" "sim-local9 --seed 0"; do
     $R score --model $out/model --data data/res$n.nc $runs --out $out/score$n.json > /dev/null; done
 done
 # the third try (three grids, 9 cells) and what limits the 96^2 lower layer: 3 more 96^2 runs (seed 11),
-# and models trained on 96^2 alone (README "Resolution transfer: what limits 96²")
-VARIANTS="similarity-3grids-9cell similarity-3grids-9cell-more96 similarity-3grids-more96 native96-9cell native96" \
+# and at 48^2, and models trained on 96^2 alone, two seeds of the three-grid ones (README "Transfer to other
+# grids: what limits 48² and 96²")
+VARIANTS="similarity-3grids-9cell similarity-3grids-9cell-more96 similarity-3grids-more96 similarity-3grids-more \
+  similarity-3grids-9cell-more native96-9cell native96" scripts/resolution_transfer.sh
+SEED=1 VARIANTS="similarity-3grids-9cell similarity-3grids-more96 similarity-3grids-more similarity-3grids-9cell-more" \
   scripts/resolution_transfer.sh
 
 # 12. training through the solver, re-run and varied (README "Training through the solver, re-run and
