@@ -77,7 +77,7 @@ class Predictor:
         # (measured, benchmarks/bench_models.py) and exact; conv/pad ops trace shape-generically,
         # so one trace serves every batch and grid size; the example only has to be wide enough for
         # the stencil's periodic pad.
-        n = 16 * max(1, math.ceil(self.model.halo / 16))
+        n = max(16, self.model.halo)
         example = (torch.zeros(1, n_grid, n, n, device=self.device, dtype=dtype),
                    torch.zeros(1, n_const, device=self.device, dtype=dtype),
                    torch.tensor(1.0e4, device=self.device, dtype=dtype))
