@@ -14,6 +14,10 @@
 # without dilation (9 cells); `*-more96` also trains on the new 96^2 runs, `*-more` on those and on 3
 # more 48^2 runs of seed 11 (again runs 0-1 train); the
 # `native96*` models train on the new 96^2 runs only, to measure how well a 96^2 model can do there.
+# `*-13cell` has dilations 1-2-2 (13 cells): a view between the 9-cell stack, the better one at
+# 48^2, and the 17-cell one, the better one at 96^2.
+# `*-view96` is the 17-cell stack run on a grid of 1000 km / 96 spacing on every grid (`--view-spacing`:
+# inputs resampled spectrally onto it, fluxes back), so it sees the same 177 km on every grid.
 #
 # With ONLINE=1 it then runs the online tables (scripts/skill_eval.sh), one per grid, for the model
 # trained on the three grids with the scaling (as trained, and with a grid damping of 1e-6 s^-1): 2 members x 6.5 years per closure (seed 3), scored over the last 1.5 years against the same high-res runs' years
@@ -51,6 +55,8 @@ for variant in $VARIANTS; do
     case $variant in *-more96) flag="$flag data/res96x.nc" ;; *-more) flag="$flag data/res96x.nc data/res48x.nc" ;; esac
     case $variant in native96*) data=data/res96x.nc ;; esac
     case $variant in *-9cell*) arch="--channels 32,32,32 --kernel-sizes 5,3,3" ;; esac
+    case $variant in *-13cell*) arch="--channels 32,32,32 --kernel-sizes 5,3,3 --dilations 1,2,2" ;; esac
+    case $variant in *-view96*) arch="$ARCH --view-spacing $(.venv/bin/python -c 'print(1e6 / 96)')" ;; esac
     if [ ! -f "$out/model/model.pt" ]; then
         $R train --data $data $arch $TRAIN $flag --out "$out" --name "$out/model" --resume > "$out.train.json"
     fi

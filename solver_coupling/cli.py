@@ -154,7 +154,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     try:
         model = ModelConfig(arch=args.arch, group=args.group, channels=args.channels, kernel_sizes=args.kernel_sizes,
                             out_kernel_size=args.out_kernel_size, activation=args.activation, dilations=args.dilations,
-                            multiscale=args.multiscale, similarity=args.similarity)
+                            multiscale=args.multiscale, similarity=args.similarity,
+                            view_spacing=args.view_spacing)
         opts = TrainOptions(
             data=args.data, more_data=tuple(args.more_data or ()), out=args.out, name=args.name, model=model,
             epochs=args.epochs,
@@ -207,6 +208,10 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--similarity", action="store_true",
                    help="resolution-aware scaling: inputs and outputs also in units of the grid spacing and the "
                         "sample's velocity-gradient scale, so the model can run on other grids")
+    p.add_argument("--view-spacing", type=float, default=None, metavar="METRES",
+                   help="with --similarity: run the network on a grid of about this spacing [m] on every grid "
+                        "(inputs resampled spectrally onto it, fluxes back), so its stencils cover the same "
+                        "kilometres at any resolution; e.g. 10416.67 (a 1000 km domain / 96)")
     p.add_argument("--out-kernel-size", type=int, default=m.out_kernel_size)
     p.add_argument("--activation", choices=["relu", "elu"], default=m.activation)
     p.add_argument("--epochs", type=int, default=d.epochs)

@@ -66,6 +66,10 @@ def nets(eddy, tmp_path_factory):
                                                       multiscale=True),
             "fresh D4 similarity": _physically_scaled("D4", state, seed=4, dx=eddy.L / eddy.nx, channels=(16, 16),
                                                       kernel_sizes=(5, 1), similarity=True),
+            # the stencils on a grid of 1000 km / 96 (inputs and fluxes resampled spectrally, models.view)
+            "fresh D4 similarity view": _physically_scaled("D4", state, seed=7, dx=eddy.L / eddy.nx, channels=(16, 16),
+                                                           kernel_sizes=(3, 3), dilations=(1, 2), similarity=True,
+                                                           view_spacing=eddy.L / 96),
             # the regime inputs (stretching couplings, drag) are invariant constants beside beta and U
             "fresh D4 regime": _physically_scaled("D4", state, seed=5, regime=True),
             "fresh C4 regime similarity": _physically_scaled("C4", state, seed=6, dx=eddy.L / eddy.nx, regime=True,

@@ -77,6 +77,12 @@ class ModelConfig:
         every input and output is also measured in units of the grid spacing and the sample's
         velocity-gradient scale, so one network can run on other grids; calls then need the grid
         spacing ``dx`` (m). Exactly equivariant.
+    view_spacing:
+        ``None`` (default): the stencils act on the grid they are given. A spacing [m]: the network runs
+        on a grid of about this spacing covering the same domain, its inputs resampled spectrally onto it
+        and its fluxes back (:mod:`roteq_param.models.view`), so its stencils cover the same kilometres
+        on every grid. Needs ``similarity`` (which scales by the native grid spacing); not with
+        ``multiscale``. Equivariant to round-off.
     """
 
     arch: str = "escnn"
@@ -92,6 +98,7 @@ class ModelConfig:
     backscatter_order: int = 2
     multiscale: bool = False
     similarity: bool = False
+    view_spacing: float | None = None
 
     def __post_init__(self) -> None:
         if self.backscatter_order not in (1, 2):
@@ -117,6 +124,13 @@ class ModelConfig:
         if self.multiscale and (len(self.channels) < 2 or any(d != 1 for d in dilations)):
             raise ValueError(f"a multiscale network needs at least two levels (channels {list(self.channels)}) "
                              f"and dilations of 1 (got {list(dilations)})")
+        if self.view_spacing is not None:
+            object.__setattr__(self, "view_spacing", float(self.view_spacing))
+            if not (0.0 < self.view_spacing < float("inf")):
+                raise ValueError(f"view_spacing must be a finite grid spacing > 0 [m], got {self.view_spacing!r}")
+            if not self.similarity or self.multiscale:
+                raise ValueError("view_spacing needs similarity scaling (the fluxes' size follows the native grid "
+                                 "spacing) and a network without multiscale levels")
         object.__setattr__(self, "group", Group.parse(self.group).name)
         if self.arch not in ARCHS:
             raise ValueError(f"unknown arch {self.arch!r}; expected one of {ARCHS}")

@@ -15,7 +15,8 @@ Two exact simplifications make the exported graph cheaper than a literal transla
 
 With similarity scaling (``ModelConfig.similarity``) the per-sample factors of
 :mod:`roteq_param.models.similarity` divide the inputs and multiply the outputs on top of that;
-the calls then take the grid spacing ``dx`` [m].
+the calls then take the grid spacing ``dx`` [m]. With a view spacing (``ModelConfig.view_spacing``)
+the stack runs on the view grid between two spectral resamplings (:mod:`roteq_param.models.view`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from roteq_param.fields import Schema
-from roteq_param.models import multiscale, similarity
+from roteq_param.models import multiscale, similarity, view
 
 __all__ = ["ExportedFluxNet", "time_inference"]
 
@@ -45,7 +46,7 @@ class ExportedFluxNet(nn.Module):
     def __init__(self, schema: Schema, weights: list, in_scale: torch.Tensor, out_scale: torch.Tensor,
                  activation: str, dtype: torch.dtype = torch.float32, dilations: tuple[int, ...] | None = None,
                  closure: dict[str, float] | None = None, multiscale: bool = False,
-                 similarity_reference: tuple[float, float] | None = None):
+                 similarity_reference: tuple[float, float] | None = None, view_spacing: float | None = None):
         super().__init__()
         # U-Net topology (roteq_param.models.multiscale): weights in the order encoder, decoder, output
         self.multiscale = bool(multiscale)
@@ -89,6 +90,7 @@ class ExportedFluxNet(nn.Module):
         # similarity scaling: (dx_ref [m], G_ref [1/s]), the velocity channels' places in the gridded
         # tensor and each channel's exponents of (Delta, G), split like the inputs
         self.similarity = similarity_reference is not None
+        self.view_spacing = view_spacing  # [m] or None (ModelConfig.view_spacing)
         if self.similarity:
             e_in = similarity.channel_exponents(schema, "inputs")
             vel = similarity.velocity_channels(schema)
@@ -130,8 +132,16 @@ class ExportedFluxNet(nn.Module):
         dx_ratio = dx / self.sim_reference[0]
         f_grid, f_const, f_out = (similarity.channel_factors(e, dx_ratio, g_ratio)
                                   for e in (self.sim_grid, self.sim_const, self.sim_out))
-        y = self._forward_scaled(grid / f_grid[..., None, None], const / f_const)
+        y = self._forward_viewed(grid / f_grid[..., None, None], const / f_const, dx)
         return y * f_out[..., None, None]
+
+    def _forward_viewed(self, grid: torch.Tensor, const: torch.Tensor, dx: torch.Tensor) -> torch.Tensor:
+        """The stack on the view grid (:mod:`roteq_param.models.view`), or on ``grid`` without a view."""
+        if self.view_spacing is None:
+            return self._forward_scaled(grid, const)
+        size = grid.shape[-2:]
+        m = tuple(view.view_size(n, float(dx), self.view_spacing, self.halo) for n in size)
+        return view.resample(self._forward_scaled(view.resample(grid, m), const), size)
 
     def _forward_scaled(self, grid: torch.Tensor, const: torch.Tensor) -> torch.Tensor:
         # [B, H] first-layer bias, including the constant vectors' contribution

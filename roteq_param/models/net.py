@@ -84,7 +84,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from roteq_param.fields import Schema, escnn_field_type
-from roteq_param.models import multiscale, similarity
+from roteq_param.models import multiscale, similarity, view
 from roteq_param.models.config import ModelConfig
 from roteq_param.models.export import ExportedFluxNet
 from roteq_param.symmetry import Group
@@ -254,11 +254,18 @@ class FluxNet(nn.Module):
         x = x / in_units
         if self.config.multiscale:
             return self._multiscale_forward(x), out_units
+        if self.config.view_spacing is None:
+            return self._stack_forward(x), out_units
+        size = x.shape[-2:]
+        m = tuple(view.view_size(n, dx, self.config.view_spacing, self.config.receptive_field // 2) for n in size)
+        return view.resample(self._stack_forward(view.resample(x, m)), size), out_units
+
+    def _stack_forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.config.arch == "escnn":
             from escnn.nn import GeometricTensor
 
-            return self.net(GeometricTensor(x, self.in_type)).tensor, out_units
-        return self.net(x), out_units
+            return self.net(GeometricTensor(x, self.in_type)).tensor
+        return self.net(x)
 
     def check_grid(self, ny: int, nx: int) -> None:
         """Raise a clear ``ValueError`` unless the network can run on an ``ny x nx`` grid."""
@@ -352,7 +359,7 @@ class FluxNet(nn.Module):
         return ExportedFluxNet(self.schema, weights, self.in_scale.clone(), self.out_scale.clone(),
                                self.config.activation, dtype, dilations=self.config.dilations + (1,),
                                closure=self.config.closure, multiscale=self.config.multiscale,
-                               similarity_reference=reference)
+                               similarity_reference=reference, view_spacing=self.config.view_spacing)
 
 
 def _signed_permutation(rho: np.ndarray, what: str) -> np.ndarray:

@@ -73,6 +73,11 @@ class Predictor:
                 n_const += f.n_components
         self._n_grid, self._n_const = n_grid, n_const
         self._out_parts = [(f, self.schema.channel_slices("outputs")[f.name]) for f in self.schema.outputs]
+        self._spacing: dict[float | None, torch.Tensor] = {}
+        if model.view_spacing is not None:
+            # a view's grid size is computed from the call's grid and dx, which a trace would freeze
+            self._forward_split = self.model.forward_split
+            return
         # A frozen TorchScript trace of forward_split: ~15% faster than eager per call at 64^2
         # (measured, benchmarks/bench_models.py) and exact; conv/pad ops trace shape-generically,
         # so one trace serves every batch and grid size; the example only has to be wide enough for
@@ -86,7 +91,6 @@ class Predictor:
             warnings.simplefilter("ignore", DeprecationWarning)
             traced = torch.jit.trace_module(self.model, {"forward_split": example})
             self._forward_split = torch.jit.freeze(traced, preserved_attrs=["forward_split"]).forward_split
-        self._spacing: dict[float | None, torch.Tensor] = {}
 
     # -- tensor level -----------------------------------------------------------------------------
     def stacked(self, grid: torch.Tensor, const: torch.Tensor, dx: float | None = None) -> torch.Tensor:
