@@ -1,6 +1,6 @@
 """Flux networks: architecture (config), the network (net), resolution-aware scaling (similarity),
-export to plain torch (export), storage with model cards (store) and the one inference path
-(predictor)."""
+one grid spacing for the stencils on every grid (view), export to plain torch (export), storage with
+model cards (store) and the one inference path (predictor)."""
 
 from roteq_param.models.config import ModelConfig
 from roteq_param.models.export import ExportedFluxNet, time_inference
