@@ -144,6 +144,8 @@ $R evaluate --truth data/jet4_seed1.nc --truth-b data/jet4_seed2.nc --baseline $
   --run plus-smag-s3=$T/plus-smag-s3/rollout.nc --last-years 4 --out $J/evaluate --save-reference references/jet.nc
 for n in 1:0 2:0-1 4:0-3; do $R evaluate --truth data/jet4_seed1.nc@${n#*:} --truth-b data/jet4_seed2.nc@${n#*:} \
   --baseline $J/none-s3/rollout.nc $J/none-s4/rollout.nc --last-years 4 --out $J/ceiling_${n%%:*}v${n%%:*}; done
+# the jet noise ceiling with up to 8 high-res runs per side (README "Transfer to jet: the noise ceiling")
+RUNS=8 bash scripts/jet_ceiling.sh
 
 # 11. resolution transfer (README "Transfer to other grids"): data at 48^2, 64^2 and 96^2, the four
 # named models, their scores and the online tables; then the three tries of the offline table
@@ -162,6 +164,10 @@ VARIANTS="similarity-3grids-9cell similarity-3grids-9cell-more96 similarity-3gri
   similarity-3grids-9cell-more native96-9cell native96" scripts/resolution_transfer.sh
 SEED=1 VARIANTS="similarity-3grids-9cell similarity-3grids-more96 similarity-3grids-more similarity-3grids-9cell-more" \
   scripts/resolution_transfer.sh
+# a middle view (13 cells), a view fixed in kilometres (--view-spacing), two seeds each, and models trained on
+# 48^2 alone (README "Transfer to other grids: a view in kilometres, a middle view and each grid's own model")
+VARIANTS="similarity-3grids-13cell-more similarity-3grids-view96-more native48 native48-9cell" scripts/resolution_transfer.sh
+SEED=1 VARIANTS="similarity-3grids-13cell-more similarity-3grids-view96-more" scripts/resolution_transfer.sh
 
 # 12. training through the solver, re-run and varied (README "Training through the solver, re-run and
 # varied"): windows of 8 seed-0 runs (0.59 core-hours), six fine-tuned variants (~12 min each), their

@@ -13,7 +13,8 @@
 # 96^2 runs of seed 11 (runs 0-1 train, run 2 held out by the split): `*-9cell` has 5-3-3 stencils
 # without dilation (9 cells); `*-more96` also trains on the new 96^2 runs, `*-more` on those and on 3
 # more 48^2 runs of seed 11 (again runs 0-1 train); the
-# `native96*` models train on the new 96^2 runs only, to measure how well a 96^2 model can do there.
+# `native96*` (`native48*`) models train on the new 96^2 (48^2) runs only, to measure how well a model
+# of that grid can do there.
 # `*-13cell` has dilations 1-2-2 (13 cells): a view between the 9-cell stack, the better one at
 # 48^2, and the 17-cell one, the better one at 96^2.
 # `*-view96` is the 17-cell stack run on a grid of 1000 km / 96 spacing on every grid (`--view-spacing`:
@@ -35,7 +36,7 @@ $R generate --runs 2 --coarse-nx 48 $GEN --out data/res48.nc
 $R generate --runs 2 --coarse-nx 96 $GEN --out data/res96.nc
 case " ${VARIANTS:-} " in *-more96\ *|*-more\ *|*native96*)
     $R generate --runs 3 --coarse-nx 96 ${GEN/--seed 10/--seed 11} --out data/res96x.nc ;; esac
-case " ${VARIANTS:-} " in *-more\ *)
+case " ${VARIANTS:-} " in *-more\ *|*native48*)
     $R generate --runs 3 --coarse-nx 48 ${GEN/--seed 10/--seed 11} --out data/res48x.nc ;; esac
 
 mkdir -p runs/res
@@ -50,10 +51,10 @@ for variant in $VARIANTS; do
     flag=""
     data=data/res64.nc
     arch=$ARCH
-    case $variant in similarity*|native96*) flag="--similarity" ;; esac
+    case $variant in similarity*|native*) flag="--similarity" ;; esac
     case $variant in *-3grids*) flag="$flag --more-data data/res48.nc data/res96.nc" ;; esac
     case $variant in *-more96) flag="$flag data/res96x.nc" ;; *-more) flag="$flag data/res96x.nc data/res48x.nc" ;; esac
-    case $variant in native96*) data=data/res96x.nc ;; esac
+    case $variant in native96*) data=data/res96x.nc ;; native48*) data=data/res48x.nc ;; esac
     case $variant in *-9cell*) arch="--channels 32,32,32 --kernel-sizes 5,3,3" ;; esac
     case $variant in *-13cell*) arch="--channels 32,32,32 --kernel-sizes 5,3,3 --dilations 1,2,2" ;; esac
     case $variant in *-view96*) arch="$ARCH --view-spacing $(.venv/bin/python -c 'print(1e6 / 96)')" ;; esac
@@ -66,9 +67,9 @@ for variant in $VARIANTS; do
         [ -f "$out/score$n.json" ] || $R score --model "$out/model" --data "data/res$n.nc" $runs --out "$out/score$n.json" > /dev/null
     done
     # a second held-out run at 48^2 and 96^2 where the seed-11 runs exist (run 2: held out by every
-    # variant; the native96 models chose their best epoch on the 96^2 one, so they are not scored there)
+    # variant; the native models chose their best epoch on their grid's one, so they are not scored there)
     for x in 48x 96x; do
-        case $x$variant in 96xnative96*) continue ;; esac
+        case $x$variant in 96xnative96*|48xnative48*) continue ;; esac
         [ ! -f "data/res$x.nc" ] || [ -f "$out/score$x.json" ] || \
             $R score --model "$out/model" --data "data/res$x.nc" --runs 2 --out "$out/score$x.json" > /dev/null
     done
