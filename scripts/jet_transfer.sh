@@ -6,7 +6,8 @@
 # each of SEEDS, YEARS years at 64^2. Both are scored over their last 4 years (truth: years 6-10,
 # after the high-res run's adjustment in year 5; rollouts: years 11-15). Every step resumes if re-run.
 # MODELS: models to transfer (a name under trained_models/, or LABEL=PATH). The rollouts and the
-# table are scripts/skill_eval.sh's.
+# table are scripts/skill_eval.sh's. RUNS=8 uses 8 high-res runs per side (scripts/jet_ceiling.sh makes
+# them; runs 0-3 are the 4-run sets'), writes the table to OUT/evaluate8 and the truth to references/jet8.nc.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PYTHONHASHSEED=0
@@ -17,13 +18,15 @@ MEMBERS=${MEMBERS:-2}
 YEARS=${YEARS:-15}
 OUT=${OUT:-runs/jet}
 JOBS=${JOBS:-2}
+RUNS=${RUNS:-4}
 mkdir -p "$OUT" data references
 for s in 1 2; do
-  [ -f data/jet4_seed$s.nc ] || $R generate --config jet --runs 4 --years 10 --spinup-years 5 --snapshot-hours 250 \
-    --seed $s --workers 1 --out data/jet4_seed$s.nc > "$OUT/gen_seed$s.log" 2>&1 &
+  [ -f data/jet${RUNS}_seed$s.nc ] || $R generate --config jet --runs "$RUNS" --years 10 --spinup-years 5 \
+    --snapshot-hours 250 --seed $s --workers 1 --out data/jet${RUNS}_seed$s.nc > "$OUT/gen${RUNS}_seed$s.log" 2>&1 &
 done
 wait
-MODELS=$MODELS SEEDS=$SEEDS MEMBERS=$MEMBERS JOBS=$JOBS OUT=$OUT YEARS=$YEARS LAST_YEARS=4 \
+suffix=$([ "$RUNS" = 4 ] || echo "$RUNS")
+MODELS=$MODELS SEEDS=$SEEDS MEMBERS=$MEMBERS JOBS=$JOBS OUT=$OUT YEARS=$YEARS LAST_YEARS=4 EVAL_OUT=$OUT/evaluate$suffix \
   ROLL_ARGS="--config jet --allow-out-of-regime" \
-  TRUTH_ARGS="--truth data/jet4_seed1.nc --truth-b data/jet4_seed2.nc" EVAL_ARGS="--save-reference references/jet.nc" \
-  bash scripts/skill_eval.sh
+  TRUTH_ARGS="--truth data/jet${RUNS}_seed1.nc --truth-b data/jet${RUNS}_seed2.nc" \
+  EVAL_ARGS="--save-reference references/jet$suffix.nc" bash scripts/skill_eval.sh

@@ -14,7 +14,7 @@
 # Another configuration (scripts/jet_transfer.sh): ROLL_ARGS go to every rollout (e.g. --config jet
 # --allow-out-of-regime), YEARS sets their length (default 10) and LAST_YEARS the scored window
 # (default 5); TRUTH_ARGS replaces the truth arguments of `roteq evaluate` (e.g. two files), and
-# EVAL_ARGS adds to them (e.g. --save-reference FILE).
+# EVAL_ARGS adds to them (e.g. --save-reference FILE); EVAL_OUT is the table's folder (default OUT/evaluate).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PYTHONHASHSEED=0
@@ -54,4 +54,4 @@ if [ -n "$TRUTH_ARGS" ]; then read -ra TRUTH <<< "$TRUTH_ARGS"
 elif [ -n "$REFERENCE" ]; then TRUTH=(--reference "$REFERENCE")
 else TRUTH=(--truth "$DATA@$TRUTH_RUNS" --truth-b "$DATA@$CEILING_RUNS"); fi
 $R evaluate "${TRUTH[@]}" --baseline $(files none | tr , ' ') \
-  "${RUNS[@]}" --last-years "$LAST_YEARS" --out $OUT/evaluate $EVAL_ARGS
+  "${RUNS[@]}" --last-years "$LAST_YEARS" --out "${EVAL_OUT:-$OUT/evaluate}" $EVAL_ARGS

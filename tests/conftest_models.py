@@ -1,12 +1,15 @@
-"""Shared helpers for tests/test_models.py and tests/test_train.py (imported, not a conftest plugin).
+"""Shared helpers of the tests (imported, not a conftest plugin).
 
 ``tiny_dataset(path)`` writes a real dataset in the `roteq generate` format: three 2-layer
 pyqg "eddy" runs at 32^2 (400 h, spin-up 200 h, a snapshot every 50 h: 5 snapshots each),
 coarse-grained to 16^2 with the spectral operator by ``solver_coupling.pyqg.data``. It takes
-about a second.
+about a second. ``eddy64_model()`` is the stored spun-up 64^2 eddy state in a pyqg model (SI units),
+and ``physical_normalization(net, state)`` scales a fresh network to such a state.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,6 +27,30 @@ def tiny_dataset(path: str, runs: int = 3, seed: int = 1, window_steps: int = 0,
     req = Request(cfg, runs=runs, years=400 * HOUR_IN_YEARS, spinup_years=200 * HOUR_IN_YEARS,
                   snapshot_hours=50, seed=seed, window_steps=window_steps)
     return generate(req, str(path), overwrite=True, serial=True, progress=False)
+
+
+def eddy64_model():
+    """The stored spun-up 64^2 eddy state (tests/data/make_reference_state.py), in a pyqg model."""
+    from solver_coupling.pyqg.config import get_config
+
+    q = np.load(Path(__file__).parent / "data" / "eddy64_state.npz")["q"]
+    m = get_config("eddy", {"nx": q.shape[-1]}, coarse_nx=q.shape[-1]).make_model(log_level=0)
+    m.q = np.ascontiguousarray(q)
+    m._invert()
+    return m
+
+
+def physical_normalization(net, state, dx: float | None = None):
+    """``net`` (two-layer schema) normalised to a physical state: each input by its RMS over ``state``,
+    the fluxes by 5 % of the gradient model's size (u^2, u b); with similarity scaling the reference is
+    ``state`` on a grid of spacing ``dx`` [m]. Returns ``net`` in eval mode."""
+    if net.config.similarity:
+        net.fit_similarity_reference(net.schema.stack({k: torch.as_tensor(v) for k, v in state.items()})[None], dx)
+    rms = {k: float(np.sqrt(np.mean(np.asarray(v) ** 2))) or 1.0 for k, v in state.items()}
+    out = {f.name: (rms["vel_1"] ** 2 if f.name.startswith("tau") else rms["vel_1"] * rms["b"]) * 0.05
+           for f in net.schema.outputs}
+    net.set_normalization({f.name: rms[f.name] for f in net.schema.inputs}, out)
+    return net.eval()
 
 
 def random_inputs(schema: Schema, batch: int = 2, n: int = 16, seed: int = 0) -> torch.Tensor:

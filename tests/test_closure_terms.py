@@ -20,7 +20,7 @@ from solver_coupling.cli import main as roteq
 from solver_coupling.pyqg.config import get_config
 from solver_coupling.pyqg.plugin import RotEqParameterization
 from solver_coupling.pyqg.state import state_from_model
-from conftest_models import tiny_dataset
+from conftest_models import eddy64_model, tiny_dataset
 from roteq_param.train.calibrate import calibrate_energy_backscatter
 import xarray as xr
 
@@ -31,11 +31,7 @@ RATE = 2e-5  # 1/s: about 1/(0.6 day) at the grid's Nyquist wavenumber
 @pytest.fixture(scope="module")
 def eddy():
     """The stored spun-up 64^2 eddy state in a pyqg model (SI units)."""
-    q = np.load(Path(__file__).parent / "data" / "eddy64_state.npz")["q"]
-    m = get_config("eddy", {"nx": q.shape[-1]}, coarse_nx=q.shape[-1]).make_model(log_level=0)
-    m.q = np.ascontiguousarray(q)
-    m._invert()
-    return m
+    return eddy64_model()
 
 
 @pytest.fixture(scope="module")

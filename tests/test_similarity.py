@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest_models import tiny_dataset
+from conftest_models import eddy64_model, physical_normalization, tiny_dataset
 from roteq_param import models
 from roteq_param.models import ModelConfig, similarity
 from roteq_param.train import TrainOptions, train
@@ -22,24 +22,13 @@ pytestmark = pytest.mark.filterwarnings("ignore:PYTHONHASHSEED is not set")
 
 @pytest.fixture(scope="module")
 def eddy():
-    """The stored spun-up 64^2 eddy state (tests/data/make_reference_state.py), in a pyqg model."""
-    q = np.load(Path(__file__).parent / "data" / "eddy64_state.npz")["q"]
-    m = get_config("eddy", {"nx": 64}, coarse_nx=64).make_model(log_level=0)
-    m.q = np.ascontiguousarray(q)
-    m._invert()
-    return m
+    return eddy64_model()
 
 
 def _fresh(state, dx, similar: bool, seed=0):
     torch.manual_seed(seed)
     net = models.build_model(group="C4", channels=(8, 8), kernel_sizes=(3, 1), similarity=similar)
-    rms = {k: float(np.sqrt(np.mean(np.asarray(v) ** 2))) or 1.0 for k, v in state.items()}
-    out = {f.name: (rms["vel_1"] ** 2 if f.name.startswith("tau") else rms["vel_1"] * rms["b"]) * 0.05
-           for f in net.schema.outputs}
-    if similar:
-        net.fit_similarity_reference(net.schema.stack({k: torch.as_tensor(v) for k, v in state.items()})[None], dx)
-    net.set_normalization(rms, out)
-    return net.eval()
+    return physical_normalization(net, state, dx)
 
 
 def test_unit_exponents_are_read_from_the_schemas_unit_strings():

@@ -3,13 +3,11 @@ resampling interpolates band-limited fields exactly on the centre-aligned grid, 
 element of D4 on a physical state, and a view model is the plain network on its own grid, runs on other
 grids through the predictor and in pyqg, and is refused where it cannot run."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
-from conftest_models import tiny_dataset
+from conftest_models import eddy64_model, physical_normalization, tiny_dataset
 from roteq_param import models, symmetry
 from roteq_param.models import ModelConfig, view
 from roteq_param.symmetry import Group, Kind
@@ -23,12 +21,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:PYTHONHASHSEED is not set")
 
 @pytest.fixture(scope="module")
 def eddy():
-    """The stored spun-up 64^2 eddy state (tests/data/make_reference_state.py), in a pyqg model."""
-    q = np.load(Path(__file__).parent / "data" / "eddy64_state.npz")["q"]
-    m = get_config("eddy", {"nx": 64}, coarse_nx=64).make_model(log_level=0)
-    m.q = np.ascontiguousarray(q)
-    m._invert()
-    return m
+    return eddy64_model()
 
 
 @pytest.mark.parametrize("n, m", [(48, 96), (96, 64), (64, 48), (63, 96), (96, 95)])
@@ -86,12 +79,7 @@ def _view_net(state, dx, view_spacing, seed=0, group="C4"):
     torch.manual_seed(seed)
     net = models.build_model(group=group, channels=(8, 8), kernel_sizes=(3, 3), dilations=(1, 2), similarity=True,
                              view_spacing=view_spacing)
-    net.fit_similarity_reference(net.schema.stack({k: torch.as_tensor(v) for k, v in state.items()})[None], dx)
-    rms = {k: float(np.sqrt(np.mean(np.asarray(v) ** 2))) or 1.0 for k, v in state.items()}
-    out = {f.name: (rms["vel_1"] ** 2 if f.name.startswith("tau") else rms["vel_1"] * rms["b"]) * 0.05
-           for f in net.schema.outputs}
-    net.set_normalization(rms, out)
-    return net.eval()
+    return physical_normalization(net, state, dx)
 
 
 def test_on_its_own_grid_a_view_model_is_the_plain_network(eddy):
