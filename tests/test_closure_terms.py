@@ -5,7 +5,6 @@ network's energy drain, conserves momentum, is equivariant); the offline calibra
 independent energy budget; both through the hook on a spun-up state; and `roteq derive`."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
