@@ -11,6 +11,13 @@ stencils cover the same kilometres on every grid. The similarity scaling
 (:mod:`roteq_param.models.similarity`) still uses the native grid spacing: that is the filter scale
 which sets the subgrid fluxes' size.
 
+Measured (README, "Transfer to other grids: a view in kilometres..."): trained on three grids, the 17-cell
+stack at 1000 km / 96 is worse than the same stack in cells on every grid but 48^2 (S R^2 0.51 against
+0.57 at 64^2), and costs 4.2x its call at 64^2. In cells, the coarse fields of different grids look alike
+(each resolved up to its own Nyquist wavenumber), which the similarity scaling relies on; on one view
+grid they differ in bandwidth. The option stays for solvers whose grids differ in other ways, with that
+measurement.
+
 How
 ---
 On each axis, a periodic field of ``n`` cells is Fourier transformed, its wavenumbers ``|k| < min(n,
