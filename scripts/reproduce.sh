@@ -146,7 +146,7 @@ for n in 1:0 2:0-1 4:0-3; do $R evaluate --truth data/jet4_seed1.nc@${n#*:} --tr
   --baseline $J/none-s3/rollout.nc $J/none-s4/rollout.nc --last-years 4 --out $J/ceiling_${n%%:*}v${n%%:*}; done
 # the jet noise ceiling with up to 8 high-res runs per side (README "Transfer to jet: the noise ceiling")
 RUNS=8 bash scripts/jet_ceiling.sh
-RUNS=8 MODELS="apost2=eddy-c4-dilated-apost2" bash scripts/jet_transfer.sh
+RUNS=8 MODELS="apost2=eddy-c4-dilated-apost2 offline=eddy-c4-dilated-damped" bash scripts/jet_transfer.sh
 
 # 11. resolution transfer (README "Transfer to other grids"): data at 48^2, 64^2 and 96^2, the four
 # named models, their scores and the online tables; then the three tries of the offline table
