@@ -7,7 +7,7 @@
 # Every table is scored over the last 4 years, with n = 1, 2, 4, 8, ... runs on each side (runs 0..n-1).
 # Resumable: finished runs, rollouts and tables are kept.
 #
-# Usage: [RUNS=12] scripts/jet_ceiling.sh   (from the repository root, after `make setup`; about 6.5 min
+# Usage: [RUNS=12] scripts/jet_ceiling.sh   (from the repository root, after `make setup`; about 9 min
 # per high-res run on one core, the two seeds side by side)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
