@@ -12,9 +12,8 @@
 # Variants on what limits the 96^2 lower layer (VARIANTS="similarity-3grids-9cell ..."), with 3 more
 # 96^2 runs of seed 11 (runs 0-1 train, run 2 held out by the split): `*-9cell` has 5-3-3 stencils
 # without dilation (9 cells); `*-more96` also trains on the new 96^2 runs, `*-more` on those and on 3
-# more 48^2 runs of seed 11 (again runs 0-1 train); the
-# `native96*` (`native48*`) models train on the new 96^2 (48^2) runs only, to measure how well a model
-# of that grid can do there.
+# more 48^2 runs of seed 11 (again runs 0-1 train); the `native96*` (`native48*`) models train on the
+# new 96^2 (48^2) runs only, to measure how well a model of that grid can do there.
 # `*-13cell` has dilations 1-2-2 (13 cells): a view between the 9-cell stack, the better one at
 # 48^2, and the 17-cell one, the better one at 96^2.
 # `*-view96` is the 17-cell stack run on a grid of 1000 km / 96 spacing on every grid (`--view-spacing`:

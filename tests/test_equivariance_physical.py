@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest_models import tiny_dataset
+from conftest_models import physical_normalization, tiny_dataset
 from roteq_param import models, symmetry
 from roteq_param.fluxform import Stratification
 from roteq_param.fields import qg_has_regime, qg_schema
@@ -45,13 +45,7 @@ def _physically_scaled(group, state, seed=0, dx=None, regime=False, **arch):
     torch.manual_seed(seed)
     arch = arch or {"channels": (2 * Group.parse(group).order,) * 2, "kernel_sizes": (5, 1)}
     net = models.build_model(group=group, **arch, **({"schema": qg_schema(2, regime=True).to_dict()} if regime else {}))
-    if net.config.similarity:  # reference: this state's grid spacing and velocity-gradient scale
-        net.fit_similarity_reference(net.schema.stack({k: torch.as_tensor(v) for k, v in state.items()})[None], dx)
-    rms = {f.name: float(np.sqrt(np.mean(np.asarray(state[f.name]) ** 2))) or 1.0 for f in net.schema.inputs}
-    out = {f.name: (rms["vel_1"] ** 2 if f.name.startswith("tau") else rms["vel_1"] * rms["b"]) * 0.05
-           for f in net.schema.outputs}
-    net.set_normalization(rms, out)
-    return net.eval()
+    return physical_normalization(net, state, dx)
 
 
 @pytest.fixture(scope="module")

@@ -139,9 +139,8 @@ class ExportedFluxNet(nn.Module):
         """The stack on the view grid (:mod:`roteq_param.models.view`), or on ``grid`` without a view."""
         if self.view_spacing is None:
             return self._forward_scaled(grid, const)
-        size = grid.shape[-2:]
-        m = tuple(view.view_size(n, float(dx), self.view_spacing, self.halo) for n in size)
-        return view.resample(self._forward_scaled(view.resample(grid, m), const), size)
+        return view.on_view_grid(lambda g: self._forward_scaled(g, const), grid, float(dx), self.view_spacing,
+                                 self.halo)
 
     def _forward_scaled(self, grid: torch.Tensor, const: torch.Tensor) -> torch.Tensor:
         # [B, H] first-layer bias, including the constant vectors' contribution

@@ -256,9 +256,8 @@ class FluxNet(nn.Module):
             return self._multiscale_forward(x), out_units
         if self.config.view_spacing is None:
             return self._stack_forward(x), out_units
-        size = x.shape[-2:]
-        m = tuple(view.view_size(n, dx, self.config.view_spacing, self.config.receptive_field // 2) for n in size)
-        return view.resample(self._stack_forward(view.resample(x, m)), size), out_units
+        halo = self.config.receptive_field // 2
+        return view.on_view_grid(self._stack_forward, x, dx, self.config.view_spacing, halo), out_units
 
     def _stack_forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.config.arch == "escnn":

@@ -33,10 +33,11 @@ truncation), so on its own grid a view model is the plain network.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 
-__all__ = ["view_size", "resample"]
+__all__ = ["view_size", "resample", "on_view_grid"]
 
 
 def view_size(n: int, dx: float, view_spacing: float, min_cells: int = 1) -> int:
@@ -73,3 +74,13 @@ def resample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Periodic fields ``[..., ny, nx]`` resampled spectrally onto ``size = (my, mx)`` cells covering the
     same domain, centre-aligned (module docstring); differentiable, any float dtype and device."""
     return _resample_axis(_resample_axis(x, size[1], -1), size[0], -2)
+
+
+def on_view_grid(stack: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, dx: float, view_spacing: float,
+                 halo: int) -> torch.Tensor:
+    """``stack`` (a periodic convolution stack of halo ``halo`` cells) applied to ``x`` ``[..., ny, nx]`` on a
+    grid of spacing ``dx`` [m] as it runs on the view grid of ``view_spacing`` [m]: ``x`` resampled onto
+    that grid, the result resampled back. The one place both the escnn net and its export do this."""
+    size = tuple(x.shape[-2:])
+    m = tuple(view_size(n, dx, view_spacing, halo) for n in size)
+    return resample(stack(resample(x, m)), size)
