@@ -6,8 +6,9 @@
 # each of SEEDS, YEARS years at 64^2. Both are scored over their last 4 years (truth: years 6-10,
 # after the high-res run's adjustment in year 5; rollouts: years 11-15). Every step resumes if re-run.
 # MODELS: models to transfer (a name under trained_models/, or LABEL=PATH). The rollouts and the
-# table are scripts/skill_eval.sh's. RUNS=8 uses 8 high-res runs per side (scripts/jet_ceiling.sh makes
-# them; runs 0-3 are the 4-run sets'), writes the table to OUT/evaluate8 and the truth to references/jet8.nc.
+# table are scripts/skill_eval.sh's. RUNS=8 or 16 uses that many high-res runs per side (scripts/jet_ceiling.sh
+# makes them; runs 0-3 are the 4-run sets'), writes the table to OUT/evaluate$RUNS and the truth to
+# references/jet$RUNS.nc.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PYTHONHASHSEED=0

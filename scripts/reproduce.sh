@@ -169,6 +169,19 @@ SEED=1 VARIANTS="similarity-3grids-9cell similarity-3grids-more96 similarity-3gr
 # 48^2 alone (README "Transfer to other grids: a view in kilometres, a middle view and each grid's own model")
 VARIANTS="similarity-3grids-13cell-more similarity-3grids-view96-more native48 native48-9cell" scripts/resolution_transfer.sh
 SEED=1 VARIANTS="similarity-3grids-13cell-more similarity-3grids-view96-more" scripts/resolution_transfer.sh
+# jet against 16 high-res runs per side, and the eddy-trained similarity-scaled models of step 11 on jet, with
+# a confirmation on seeds 5 and 6 (README "Transfer to jet: 16 high-res runs per side")
+RUNS=16 bash scripts/jet_ceiling.sh
+[ -f runs/jet/sim-model/model.pt ] || $R derive --model runs/res/similarity-3grids-more-seed1/model --grid-damping 1e-6 \
+  --out runs/jet/sim-model --note "issue 13: jet transfer of the best resolution-transfer model, eddy only"
+RUNS=16 MODELS="apost2=eddy-c4-dilated-apost2 offline=eddy-c4-dilated-damped dilated=eddy-c4-dilated sim=runs/jet/sim-model \
+  simraw=runs/res/similarity-3grids-more-seed1/model simraw0=runs/res/similarity-3grids-more/model" bash scripts/jet_transfer.sh
+OUT=runs/jet56 SEEDS="5 6" RUNS=16 MODELS="simraw=runs/res/similarity-3grids-more-seed1/model" bash scripts/jet_transfer.sh
+jets() { local f=(); for r in runs/jet/$1-s3 runs/jet/$1-s4 runs/jet56/$1-s5 runs/jet56/$1-s6; do f+=("$r/rollout.nc"); done
+  (IFS=,; echo "${f[*]}"); }
+$R evaluate --truth data/jet16_seed1.nc --truth-b data/jet16_seed2.nc --baseline $(jets none | tr , ' ') \
+  --run backscatter=$(jets backscatter) --run smagorinsky=$(jets smagorinsky) --run simraw=$(jets simraw) \
+  --last-years 4 --out runs/jet/evaluate16_8members
 
 # 12. training through the solver, re-run and varied (README "Training through the solver, re-run and
 # varied"): windows of 8 seed-0 runs (0.59 core-hours), six fine-tuned variants (~12 min each), their
