@@ -175,12 +175,15 @@ RUNS=16 bash scripts/jet_ceiling.sh
 [ -f runs/jet/sim-model/model.pt ] || $R derive --model runs/res/similarity-3grids-more-seed1/model --grid-damping 1e-6 \
   --out runs/jet/sim-model --note "issue 13: jet transfer of the best resolution-transfer model, eddy only"
 RUNS=16 MODELS="apost2=eddy-c4-dilated-apost2 offline=eddy-c4-dilated-damped dilated=eddy-c4-dilated sim=runs/jet/sim-model \
-  simraw=runs/res/similarity-3grids-more-seed1/model simraw0=runs/res/similarity-3grids-more/model" bash scripts/jet_transfer.sh
-OUT=runs/jet56 SEEDS="5 6" RUNS=16 MODELS="simraw=runs/res/similarity-3grids-more-seed1/model" bash scripts/jet_transfer.sh
+  simraw=runs/res/similarity-3grids-more-seed1/model simraw0=runs/res/similarity-3grids-more/model \
+  sim13=runs/res/similarity-3grids-13cell-more-seed1/model sim9=runs/res/similarity-3grids-9cell-more-seed1/model" \
+  bash scripts/jet_transfer.sh
+OUT=runs/jet56 SEEDS="5 6" RUNS=16 MODELS="simraw=runs/res/similarity-3grids-more-seed1/model \
+  sim13=runs/res/similarity-3grids-13cell-more-seed1/model" bash scripts/jet_transfer.sh
 jets() { local f=(); for r in runs/jet/$1-s3 runs/jet/$1-s4 runs/jet56/$1-s5 runs/jet56/$1-s6; do f+=("$r/rollout.nc"); done
   (IFS=,; echo "${f[*]}"); }
 $R evaluate --truth data/jet16_seed1.nc --truth-b data/jet16_seed2.nc --baseline $(jets none | tr , ' ') \
-  --run backscatter=$(jets backscatter) --run smagorinsky=$(jets smagorinsky) --run simraw=$(jets simraw) \
+  --run backscatter=$(jets backscatter) --run smagorinsky=$(jets smagorinsky) --run simraw=$(jets simraw) --run sim13=$(jets sim13) \
   --last-years 4 --out runs/jet/evaluate16_8members
 
 # 12. training through the solver, re-run and varied (README "Training through the solver, re-run and
