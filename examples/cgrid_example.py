@@ -1,10 +1,13 @@
-"""Subgrid tendencies for a C-grid model with land, in a few lines.
+"""
+Subgrid tendencies on a C-grid basin with land
+==============================================
 
 A two-layer state on a 48 x 48 C-grid (u on west faces, v on south faces, the
 interface field b = psi_1 - psi_2 at centres; see solver_coupling.cgrid.staggered)
 with an island and a closed southern wall. The closure is the gradient model;
 a trained network wrapped as ``flux_model(u_c, v_c, b_c) -> (tau, Fb)`` plugs in
-the same way. Run with: .venv/bin/python examples/cgrid_example.py
+the same way (``NetworkClosure``, see the C-grid page). Run with
+``.venv/bin/python examples/cgrid_example.py``.
 """
 
 import numpy as np
@@ -48,3 +51,22 @@ for name, t, wet in (("du [m/s^2] on u-points", du, masks.u), ("dv [m/s^2] on v-
         w = t[k][wet]
         print(f"  {name}, layer {k}: range [{w.min():+.3e}, {w.max():+.3e}], "
               f"wet sum {w.sum():+.1e} (sum |.| {np.abs(w).sum():.1e})")
+
+# %%
+# The tendencies, land in grey: they vanish on land, and their sums over the wet points vanish to
+# round-off (the flux form), which the printed "wet sum" column shows.
+import matplotlib.pyplot as plt
+
+fig, axes = plt.subplots(1, 3, figsize=(12, 3.8), layout="constrained")
+for ax, (title, t, wet) in zip(axes, (("du, layer 1 (m s$^{-2}$)", du[0], masks.u),
+                                      ("dv, layer 1 (m s$^{-2}$)", dv[0], masks.v),
+                                      ("db, layer 1 (m$^2$ s$^{-2}$)", db[0], masks.centre))):
+    shown = np.ma.masked_where(~wet, t)
+    lim = np.abs(shown).max()
+    ax.set_facecolor("0.75")
+    im = ax.pcolormesh(x / 1e3, y / 1e3, shown, cmap="RdBu_r", vmin=-lim, vmax=lim)
+    ax.set_title(title)
+    ax.set_xlabel("x (km)")
+    ax.set_aspect("equal")
+    fig.colorbar(im, ax=ax, shrink=0.8)
+axes[0].set_ylabel("y (km)")

@@ -1,6 +1,9 @@
-"""Recover pyqg's bottom-drag coefficient ``rek`` by gradient descent through the torch twin.
+"""
+An inverse problem: the bottom drag recovered through the torch twin
+====================================================================
 
-The worked inverse problem:
+Recover pyqg's bottom-drag coefficient ``rek`` by gradient descent through the torch twin,
+the differentiable copy of pyqg's two-layer step. The worked inverse problem:
 
 1. spin up a two-layer eddy configuration with the twin (no autograd) at the true
    drag ``rek = 5.787e-7 s^-1`` (pyqg's default);
@@ -13,7 +16,10 @@ The worked inverse problem:
 
 Optimising ``log rek`` keeps the drag positive and makes the step sizes scale-free.
 
-Run (a few seconds on one core with L-BFGS, ~10 s with Adam)::
+Run (a few seconds on one core with L-BFGS, ~10 s with Adam):
+
+.. code-block:: bash
+
 
     python examples/torchqg_inverse_drag.py
     python examples/torchqg_inverse_drag.py --guess-factor 0.5 --optimizer adam
@@ -94,7 +100,7 @@ def recover_drag(*, nx: int = 32, spinup: int = 1500, steps: int = 40, save_ever
     rek = log_rek.exp().item()
     result = {"true_rek": TRUE_REK, "initial_rek": guess_factor * TRUE_REK, "recovered_rek": rek,
               "relative_error": abs(rek - TRUE_REK) / TRUE_REK, "evaluations": len(history),
-              "final_misfit": history[-1][0], "seconds": time.perf_counter() - t_start}
+              "final_misfit": history[-1][0], "seconds": time.perf_counter() - t_start, "history": history}
     if verbose:
         for i, (loss, r) in enumerate(history):
             print(f"eval {i:3d}  misfit {loss:.3e}  rek {r:.6e}")
@@ -124,5 +130,22 @@ def main(argv=None) -> dict:
                         checkpoint_every=a.checkpoint_every, seed=a.seed)
 
 
+def plot(result: dict):
+    """The misfit and the drag at each evaluation of the optimiser."""
+    import matplotlib.pyplot as plt
+
+    loss, rek = np.array(result["history"]).T
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3.5), layout="constrained")
+    a.semilogy(loss, "o-")
+    a.set_xlabel("evaluation")
+    a.set_ylabel("normalised trajectory misfit")
+    b.plot(rek, "o-", label="estimate")
+    b.axhline(result["true_rek"], color="k", ls="--", label="truth")
+    b.set_xlabel("evaluation")
+    b.set_ylabel("rek (s$^{-1}$)")
+    b.legend()
+    return fig
+
+
 if __name__ == "__main__":
-    main()
+    plot(main())

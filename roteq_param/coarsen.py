@@ -16,7 +16,7 @@ rule, odd derivatives are well defined, and the identity between the two
 forms of the PV forcing holds to round-off (docs/design.md §3).
 
 Coarse-graining operators (overbar = filter then coarsen to ``n_c`` points)
-------------------------------------------------------------------------
+---------------------------------------------------------------------------
 Every operator returns the field at the coarse cell centres ``(I + 1/2) dx_c``.
 
 * ``spectral``: truncation to ``|k|, |l| < k_c`` (``k_c = pi n_c / L``, the
@@ -36,7 +36,7 @@ Every operator returns the field at the coarse cell centres ``(I + 1/2) dx_c``.
   :func:`commutation_residual` measures by how much.
 
 Subgrid fluxes (per layer i; b_j = psi_j - psi_{j+1} at interface j, in m^2 s^-1)
---------------------------------------------------------------------------------
+---------------------------------------------------------------------------------
 * momentum flux ``tau_i = bar(u_i u_i) - bar(u_i) bar(u_i)`` (m^2 s^-2),
   components (xx, xy, yy);
 * buoyancy flux ``F_{i,j} = bar(u_i b_j) - bar(u_i) bar(b_j)`` (m^3 s^-2) for
@@ -46,6 +46,7 @@ Subgrid fluxes (per layer i; b_j = psi_j - psi_{j+1} at interface j, in m^2 s^-1
   coarse-grained high-resolution tendency (pyqg's q-parameterization sign);
 * flux-form forcing ``S_flux`` from tau and F with
   :func:`roteq_param.fluxform.pv_forcing_from_fluxes`.
+
 All products are dealiased (3/2 rule) at both resolutions.
 """
 

@@ -404,11 +404,16 @@ class Diagnostics:
                      snapshot_q: np.ndarray, n_snapshots: int, n_quantiles: int | None = 10_000, binning: str = "shell") -> "Diagnostics":
         """Build from pooled samples and time-mean spectral densities.
 
-        samples : quantity -> per layer an array of pooled values (units in :data:`QUANTITIES`)
-        spectra2d : spectrum name -> time-mean half-plane density, (lev, ny, nk) for layered
+        Parameters
+        ----------
+        samples
+            quantity -> per layer an array of pooled values (units in :data:`QUANTITIES`)
+        spectra2d
+            spectrum name -> time-mean half-plane density, (lev, ny, nk) for layered
             spectra and (ny, nk) otherwise, in pyqg's normalisation times the factor
             that makes it integrate to the quantity named in :data:`SPECTRA`
-        snapshot_q : (y, x) upper-layer PV, s-1
+        snapshot_q
+            (y, x) upper-layer PV, s-1
         """
         W = L if W is None else W
         data: dict[str, Any] = {}
@@ -477,13 +482,21 @@ def stability_summary(energy: np.ndarray, time: np.ndarray, energy_bound: float,
                       finite: np.ndarray | None = None) -> dict[str, Any]:
     """Which runs stay finite with bounded energy, and when the others blow up.
 
-    energy : (run, time) domain-mean kinetic energy, m2 s-2
-    time : (time,) snapshot times, s
-    energy_bound : a run fails at the first snapshot whose energy exceeds this, m2 s-2
-    finite : (run, time) bool, whether every field value of the snapshot is finite
+    Parameters
+    ----------
+    energy
+        (run, time) domain-mean kinetic energy, m2 s-2
+    time
+        (time,) snapshot times, s
+    energy_bound
+        a run fails at the first snapshot whose energy exceeds this, m2 s-2
+    finite
+        (run, time) bool, whether every field value of the snapshot is finite
         (default: whether the energy is)
 
-    Returns a dict: ``n_runs``, ``n_stable``, ``fraction_stable``, ``stable`` (per run),
+    Returns
+    -------
+    dict: ``n_runs``, ``n_stable``, ``fraction_stable``, ``stable`` (per run),
     ``blowup_time`` (per run, s; NaN for stable runs), ``blowup_days`` (the same in days),
     ``energy_bound``.
     """
@@ -523,20 +536,38 @@ def _km_axis(ax, k_max: float | None) -> None:
 
 
 def plot_spectra(sets: Mapping[str, Diagnostics], k_max: float | None = None) -> Figure:
-    """KE and enstrophy spectra per layer (log-log); dotted line at the scoring cut ``k_max`` (rad/m)."""
+    """KE spectra per layer and each set's KE and enstrophy spectra as ratios to the truth's.
+
+    Drawn on the resolved range ``0 < k_r <= k_max`` (rad/m; all wavenumbers when ``None``), where
+    the similarity scores are computed: beyond it the coarse model's filter removes what any closure
+    does. The ratios are on a linear axis, so a closure's effect on the resolved scales is visible
+    (1 = the truth's spectrum). Needs a set named ``"truth"`` for the ratio rows.
+    """
     first = next(iter(sets.values())).ds
     levs = first["lev"].values
-    fig = Figure(figsize=(4.2 * len(levs), 7), layout="constrained")
-    axes = fig.subplots(2, len(levs), squeeze=False)
-    for row, s in enumerate(("KEspec", "Ensspec")):
-        for col, z in enumerate(levs):
+    kr = first["k_r"].values
+    keep = (kr > 0) & (kr <= (k_max if k_max is not None else np.inf))
+    fig = Figure(figsize=(4.2 * len(levs), 9), layout="constrained")
+    axes = fig.subplots(3, len(levs), squeeze=False)
+    truth = sets.get("truth")
+    for col, z in enumerate(levs):
+        ax = axes[0, col]
+        for name, d in sets.items():
+            ax.loglog(kr[keep], d.ds["spec_KEspec"].values[col, keep], label=name, **_style(name))
+        ax.set_title(f"{SPECTRA['KEspec']['long_name'].split(' (')[0]}, layer {z}")
+        ax.set_ylabel(f"$E(k_r)$ ({SPECTRA['KEspec']['units']})")
+        _km_axis(ax, None)
+        for row, spec in ((1, "KEspec"), (2, "Ensspec")):
             ax = axes[row, col]
-            for name, d in sets.items():
-                kr = d.ds["k_r"].values
-                ax.loglog(kr[1:], d.ds[f"spec_{s}"].values[col, 1:], label=name, **_style(name))
-            ax.set_title(f"{SPECTRA[s]['long_name'].split(' (')[0]}, layer {z}")
-            ax.set_ylabel(f"$E(k_r)$ ({SPECTRA[s]['units']})")
-            _km_axis(ax, k_max)
+            if truth is not None:
+                reference = truth.ds[f"spec_{spec}"].values[col, keep]
+                for name, d in sets.items():
+                    ax.plot(kr[keep], d.ds[f"spec_{spec}"].values[col, keep] / reference, label=name,
+                            **_style(name))
+            ax.set_xscale("log")
+            ax.set_title(f"{SPECTRA[spec]['long_name'].split(' (')[0]} / truth, layer {z}", fontsize=9)
+            ax.set_ylabel("ratio to the truth")
+            _km_axis(ax, None)
     axes[0, 0].legend(fontsize=8)
     return fig
 

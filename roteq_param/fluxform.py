@@ -7,7 +7,7 @@ and by the training loss (torch, float32/float64, autograd through
 dtype and device.
 
 Conventions (docs/design.md §2-§3)
------------------------------
+----------------------------------
 * The domain is the square ``[0, L) x [0, L)`` with ``L`` in metres; grid
   point ``(j, i)`` sits at ``y_j = (j + 1/2) L/n``, ``x_i = (i + 1/2) L/n``.
 * Derivatives are spectral: ``d/dx <-> i k``, ``d/dy <-> i l`` with

@@ -4,7 +4,7 @@ This module is the one place in roteq-param that rotates or reflects data.
 Training, evaluation, the solver hooks and the tests all call it.
 
 Conventions (docs/design.md §2)
---------------------------
+-------------------------------
 * Arrays are laid out ``[..., y, x]``: the last axis is x (index i), the one
   before it is y (index j), and y grows with j.
 * Grid points sit at cell centres, ``x_i = (i + 1/2) dx`` as in pyqg. Rotations
@@ -18,21 +18,18 @@ Conventions (docs/design.md §2)
 
 How an element ``g`` with matrix ``R`` acts, per field kind:
 
-================  ========================  ==================================
-kind              layout                    action
-================  ========================  ==================================
-scalar            ``[..., y, x]``           ``f'(x) = f(R^-1 x)``
-pseudoscalar      ``[..., y, x]``           ``f'(x) = det(R) f(R^-1 x)``
-vector            ``[..., 2, y, x]`` (x, y) ``v'(x) = R v(R^-1 x)``
-pseudovector      ``[..., 2, y, x]`` (x, y) ``v'(x) = det(R) R v(R^-1 x)``
-tensor            ``[..., 3, y, x]``        ``T' = R T R^T`` with components
-                                            (xx, xy, yy) of a symmetric tensor
-constant_vector   ``[..., 2]`` (x, y)       ``c' = R c`` (no spatial part)
-constant_         ``[..., 2]`` (x, y)       ``c' = det(R) R c``
-pseudovector
-constant_scalar   ``[..., 1]``              ``c' = c`` (a setting of the solver
-                                            such as a drag rate: invariant)
-================  ========================  ==================================
+=====================  ==============================  ==========================================
+kind                   layout                          action
+=====================  ==============================  ==========================================
+scalar                 ``[..., y, x]``                 ``f'(x) = f(R^-1 x)``
+pseudoscalar           ``[..., y, x]``                 ``f'(x) = det(R) f(R^-1 x)``
+vector                 ``[..., 2, y, x]`` (x, y)       ``v'(x) = R v(R^-1 x)``
+pseudovector           ``[..., 2, y, x]`` (x, y)       ``v'(x) = det(R) R v(R^-1 x)``
+tensor                 ``[..., 3, y, x]``              ``T' = R T R^T``, components (xx, xy, yy)
+constant_vector        ``[..., 2]`` (x, y)             ``c' = R c`` (no spatial part)
+constant_pseudovector  ``[..., 2]`` (x, y)             ``c' = det(R) R c``
+constant_scalar        ``[..., 1]``                    ``c' = c`` (a solver setting: invariant)
+=====================  ==============================  ==========================================
 
 Why pseudo-kinds matter for QG: pyqg holds f0 > 0 fixed, and geostrophy
 ``f0 z x u = -grad p`` maps a mirrored flow onto a valid flow only if the

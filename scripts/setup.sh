@@ -54,8 +54,8 @@ say "building pyqg 0.7.2 against FFTW (no build isolation)"
 pip install -c "$CONSTRAINTS" --no-build-isolation pyqg
 say "torch 2.13.0 (CPU wheel)"
 pip install -c "$CONSTRAINTS" torch==2.13.0
-say "roteq-param and its pinned dependencies (escnn, xarray, numba, dask, ...)"
-pip install -c "$CONSTRAINTS" -e "$ROOT[dev]"
+say "roteq-param and its pinned dependencies (escnn, xarray, numba, dask, ...; Sphinx for the docs)"
+pip install -c "$CONSTRAINTS" -e "$ROOT[dev,docs]"
 
 say "checking the environment"
 "$VENV/bin/python" -m solver_coupling.pyqg.envcheck

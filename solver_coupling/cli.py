@@ -616,13 +616,16 @@ def _cmd_derive(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------
 
 def add_demo_parser(subparsers) -> argparse.ArgumentParser:
-    p = subparsers.add_parser("demo", help="run the shipped model online in pyqg and score it (a few minutes)",
+    p = subparsers.add_parser("demo", help="run the shipped model online in pyqg and score it (about 5 minutes)",
                               description=pyqg_demo.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=DEFAULT_MODEL, help="trained model (default: %(default)s)")
-    p.add_argument("--years", type=float, default=4.0, help="model years per member (default: 4)")
-    p.add_argument("--members", type=int, default=2, help="ensemble members per set (default: 2)")
-    p.add_argument("--score-years", type=float, default=2.0, help="score the last Y years (default: 2)")
-    p.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder (default: out/demo)")
+    p.add_argument("--years", type=float, default=2.0,
+                   help="model years (360 days) per member, all of them scored (default: %(default)s)")
+    p.add_argument("--members", type=int, default=2, help="ensemble members per set (default: %(default)s)")
+    p.add_argument("--out", type=Path, default=Path("out/demo"), help="output folder (default: %(default)s)")
+    p.add_argument("--make-states", action="store_true",
+                   help="instead of the demo, spin up the states it starts from (3 members x 5 years with and "
+                        "without the model, about 15 minutes) and store them in the model's folder")
     p.set_defaults(func=_cmd_demo)
     return p
 
@@ -631,11 +634,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     import torch
 
     torch.set_num_threads(1)  # pyqg runs on one core (ntd=1); torch threads only add barrier waits here
-    if not 0 < args.score_years <= args.years:
-        _fail("demo", "--score-years must be positive and at most --years")
     try:
-        return run_demo(args.model, years=args.years, members=args.members, score_years=args.score_years,
-                        out=args.out)
+        if args.make_states:
+            for path in pyqg_demo.make_demo_states(args.model):
+                print(f"wrote {path}")
+            return 0
+        if not args.years > 0 or args.members < 1:
+            raise ValueError("--years must be positive and --members at least 1")
+        return run_demo(args.model, years=args.years, members=args.members, out=args.out)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         _fail("demo", e)
 

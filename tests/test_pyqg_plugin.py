@@ -235,16 +235,6 @@ def test_a_nan_member_does_not_poison_the_ensemble(net):
     assert np.isfinite(ens.members[0].q).all() and not np.isfinite(ens.members[1].q).all()
 
 
-def test_old_import_path_still_works_with_a_deprecation_warning():
-    import importlib
-    import sys
-
-    sys.modules.pop("solver_coupling.pyqg_plugin", None)
-    with pytest.warns(DeprecationWarning, match="solver_coupling.pyqg.plugin"):
-        old = importlib.import_module("solver_coupling.pyqg_plugin")
-    assert old.RotEqParameterization is RotEqParameterization
-
-
 def test_regime_check_accepts_the_training_configuration_up_to_the_group():
     """The shipped C4 model accepts eddy turned through 180 degrees (beta -> -beta, U -> -U) and says so;
     a configuration no group element reaches (beta flipped alone) is still refused, naming beta."""

@@ -72,16 +72,64 @@ def test_c_grid_path_matches_the_collocated_hook_online(spun_up):
 
 
 def test_demo_end_to_end(tmp_path, capsys):
+    """The demo starts from the shipped spun-up states, scores against the shipped reference and
+    prints the mean beside the card's multi-member evaluation."""
     from solver_coupling.pyqg.demo import run_demo
 
-    rc = run_demo(models.DEFAULT_MODEL, years=0.05, members=1, score_years=0.04, out=tmp_path)
+    rc = run_demo(models.DEFAULT_MODEL, years=0.05, members=1, out=tmp_path)
     printed = capsys.readouterr().out
     assert rc == 0, printed
-    assert "similarity mean" in printed and "1/1 parameterized members stable" in printed
+    assert "similarity mean" in printed and "1/1 members with the closure stable" in printed
+    assert "noise ceiling" in printed
     result = json.loads((tmp_path / "evaluate.json").read_text())
     assert models.DEFAULT_MODEL in result["runs"]
     for stem in ("spectra", "distributions", "energy_timeseries", "snapshots"):
         assert (tmp_path / f"{stem}.png").stat().st_size > 1000
+
+
+def test_demo_states_are_spun_up():
+    """The shipped demo states are equilibrium states of their configurations, not spin-up: their
+    kinetic energy is within a factor 2 of the truth reference's range, with the closure and without."""
+    import xarray as xr
+
+    from solver_coupling.pyqg.demo import demo_states_path
+    from solver_coupling.pyqg.evaluate import Reference
+
+    cfg = get_config("eddy", {"nx": 64}, coarse_nx=64)
+    truth_max = Reference.load(str(models.model_dir(models.DEFAULT_MODEL) / "reference.nc")).energy_max
+    for closure in (True, False):
+        with xr.open_dataset(demo_states_path(models.DEFAULT_MODEL, closure)) as ds:
+            q = ds["q"].values.astype(np.float64)
+        assert q.shape[1:] == (2, 64, 64) and np.isfinite(q).all()
+        for state in q:
+            m = cfg.make_model(log_level=0)
+            m.q = state
+            m._invert()
+            ke = float(np.average([(m.u[i] ** 2 + m.v[i] ** 2).mean() / 2 for i in range(2)], weights=m.Hi))
+            assert 0.1 * truth_max < ke < 2 * truth_max, (closure, ke, truth_max)
+
+
+def test_make_demo_states_and_start_from_them(tmp_path):
+    """make_demo_states writes states a rollout then starts from exactly (float32 snapshots, as stored)."""
+    import xarray as xr
+
+    from solver_coupling.pyqg.demo import make_demo_states
+    from solver_coupling.pyqg.rollout import RolloutRequest, load_initial_states
+
+    paths = make_demo_states(models.DEFAULT_MODEL, members=1, years=30 / 360, seed=5, work=tmp_path / "work",
+                             folder=tmp_path, progress=False)
+    assert [p.name for p in paths] == ["demo_states_closure.nc", "demo_states_none.nc"]
+    cfg = get_config("eddy", {"nx": 64}, coarse_nx=64)
+    req = RolloutRequest(config=cfg, model=None, members=1, years=1 / 360, snapshot_days=1.0, initial_states=str(paths[1]))
+    with xr.open_dataset(paths[1]) as ds:
+        stored = ds["q"].values[0].astype(np.float64)
+    np.testing.assert_array_equal(load_initial_states(paths[1], req)[0], stored)
+    assert np.abs(stored).max() > 1e-7  # a flow, not rest
+    with pytest.raises(ValueError, match="1 states for 2 members"):
+        load_initial_states(paths[1], RolloutRequest(config=cfg, members=2, years=0.01, initial_states=str(paths[1])))
+    with pytest.raises(ValueError, match="make states on this grid"):
+        load_initial_states(paths[1], RolloutRequest(config=get_config("eddy", {"nx": 32}, coarse_nx=32), members=1,
+                                                     years=0.01))
 
 
 def test_shipped_model_behaviour_fingerprint():

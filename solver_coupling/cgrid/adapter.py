@@ -53,10 +53,15 @@ FluxModel = Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[np.ndarray, np.
 class CGridTendencies(NamedTuple):
     """Subgrid tendencies on the C-grid, each ``(nz, ny, nx)``, 0 on land points of its kind.
 
-    du : on u-points (west faces), m s^-2.
-    dv : on v-points (south faces), m s^-2.
-    db : at centres, units of b per second (m^2 s^-2 for the QG interface
-         field); ``db[k] = -div Fb[k]``, one field per flux layer k.
+    Attributes
+    ----------
+    du
+        on u-points (west faces), m s^-2.
+    dv
+        on v-points (south faces), m s^-2.
+    db
+        at centres, units of b per second (m^2 s^-2 for the QG interface field);
+        ``db[k] = -div Fb[k]``, one field per flux layer k.
     """
 
     du: np.ndarray

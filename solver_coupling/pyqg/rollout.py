@@ -1,7 +1,8 @@
 """Long online rollouts of coarse pyqg ensembles, with or without the plugin (``roteq rollout``).
 
 M members start from seeded small-amplitude PV (the same recipe as the training
-runs) and are stepped in lockstep on one of two engines:
+runs), or from stored states (``initial_states``: a netCDF file with ``q`` (run, lev, y, x)
+in s-1, e.g. spun-up states that ship with a model), and are stepped in lockstep on one of two engines:
 
 * ``pyqg``: pyqg itself on the CPU; with a model, one batched network call per step
   serves all members (:class:`~solver_coupling.pyqg.plugin.Ensemble`);
@@ -62,7 +63,7 @@ from solver_coupling.pyqg.data import initial_pv
 from solver_coupling.pyqg.plugin import Ensemble, RotEqParameterization
 from solver_coupling.pyqg.state import velocity
 
-__all__ = ["RolloutRequest", "rollout"]
+__all__ = ["RolloutRequest", "load_initial_states", "rollout"]
 
 DAY = 86400.0
 
@@ -87,6 +88,7 @@ class RolloutRequest:
     engine: str = "pyqg"
     precision: str = "float64"  # the torch engine's state; pyqg is always float64
     add_closure: str | None = None  # a pyqg built-in closure (BASELINES) added to the network's forcing
+    initial_states: str | None = None  # netCDF with q (run, lev, y, x) [1/s]: member i starts from run i
 
     def __post_init__(self) -> None:
         if self.add_closure is not None:
@@ -470,7 +472,8 @@ def rollout(req: RolloutRequest, out: str | os.PathLike, *, resume: bool = False
             fftw_plans.use_wisdom(fftw_plans.load_or_measure(out, plan_model))
         engine = ENGINES[req.engine](req)
         st = _State(req)
-        engine.set_q([initial_pv(req.config, req.seed, i) for i in range(req.members)])
+        engine.set_q(load_initial_states(req.initial_states, req) if req.initial_states else
+                     [initial_pv(req.config, req.seed, i) for i in range(req.members)])
         if resume and ckpt.exists():
             _load_checkpoint(ckpt, engine, st, req)
         # (with overwrite the old files stay until the new run replaces them: a failure before
@@ -512,6 +515,34 @@ def rollout(req: RolloutRequest, out: str | os.PathLike, *, resume: bool = False
                                      "failed": int(st.failed.sum())}, refresh=False)  # shown at the bar's next refresh
         # the run ended on a checkpoint, or stopped early because every member failed
         return ds if saved_at == st.step else save()
+
+
+def load_initial_states(path: str | os.PathLike, req: RolloutRequest) -> list[np.ndarray]:
+    """The first ``req.members`` states of ``path`` (variable ``q``, dims (run, lev, y, x), in s-1), float64.
+
+    Raises ``ValueError`` naming the file when it lacks ``q``, holds fewer runs than members, or
+    its grid or layer count differs from the rollout's.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"initial states {path}: no such file")
+    with xr.open_dataset(path) as ds:
+        if "q" not in ds:
+            raise ValueError(f"initial states {path}: no variable 'q' (run, lev, y, x) in s-1")
+        q = ds["q"]
+        if q.dims != ("run", "lev", "y", "x"):
+            raise ValueError(f"initial states {path}: q has dims {q.dims}; expected ('run', 'lev', 'y', 'x')")
+        want = (req.config.nz, req.nx, req.nx)
+        if q.shape[1:] != want:
+            raise ValueError(f"initial states {path}: states of shape {q.shape[1:]} (lev, y, x), the rollout's are "
+                             f"{want}; make states on this grid (e.g. with `roteq rollout ... --nx {req.nx}`)")
+        if q.shape[0] < req.members:
+            raise ValueError(f"initial states {path}: {q.shape[0]} states for {req.members} members; ask for at "
+                             f"most {q.shape[0]} members or store more states")
+        states = [np.asarray(q.values[i], dtype=np.float64) for i in range(req.members)]
+    if not all(np.isfinite(s).all() for s in states):
+        raise ValueError(f"initial states {path}: non-finite values in q")
+    return states
 
 
 def _monitor(req: RolloutRequest, engine, st: _State) -> None:

@@ -3,11 +3,11 @@
 The network runs inside :class:`~solver_coupling.torchqg.TorchQGModel` (``FluxNetClosure`` with
 ``differentiable=True``); the twin starts from coarse-grained truth PV at the start of a trajectory
 window and is unrolled for ``n`` steps; the loss compares every step with the coarse-grained truth
-stored in the dataset (``q_traj``, written by ``roteq generate --window-steps``):
+stored in the dataset (``q_traj``, written by ``roteq generate --window-steps``)::
 
     loss = mean over steps, members and layers of  sum_k |q_twin - q_truth|^2 / sum_k |q_truth|^2
 
-over the wavenumbers k that pyqg's filter leaves alone (|k| dx <= 0.65 pi; ``scales="all"``: every
+over the wavenumbers k that pyqg's filter leaves alone (``|k| dx <= 0.65 pi``; ``scales="all"``: every
 wavenumber, i.e. the grid-space error by Parseval), per layer so both layers count. Why the mask
 (measured on the eddy windows, twin error / truth power after 1 step, by isotropic wavenumber
 index of 32): 6.5e-4 in the filtered band 21-32 against 5e-7 in 16-21 and below 1e-7 under 16.
