@@ -12,12 +12,12 @@
 4. Writes the plots to ``--out``: spectra as ratios to the truth on the resolved range, energy
    budget, value distributions, energy time series and snapshots.
 
-The demo's two members and two years carry sampling noise: its mean moves by a few hundredths
+The demo's members and years are few, so they carry sampling noise: its mean moves by a few hundredths
 between machines (pyqg's round-off differs), which is the member noise of the published table.
 
 The spun-up states are made by :func:`make_demo_states` (``roteq demo --make-states``):
 ``members`` rollouts of ``years`` years from seeded noise, with and without the closure, whose
-final PV snapshots (float32, s-1) are stored.
+final PV snapshots and those half a year earlier (float32, s-1) are stored.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ __all__ = ["demo_states_path", "make_demo_states", "run_demo"]
 #: energy time series of a run from rest levels off after about 1,000 days)
 SPINUP_YEARS = 5.0
 SPINUP_SEED = 100  # no evaluation or training run uses this seed
+STATE_SPACING_DAYS = 180.0  # two states of each spun-up member, this far apart
 
 
 def demo_states_path(model: str, closure: bool, folder: Path | None = None) -> Path:
@@ -54,8 +55,8 @@ def make_demo_states(model: str, *, members: int = 3, years: float = SPINUP_YEAR
                      progress: bool | None = None) -> list[Path]:
     """Spin up ``members`` 64² eddy runs for ``years`` (360-day years) with and without ``model``.
 
-    Writes the final PV of each member (``q`` (run, lev, y, x) in s-1, float32 as the rollout stores
-    snapshots) to :func:`demo_states_path` for both sets (in ``folder``, by default the model's own),
+    Writes the final PV of each member and its PV 180 days before (``2 * members`` states ``q``
+    (run, lev, y, x) in s-1, float32 as the rollout stores snapshots) to :func:`demo_states_path` for both sets (in ``folder``, by default the model's own),
     atomically, and returns the two paths.
     ``work`` keeps the rollouts, so a killed spin-up resumes where it stopped.
     """
@@ -69,9 +70,12 @@ def make_demo_states(model: str, *, members: int = 3, years: float = SPINUP_YEAR
         ds = rollout(req, out, resume=resume, overwrite=not resume, progress=progress)
         if bool(ds["failed"].any()):
             raise RuntimeError(f"a spin-up member of {out} was stopped by the monitor: {ds['failure_reason'].values}")
-        q = ds["q"].isel(time=-1).drop_vars("time", errors="ignore")
+        # each member gives two states half a year apart (eddies decorrelate within weeks), so a
+        # demo can start more members than were spun up
+        apart = int(round(STATE_SPACING_DAYS / req.snapshot_days))
+        q = np.concatenate([ds["q"].values[:, -1], ds["q"].values[:, -1 - apart]])
         states = xr.Dataset(
-            {"q": (("run", "lev", "y", "x"), q.values.astype(np.float32),
+            {"q": (("run", "lev", "y", "x"), q.astype(np.float32),
                    {"units": "s-1", "long_name": "potential vorticity anomaly"})},
             attrs={"title": "roteq-param demo: spun-up coarse states",
                    "made_by": f"roteq demo --make-states --model {model} (solver_coupling.pyqg.demo.make_demo_states)",

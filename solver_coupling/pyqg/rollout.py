@@ -363,6 +363,9 @@ class _State:
 def _request_key(req: RolloutRequest) -> str:
     """The settings a checkpoint belongs to (all but the device, which may change on resume)."""
     d = {f.name: getattr(req, f.name) for f in fields(req) if f.name not in ("config", "device")}
+    if d["initial_states"] is None:
+        # unset, it is left out, so checkpoints written before the option existed still resume
+        del d["initial_states"]
     return json.dumps({**d, "config": req.config.to_json()}, sort_keys=True)
 
 
