@@ -149,7 +149,7 @@ def test_roteq_score_reports_offline_skill_and_refuses_runs_it_does_not_have(tmp
                                  model=ModelConfig(channels=(8, 8), kernel_sizes=(3, 1), similarity=True),
                                  epochs=2, batch_size=4, progress=False, threads=1))
     out = tmp_path / "score.json"
-    assert main(["score", "--model", summary["model_dir"], "--data", data, "--runs", "2", "--out", str(out)]) == 0
+    assert main(["score", "--model", summary["model_dir"], "--data", data, "--runs", "2", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["grid"] == 16 and result["runs"] == [2]
     # the held-out run is the training loop's validation run: the same R^2 as the card records
