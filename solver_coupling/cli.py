@@ -27,6 +27,7 @@ import json
 import os
 import re
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -85,6 +86,14 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
             return text
         return f"{text} (default: {_shown(action.default).replace('%', '%%')})"
 
+    # lines break at spaces only, so that option names (--out-file) stay whole
+    def _split_lines(self, text: str, width: int) -> list[str]:
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return textwrap.fill(" ".join(text.split()), width, initial_indent=indent, subsequent_indent=indent,
+                             break_on_hyphens=False)
+
 
 class Parser(argparse.ArgumentParser):
     """An argument parser that accepts the deprecated spellings of its subcommand (``deprecated``: old
@@ -112,8 +121,10 @@ class Parser(argparse.ArgumentParser):
         return new + eq + value
 
 
-class _RawHelpFormatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
+class _RawHelpFormatter(HelpFormatter):
     """Defaults shown, the description's own line breaks kept (for descriptions taken from docstrings)."""
+
+    _fill_text = argparse.RawDescriptionHelpFormatter._fill_text
 
 
 _ROLE = re.compile(r":[a-z]+:`~?([^`]+)`")
