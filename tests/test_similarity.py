@@ -177,7 +177,7 @@ def test_training_on_two_grids_at_once_resumes_exactly_and_records_both(tmp_path
     card = models.load_card(straight["model_dir"])
     more = card["training"]["more_data"]
     assert [m["grid"] for m in more] == [12] and more[0]["val_runs"] == [2]
-    assert np.isfinite(card["metrics"]["val_more_data"][str(Path(d12).resolve())]["S_mean"])
+    assert np.isfinite(card["metrics"]["val_more_data"][Path(d12).name]["S_mean"])  # no machine path in a card
     # a resume with another second dataset is refused
     with pytest.raises(ValueError, match="the options differ"):
         train(TrainOptions(out=str(tmp_path / "b"), resume=True, **{**common, "more_data": (d16,)}))
