@@ -170,3 +170,19 @@ def test_snapshot_writer_refuses_another_model_and_a_blown_up_state():
     m.q[0, 0, 0] = np.nan
     with pytest.raises(FloatingPointError, match="NaN"):
         writer.add(m)
+
+
+def test_the_train_summary_warns_loudly_on_poor_held_out_skill(tmp_path):
+    from solver_coupling.cli import train_report
+
+    summary = {"epochs_run": 30, "best_epoch": 4, "stopped_early": False, "train_seconds": 12.0,
+               "model_dir": "runs/x/model", "checkpoint": "runs/x/checkpoint.pt",
+               "metrics": {"val": {"flux_mean": 0.41, "S_mean": -2164.0, "S_1": -4000.0, "S_2": -328.0}}}
+    text = train_report(summary, tmp_path / "summary.json")
+    assert "WARNING: poor held-out skill" in text and "S mean -2.16e+03" in text and "flux mean" not in \
+        text.split("WARNING")[1].split(";")[0]
+    assert len(text.splitlines()) <= 8
+    summary["metrics"]["val"].update(S_mean=0.5, S_1=0.4, S_2=0.6)
+    assert "WARNING" not in train_report(summary, tmp_path / "summary.json")
+    del summary["metrics"]
+    assert "--resume" in train_report(summary, tmp_path / "summary.json")
