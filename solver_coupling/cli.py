@@ -168,7 +168,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
                           window_steps=args.window_steps, window_every=args.window_every,
                           family=Family.of(ranges) if ranges else None, dt_halvings=args.dt_halvings)
         generate(request, args.out_file, overwrite=args.overwrite, workers=args.workers, scheduler=args.scheduler,
-                 serial=args.serial)
+                 serial=args.serial, command=_command_line(args))
     except (ValueError, OutputLocked) as err:  # UsageError, configuration errors, a locked output
         _fail("generate", err)
     except FloatingPointError as err:  # a high-res run blew up (raised by the run, on Dask too)

@@ -529,13 +529,16 @@ def _assemble(paths: list[str], out: str, attrs: dict[str, Any], dt: float, rek:
 
 
 def generate(request: Request, out: str, *, overwrite: bool = False, workers: int | None = None,
-             scheduler: str | None = None, serial: bool = False, progress: bool | None = None) -> str:
+             scheduler: str | None = None, serial: bool = False, progress: bool | None = None,
+             command: str = "") -> str:
     """Run the ensemble of ``request`` and write the coarse dataset to ``out`` (netCDF4).
 
     Runs go to a Dask LocalCluster (processes, one thread each, ``workers``
     processes, default: the number of cores) unless ``serial`` (in process) or
     ``scheduler`` (address of an existing Dask scheduler; its workers need this
-    package installed). Completed runs in ``<out>.parts`` are reused.
+    package installed). Completed runs in ``<out>.parts`` are reused. ``command``: the command line,
+    kept as the dataset's ``command`` attribute (model cards name their data by it; not part of what
+    makes a finished dataset the same, so the same ensemble asked for again is still a no-op).
     """
     from tqdm.auto import tqdm
 
@@ -569,7 +572,7 @@ def generate(request: Request, out: str, *, overwrite: bool = False, workers: in
             _run_on_dask(request, pending, parts_dir, wisdom, workers, scheduler, overall, progress)
         overall.close()
 
-        _assemble(paths, out, request.attrs(), request.config.dt,
+        _assemble(paths, out, {**request.attrs(), **({"command": command} if command else {})}, request.config.dt,
                   [float(request.run_config(r).params["rek"]) for r in range(request.runs)],
                   [request.run_config(r).coarse_solver_config() for r in range(request.runs)] if request.family
                   else None)
