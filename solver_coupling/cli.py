@@ -36,6 +36,7 @@ import numpy as np
 from roteq_param import coarsen
 from roteq_param.atomic import OutputLocked, atomic_write_bytes
 from roteq_param.models import DEFAULT_MODEL, ModelConfig, ModelFileError, derive_model, load_model
+from roteq_param.models.store import portable
 from roteq_param.train import TrainOptions, train
 from roteq_param.train.calibrate import calibrate_energy_backscatter
 from solver_coupling.pyqg import bench as pyqg_bench
@@ -180,9 +181,11 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _command_line(args: argparse.Namespace) -> str:
-    """The command as typed, for the records a file keeps of how it was made (``roteq COMMAND ...``)."""
+    """The command as typed, for the records a file keeps of how it was made (``roteq COMMAND ...``), with
+    absolute paths made portable (:func:`~roteq_param.models.store.portable`): the record is read on other
+    machines, and the same command into another folder makes the same file."""
     argv = getattr(args, "argv", None) or (sys.argv[1:] if sys.argv[1:2] == [args.command] else [args.command])
-    return " ".join(["roteq", *argv])
+    return portable(" ".join(["roteq", *argv]))
 
 
 def _cmd_coarsen(args: argparse.Namespace) -> int:
