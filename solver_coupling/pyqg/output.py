@@ -76,6 +76,7 @@ class SnapshotWriter:
         _check_model(m)
         self._settings = _settings_of(m)
         self._template = m.to_dataset()[["Ubg"]]  # pyqg's attributes and its background velocity
+        self._grid = (np.array(m.y[:, 0]), np.array(m.x[0, :]))  # cell centres, m
         self._times: list[float] = []
         self._q: list[np.ndarray] = []
 
@@ -105,11 +106,12 @@ class SnapshotWriter:
         if not self._q:
             raise ValueError("SnapshotWriter: no snapshots recorded; call add(m) in the model's loop first")
         ds = self._template.copy()
-        n = self._q[0].shape[-1]
         ds["q"] = (("time", "lev", "y", "x"), np.stack(self._q),
                    {"units": "s^-1", "long_name": "potential vorticity in real space"})
+        y, x = self._grid
         ds = ds.assign_coords(time=("time", np.asarray(self._times), {"units": "s", "long_name": "model time"}),
-                              lev=np.arange(1, 3), y=np.arange(n), x=np.arange(n))
+                              lev=np.arange(1, 3), y=("y", y, {"units": "m", "long_name": "cell centre, y"}),
+                              x=("x", x, {"units": "m", "long_name": "cell centre, x"}))
         ds.attrs.update({f"roteq:{k}": v for k, v in self._settings.items()})
         ds.attrs["roteq:format"] = RAW_FORMAT
         return ds
