@@ -85,6 +85,7 @@ def test_own_pyqg_runs_retrain_and_run_in_the_same_configuration(highres, tmp_pa
         solver = json.loads(ds.attrs["solver"])
         assert solver["H1"] == H1 and solver["H2"] == H1 / 0.25 and solver["nx"] == 32
         assert ds.attrs["command"].startswith("roteq coarsen") and "H1=750" in ds.attrs["command"]
+        assert json.loads(ds.attrs["source_files"]) == [["run0.nc"], ["run1.nc"]]
         assert np.isfinite(ds["S_flux"].values).all() and float(np.abs(ds["tau"]).max()) > 0
 
     model = tmp_path / "model"

@@ -641,7 +641,8 @@ def coarsen_files(inputs: list[str], out: str, *, coarse_nx: int = 64, operator:
     attrs = {
         "config": config.to_json(), "config_name": "pyqg-output", "operator": op.name,
         "operator_params": json.dumps(op.params(), sort_keys=True), "ratio": op.ratio,
-        "source_files": json.dumps([os.path.basename(p) for p in inputs]),
+        # the files each run came from (one each, or several with one_run)
+        "source_files": json.dumps([[os.path.basename(p) for p in run] for run in found.sources]),
         **({"command": command} if command else {}),
     }
     runs = []
