@@ -4,8 +4,9 @@
 process, on a Dask LocalCluster, or on any Dask scheduler), coarse-grains a
 snapshot every ``snapshot_hours`` after the spin-up with
 :func:`roteq_param.coarsen.coarse_grain`, and writes one netCDF4 dataset.
-``coarsen_files`` does the same for existing pyqg output (``m.to_dataset()``
-written to netCDF).
+``coarsen_files`` does the same for your own high-resolution pyqg runs (saved by
+:mod:`solver_coupling.pyqg.output`, or ``m.to_dataset()`` without its complex variables;
+docs/retraining.md).
 
 Dataset layout
 --------------
