@@ -36,19 +36,19 @@ VARIANTS=${VARIANTS:-w0-long w1 w10 w100 w10-from-offline recipe-rerun c4-apost}
 EXTRA=${EXTRA-eddy-c4=eddy-c4 c4-d1e-6=$OUT/c4-d1e-6}
 CEILING=${CEILING:-}
 
-[ -f "$DATA" ] || $R generate --runs 8 --years 10 --spinup-years 5 --snapshot-hours 250 --window-steps 32 \
-  --window-every 2 --seed 0 --workers "$JOBS" --out "$DATA"
-[ -z "$CEILING" ] || [ -f "$CEILING" ] || $R generate --runs 4 --years 10 --spinup-years 5 --snapshot-hours 250 \
-  --seed 2 --workers "$JOBS" --out "$CEILING"
+[ -f "$DATA" ] || $R generate --members 8 --years 10 --spinup-years 5 --snapshot-hours 250 --window-steps 32 \
+  --window-every 2 --seed 0 --workers "$JOBS" --out-file "$DATA"
+[ -z "$CEILING" ] || [ -f "$CEILING" ] || $R generate --members 4 --years 10 --spinup-years 5 --snapshot-hours 250 \
+  --seed 2 --workers "$JOBS" --out-file "$CEILING"
 mkdir -p "$OUT"
 # the cheaper network with the default's grid damping: the start of the c4-apost variant
-[ -f "$OUT/c4-d1e-6/model.pt" ] || $R derive --model eddy-c4 --grid-damping 1e-6 --out "$OUT/c4-d1e-6"
+[ -f "$OUT/c4-d1e-6/model.pt" ] || $R derive --model eddy-c4 --grid-damping 1e-6 --name "$OUT/c4-d1e-6"
 wait_slot() { while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do sleep 5; done; }
 for v in $VARIANTS; do
   [ -n "${SPEC[$v]+x}" ] || { echo "unknown variant $v (known: ${!SPEC[*]})" >&2; exit 2; }
   [ -f "$OUT/$v/model/model.pt" ] && continue
   wait_slot
-  $R train-online --data "$DATA" ${SPEC[$v]} --val-runs 2 --no-progress --out "$OUT/$v" > "$OUT/$v.log" 2>&1 &
+  $R train-online --data "$DATA" ${SPEC[$v]} --holdout 2 --no-progress --out "$OUT/$v" > "$OUT/$v.log" 2>&1 &
 done
 wait
 roll() {  # DIR MODEL SEED (a finished rollout resumes as a no-op)

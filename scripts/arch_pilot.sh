@@ -39,7 +39,7 @@ declare -A SPEC=(  # options after the common ones override them (e.g. --lr)
 ARCHS=${ARCHS:-"${!SPEC[*]}"}
 train() {  # NAME
   local out=$OUT/$1
-  $R train --data "$DATA" --val-runs "$VAL_RUNS" --epochs "$EPOCHS" --patience 1000 --lr 1e-2 --seed 0 \
+  $R train --data "$DATA" --holdout "$VAL_RUNS" --epochs "$EPOCHS" --patience 1000 --lr 1e-2 --seed 0 \
     --snapshot-every "$SNAPSHOT_EVERY" --no-progress --threads 1 --out "$out" --name "$out/model" $([ -f "$out/checkpoint.pt" ] && echo --resume) \
     ${SPEC[$1]} > "$out.log" 2>&1
 }

@@ -24,7 +24,7 @@ roll() {  # NAME MODEL
 }
 SPECS=("none=none")
 for r in $RATES; do
-  [ -f "$OUT/model-d$r/model.pt" ] || $R derive --model "$BASE" --grid-damping "$r" --out "$OUT/model-d$r" \
+  [ -f "$OUT/model-d$r/model.pt" ] || $R derive --model "$BASE" --grid-damping "$r" --name "$OUT/model-d$r" \
     --note "scripts/damping_sweep.sh BASE=$BASE" > /dev/null
   SPECS+=("d$r=$OUT/model-d$r")
 done

@@ -29,7 +29,7 @@ VARY="--vary beta=1e-11:1.5e-11 --vary rek=7e-8:5.787e-7 --vary delta=0.1:0.25 -
 RUNS=25
 RUN="--years 10 --spinup-years 5 --snapshot-hours 250 --seed 30 --dt-halvings 2 --workers ${WORKERS:-1}"
 if [ -z "${FIRST:-}" ]; then
-  $R generate $VARY --runs $RUNS $RUN --out data/family.nc
+  $R generate $VARY --members $RUNS $RUN --out-file data/family.nc
   exit 0
 fi
 D=data/family_first$FIRST.nc
@@ -42,32 +42,32 @@ wait_for_slot() { while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do sleep 5; done;
 JET_TRUTH="--reference references/jet.nc"
 if [ ! -f references/jet.nc ]; then
   JET_TRUTH="--truth data/jet4_seed1.nc"
-  [ -f data/jet4_seed1.nc ] || $R generate --config jet --runs 4 --years 10 --spinup-years 5 --snapshot-hours 250 \
-    --seed 1 --workers 1 --out data/jet4_seed1.nc > $O/gen_jet.log 2>&1 &
+  [ -f data/jet4_seed1.nc ] || $R generate --config jet --members 4 --years 10 --spinup-years 5 --snapshot-hours 250 \
+    --seed 1 --workers 1 --out-file data/jet4_seed1.nc > $O/gen_jet.log 2>&1 &
 fi
 if [ $D = data/family.nc ]; then
-  $R generate $VARY --runs $RUNS $RUN --out $D  # a no-op once it is there
+  $R generate $VARY --members $RUNS $RUN --out-file $D  # a no-op once it is there
 elif [ ! -f $D ]; then
   mkdir -p $D.parts
   for ((r = 0; r < FIRST; r++)); do
     p=$(printf "data/family.nc.parts/run_%05d.nc" $r)
     [ -f $p ] && [ ! -f $D.parts/$(basename $p) ] && cp $p $D.parts/
   done
-  $R generate $VARY --runs $FIRST $RUN --out $D
+  $R generate $VARY --members $FIRST $RUN --out-file $D
 fi
 held="$((FIRST - 2)),$((FIRST - 1))"
 for v in model= model-regime=--regime-inputs; do
   m=$O/${v%%=*}
-  [ -f $m/model.pt ] || $R train --data $D --val-runs 2 --snapshot-every ${SNAPSHOT_EVERY:-4} --channels 32,32,32 --kernel-sizes 5,3,3 \
+  [ -f $m/model.pt ] || $R train --data $D --holdout 2 --snapshot-every ${SNAPSHOT_EVERY:-4} --channels 32,32,32 --kernel-sizes 5,3,3 \
     --dilations 1,2,4 --lr 1e-2 --epochs ${EPOCHS:-30} --patience 1000 --seed 0 --no-progress ${v#*=} \
     --out $O/train${m#$O/model} --name $m --resume > $m.train.json
-  [ -f $m-damp1e-6/model.pt ] || $R derive --model $m --grid-damping 1e-6 --out $m-damp1e-6 \
+  [ -f $m-damp1e-6/model.pt ] || $R derive --model $m --grid-damping 1e-6 --name $m-damp1e-6 \
     --note "roteq derive --model $m --grid-damping 1e-6 (issue 13: a family model online)"
 done
 for m in family=$O/model regime=$O/model-regime eddy=eddy-c4-dilated-damped; do
-  [ -f $O/score-${m%%=*}.json ] || $R score --model ${m#*=} --data $D --runs $held --out $O/score-${m%%=*}.json
+  [ -f $O/score-${m%%=*}.json ] || $R score --model ${m#*=} --data $D --runs $held --json $O/score-${m%%=*}.json
   [ -f data/jet4_seed1.nc ] && [ ! -f $O/jetscore-${m%%=*}.json ] && \
-    $R score --model ${m#*=} --data data/jet4_seed1.nc --out $O/jetscore-${m%%=*}.json
+    $R score --model ${m#*=} --data data/jet4_seed1.nc --json $O/jetscore-${m%%=*}.json
 done
 roll() {  # FLOW NAME MODEL YEARS [FLAGS]
   local out=$O/$1-$2 flag=--overwrite

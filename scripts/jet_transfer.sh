@@ -22,8 +22,8 @@ JOBS=${JOBS:-2}
 RUNS=${RUNS:-4}
 mkdir -p "$OUT" data references
 for s in 1 2; do
-  [ -f data/jet${RUNS}_seed$s.nc ] || $R generate --config jet --runs "$RUNS" --years 10 --spinup-years 5 \
-    --snapshot-hours 250 --seed $s --workers 1 --out data/jet${RUNS}_seed$s.nc > "$OUT/gen${RUNS}_seed$s.log" 2>&1 &
+  [ -f data/jet${RUNS}_seed$s.nc ] || $R generate --config jet --members "$RUNS" --years 10 --spinup-years 5 \
+    --snapshot-hours 250 --seed $s --workers 1 --out-file data/jet${RUNS}_seed$s.nc > "$OUT/gen${RUNS}_seed$s.log" 2>&1 &
 done
 wait
 suffix=$([ "$RUNS" = 4 ] || echo "$RUNS")

@@ -11,27 +11,27 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONHASHSEED=0
 R=.venv/bin/roteq
-$R generate --config layered3 --coarse-nx 32 --runs 4 --years 5 --spinup-years 3 --snapshot-hours 250 --seed 20 \
-  --workers ${WORKERS:-1} --out data/layered3.nc
+$R generate --config layered3 --coarse-nx 32 --members 4 --years 5 --spinup-years 3 --snapshot-hours 250 --seed 20 \
+  --workers ${WORKERS:-1} --out-file data/layered3.nc
 mkdir -p runs/l3
 if [ ! -f runs/l3/model/model.pt ]; then
   $R train --data data/layered3.nc --channels 32,32,32 --kernel-sizes 5,3,3 --lr 1e-2 --epochs ${EPOCHS:-60} \
-    --patience 1000 --seed 0 --val-runs 1 --no-progress --out runs/l3/train --name runs/l3/model --resume \
+    --patience 1000 --seed 0 --holdout 1 --no-progress --out runs/l3/train --name runs/l3/model --resume \
     > runs/l3/train.json
 fi
-[ -f runs/l3/score.json ] || $R score --model runs/l3/model --data data/layered3.nc --runs 3 --out runs/l3/score.json
+[ -f runs/l3/score.json ] || $R score --model runs/l3/model --data data/layered3.nc --runs 3 --json runs/l3/score.json
 if [ ! -f runs/l3/model-dilated/model.pt ]; then
   $R train --data data/layered3.nc --channels 32,32,32 --kernel-sizes 5,3,3 --dilations 1,2,4 --lr 1e-2 \
-    --epochs ${EPOCHS:-60} --patience 1000 --seed 0 --val-runs 1 --no-progress --out runs/l3/train-dilated \
+    --epochs ${EPOCHS:-60} --patience 1000 --seed 0 --holdout 1 --no-progress --out runs/l3/train-dilated \
     --name runs/l3/model-dilated --resume > runs/l3/train-dilated.json
 fi
 [ -f runs/l3/score-dilated.json ] || $R score --model runs/l3/model-dilated --data data/layered3.nc --runs 3 \
-  --out runs/l3/score-dilated.json
+  --json runs/l3/score-dilated.json
 for src in model model-dilated; do
   for g in 1e-6 1e-5; do
     d=runs/l3/$src-damp$g
     [ "$src" = model-dilated ] && [ $g = 1e-5 ] && continue
-    [ -f $d/model.pt ] || $R derive --model runs/l3/$src --grid-damping $g --out $d \
+    [ -f $d/model.pt ] || $R derive --model runs/l3/$src --grid-damping $g --name $d \
       --note "roteq derive --model runs/l3/$src --grid-damping $g (issue 13: layered3 online)"
   done
 done

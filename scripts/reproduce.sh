@@ -8,11 +8,11 @@ export PYTHONHASHSEED=0  # escnn's kernel bases depend on Python's string hashin
 R=.venv/bin/roteq
 
 # 1. training data: 7 high-res (256^2) eddy runs, 10 years, snapshots every 250 h after a 5-year spin-up
-$R generate --runs 7 --years 10 --spinup-years 5 --snapshot-hours 250 --seed 0 --workers 2 \
-  --out data/eddy_spectral.nc
+$R generate --members 7 --years 10 --spinup-years 5 --snapshot-hours 250 --seed 0 --workers 2 \
+  --out-file data/eddy_spectral.nc
 
 # 2. the shipped model (runs 0-3 train, 4-6 held out) and the offline comparisons
-TRAIN="--data data/eddy_spectral.nc --val-runs 3 --channels 32,32 --kernel-sizes 7,1 --lr 1e-2 --epochs 50 --patience 15 --seed 0 --no-progress"
+TRAIN="--data data/eddy_spectral.nc --holdout 3 --channels 32,32 --kernel-sizes 7,1 --lr 1e-2 --epochs 50 --patience 15 --seed 0 --no-progress"
 train() {  # train OUT NAME [options]: resumes when OUT already holds a checkpoint
   local out=$1 name=$2; shift 2
   $R train $TRAIN --out "$out" --name "$name" $([ -f "$out/checkpoint.pt" ] && echo --resume) "$@"
@@ -38,9 +38,9 @@ $R bench --model eddy-c4 --json runs/bench.json
 
 # 6. the 25-run study (README "Skill on 25 runs"): data with trajectory windows (~3.2 core-hours),
 #    the shipped architecture and eddy-c4-dilated on runs 0-20 (21-24 held out), the online table
-PYTHONHASHSEED=0 $R generate --runs 25 --years 10 --spinup-years 5 --snapshot-hours 250 --window-steps 32 \
-  --window-every 4 --seed 0 --workers 2 --out data/eddy25.nc
-T25="--data data/eddy25.nc --val-runs 4 --lr 1e-2 --patience 1000 --seed 0 --no-progress"
+PYTHONHASHSEED=0 $R generate --members 25 --years 10 --spinup-years 5 --snapshot-hours 250 --window-steps 32 \
+  --window-every 4 --seed 0 --workers 2 --out-file data/eddy25.nc
+T25="--data data/eddy25.nc --holdout 4 --lr 1e-2 --patience 1000 --seed 0 --no-progress"
 train25() {  # OUT NAME [options]
   local out=$1 name=$2; shift 2
   $R train $T25 --out "$out" --name "$name" $([ -f "$out/checkpoint.pt" ] && echo --resume) "$@"
@@ -54,13 +54,13 @@ $R bench --model eddy-c4-dilated --members 1 --json runs/bench_eddy-c4-dilated.j
 # 7. this session's study (README "Online skill against an independent truth set" and "Fixed closure
 #    terms"): 8 high-res runs of seed 1 (1.55 core-hours), the online table with ceiling and peers,
 #    the closure-term sweep, the offline energy budget
-$R generate --runs 8 --years 10 --spinup-years 5 --snapshot-hours 250 --seed 1 --workers 2 \
-  --out data/eddy_truth8_seed1.nc
+$R generate --members 8 --years 10 --spinup-years 5 --snapshot-hours 250 --seed 1 --workers 2 \
+  --out-file data/eddy_truth8_seed1.nc
 BASE=eddy-c4 RATES="3e-6 1e-5" EXTRA="backscatter=backscatter" bash scripts/damping_sweep.sh
 # the new default: eddy-c4-dilated with the grid damping its pilot chose (2 members, seed 3, against the
 # eddy-c4 reference); its 5 x 20-year stability
 BASE=eddy-c4-dilated RATES="1e-6" bash scripts/damping_sweep.sh
-$R derive --model eddy-c4-dilated --grid-damping 1e-6 --out trained_models/eddy-c4-dilated-damped
+$R derive --model eddy-c4-dilated --grid-damping 1e-6 --name trained_models/eddy-c4-dilated-damped
 $R rollout --model eddy-c4-dilated-damped --members 3 --years 20 --seed 1 --out runs/skill/stability20y-damped-seed1 --resume
 $R rollout --model eddy-c4-dilated-damped --members 2 --years 20 --seed 2 --out runs/skill/stability20y-damped-seed2 --resume
 bash scripts/skill_eval.sh   # eddy-c4, eddy-c4-dilated, eddy-c4-dilated-damped and the peers
@@ -71,15 +71,15 @@ $R bench --model eddy-c4 --members 1
 #    equivariance on the same data"): runs 0-6 of the seed-0 set with trajectory windows (1.44
 #    core-hours), the architecture table, the a-posteriori model and the online table against the
 #    default's stored truth reference
-$R generate --runs 7 --years 10 --spinup-years 5 --snapshot-hours 250 --window-steps 32 --window-every 4 \
-  --seed 0 --workers 2 --out data/eddy7w.nc
+$R generate --members 7 --years 10 --spinup-years 5 --snapshot-hours 250 --window-steps 32 --window-every 4 \
+  --seed 0 --workers 2 --out-file data/eddy7w.nc
 DATA=data/eddy7w.nc VAL_RUNS=2 ARCHS="dilated-c4-17 dilated-cnn-17-aug dilated-cnn-17-aug-lr3e-3 unet-c4-3lev \
   dilated-c4-17-1run dilated-cnn-17-aug-1run dilated-cnn-17-aug-lr3e-3-1run" bash scripts/arch_pilot.sh
 $R train-online --data data/eddy7w.nc --init eddy-c4-dilated-damped --unroll 4,8,16 --iterations 40 --batch 4 \
-  --lr 1e-4 --val-runs 2 --out runs/apost/w0 --name eddy-c4-dilated-apost
+  --lr 1e-4 --holdout 2 --out runs/apost/w0 --name eddy-c4-dilated-apost
 cp trained_models/eddy-c4-dilated-damped/reference.nc trained_models/eddy-c4-dilated-apost/
 for m in dilated-c4-17 dilated-cnn-17-aug-lr3e-3; do
-  $R derive --model runs/arch/$m/model --grid-damping 1e-6 --out runs/arch/$m-d1e-6
+  $R derive --model runs/arch/$m/model --grid-damping 1e-6 --name runs/arch/$m-d1e-6
 done
 REFERENCE=trained_models/eddy-c4-dilated-damped/reference.nc OUT=runs/skill_tune \
   MODELS="eddy-c4-dilated-damped eddy-c4-dilated-apost dil17-5runs-d1e-6=runs/arch/dilated-c4-17-d1e-6 \
@@ -98,12 +98,12 @@ for s in 3 4; do
 done
 for k in 4 8; do roll $T/apost-k$k-s3 --model eddy-c4-dilated-apost --call-interval $k --seed 3; done
 $R train-online --data data/eddy7w.nc --init eddy-c4-dilated-apost --unroll 16,32 --iterations 40 --batch 4 \
-  --lr 1e-4 --val-runs 2 --out runs/apost/v1
+  --lr 1e-4 --holdout 2 --out runs/apost/v1
 roll $T/apost-v1-s3 --model runs/apost/v1/model --seed 3
-$R derive --model eddy-c4-dilated-apost --grid-damping 5e-7 --out runs/apost/v3-d5e-7
+$R derive --model eddy-c4-dilated-apost --grid-damping 5e-7 --name runs/apost/v3-d5e-7
 roll $T/apost-v3-s3 --model runs/apost/v3-d5e-7 --seed 3
 ARCHS=dilated-d4-17 DATA=data/eddy7w.nc VAL_RUNS=2 bash scripts/arch_pilot.sh
-$R derive --model runs/arch/dilated-d4-17/model --grid-damping 1e-6 --out runs/d4/damped
+$R derive --model runs/arch/dilated-d4-17/model --grid-damping 1e-6 --name runs/d4/damped
 roll $T/d4-s3 --model runs/d4/damped --seed 3
 roll $T/d4-mirrored-s3 --model runs/d4/damped --set beta=-1.5e-11 --set U1=-0.025 --seed 3
 S=runs/skill
@@ -130,7 +130,7 @@ $R evaluate --reference trained_models/eddy-c4-dilated-damped/reference.nc --bas
 # 10. jet transfer (README "Transfer to jet"): truth, ceiling, peers and the default, then three tries
 bash scripts/jet_transfer.sh
 J=runs/jet; T=$J/tries
-$R derive --model eddy-c4-dilated-apost --grid-damping 3e-6 --out $T/damp3e-6-model
+$R derive --model eddy-c4-dilated-apost --grid-damping 3e-6 --name $T/damp3e-6-model
 jroll() { local out=$1; shift; $R rollout --config jet --members 2 --years 15 --seed 3 --allow-out-of-regime --out $out \
   $([ -f $out/checkpoint.npz ] && echo --resume || echo --overwrite) "$@"; }
 jroll $T/offline-s3 --model eddy-c4-dilated-damped
@@ -154,9 +154,9 @@ ONLINE=1 scripts/resolution_transfer.sh
 for t in "sim-seed1 --dilations 1,2,4 --seed 1" "sim-local9 --seed 0"; do
   set -- $t; name=$1; shift; out=runs/res/$name
   [ -f $out/model/model.pt ] || $R train --data data/res64.nc --channels 32,32,32 --kernel-sizes 5,3,3 --similarity \
-    --lr 1e-2 --epochs 60 --patience 1000 --val-runs 1 --no-progress --out $out --name $out/model --resume "$@"
+    --lr 1e-2 --epochs 60 --patience 1000 --holdout 1 --no-progress --out $out --name $out/model --resume "$@"
   for n in 48 64 96; do runs="--runs 1"; [ $n = 64 ] && runs="--runs 2"
-    $R score --model $out/model --data data/res$n.nc $runs --out $out/score$n.json > /dev/null; done
+    $R score --model $out/model --data data/res$n.nc $runs --json $out/score$n.json > /dev/null; done
 done
 # the third try (three grids, 9 cells) and what limits the 96^2 lower layer: 3 more 96^2 runs (seed 11),
 # and at 48^2, and models trained on 96^2 alone, two seeds of the three-grid ones (README "Transfer to other
@@ -173,7 +173,7 @@ SEED=1 VARIANTS="similarity-3grids-13cell-more similarity-3grids-view96-more" sc
 # a confirmation on seeds 5 and 6 (README "Transfer to jet: 16 high-res runs per side")
 RUNS=16 bash scripts/jet_ceiling.sh
 [ -f runs/jet/sim-model/model.pt ] || $R derive --model runs/res/similarity-3grids-more-seed1/model --grid-damping 1e-6 \
-  --out runs/jet/sim-model --note "issue 13: jet transfer of the best resolution-transfer model, eddy only"
+  --name runs/jet/sim-model --note "issue 13: jet transfer of the best resolution-transfer model, eddy only"
 RUNS=16 MODELS="apost2=eddy-c4-dilated-apost2 offline=eddy-c4-dilated-damped dilated=eddy-c4-dilated sim=runs/jet/sim-model \
   simraw=runs/res/similarity-3grids-more-seed1/model simraw0=runs/res/similarity-3grids-more/model \
   sim13=runs/res/similarity-3grids-13cell-more-seed1/model sim9=runs/res/similarity-3grids-9cell-more-seed1/model" \

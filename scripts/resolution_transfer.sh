@@ -30,19 +30,19 @@ export PYTHONHASHSEED=0
 R=.venv/bin/roteq
 GEN="--years 6.5 --spinup-years 5 --snapshot-hours 250 --seed 10 --workers 1"
 
-$R generate --runs 3 --coarse-nx 64 $GEN --out data/res64.nc
-$R generate --runs 2 --coarse-nx 48 $GEN --out data/res48.nc
-$R generate --runs 2 --coarse-nx 96 $GEN --out data/res96.nc
+$R generate --members 3 --coarse-nx 64 $GEN --out-file data/res64.nc
+$R generate --members 2 --coarse-nx 48 $GEN --out-file data/res48.nc
+$R generate --members 2 --coarse-nx 96 $GEN --out-file data/res96.nc
 case " ${VARIANTS:-} " in *-more96\ *|*-more\ *|*native96*)
-    $R generate --runs 3 --coarse-nx 96 ${GEN/--seed 10/--seed 11} --out data/res96x.nc ;; esac
+    $R generate --members 3 --coarse-nx 96 ${GEN/--seed 10/--seed 11} --out-file data/res96x.nc ;; esac
 case " ${VARIANTS:-} " in *-more\ *|*native48*)
-    $R generate --runs 3 --coarse-nx 48 ${GEN/--seed 10/--seed 11} --out data/res48x.nc ;; esac
+    $R generate --members 3 --coarse-nx 48 ${GEN/--seed 10/--seed 11} --out-file data/res48x.nc ;; esac
 
 mkdir -p runs/res
 # the shipped default's architecture (a 17-cell dilated C4 stack)
 ARCH="--channels 32,32,32 --kernel-sizes 5,3,3 --dilations 1,2,4"
 SEED=${SEED:-0}  # another seed trains into runs/res/<variant>-seed<SEED>
-TRAIN="--lr 1e-2 --epochs ${EPOCHS:-60} --patience 1000 --seed $SEED --val-runs 1 --no-progress"
+TRAIN="--lr 1e-2 --epochs ${EPOCHS:-60} --patience 1000 --seed $SEED --holdout 1 --no-progress"
 VARIANTS=${VARIANTS:-plain similarity plain-3grids similarity-3grids}
 for variant in $VARIANTS; do
     out=runs/res/$variant
@@ -63,14 +63,14 @@ for variant in $VARIANTS; do
     for n in 48 64 96; do
         runs="--runs 1"
         [ "$n" = 64 ] && runs="--runs 2"
-        [ -f "$out/score$n.json" ] || $R score --model "$out/model" --data "data/res$n.nc" $runs --out "$out/score$n.json" > /dev/null
+        [ -f "$out/score$n.json" ] || $R score --model "$out/model" --data "data/res$n.nc" $runs --json "$out/score$n.json" > /dev/null
     done
     # a second held-out run at 48^2 and 96^2 where the seed-11 runs exist (run 2: held out by every
     # variant; the native models chose their best epoch on their grid's one, so they are not scored there)
     for x in 48x 96x; do
         case $x$variant in 96xnative96*|48xnative48*) continue ;; esac
         [ ! -f "data/res$x.nc" ] || [ -f "$out/score$x.json" ] || \
-            $R score --model "$out/model" --data "data/res$x.nc" --runs 2 --out "$out/score$x.json" > /dev/null
+            $R score --model "$out/model" --data "data/res$x.nc" --runs 2 --json "$out/score$x.json" > /dev/null
     done
 done
 
@@ -80,14 +80,14 @@ for n in 48 64 96; do
     runs="--runs 1"
     [ "$n" = 64 ] && runs="--runs 2"
     [ -f "runs/res/default/score$n.json" ] || $R score --model eddy-c4-dilated-apost --data "data/res$n.nc" $runs \
-        --out "runs/res/default/score$n.json" > /dev/null
+        --json "runs/res/default/score$n.json" > /dev/null
 done
 
 if [ "${ONLINE:-0}" = 1 ]; then
     # the default model's fixed grid damping on the same network (weights unchanged)
     for g in 1e-6 1e-5; do
         d=runs/res/sim3-damp$g/model
-        [ -f $d/model.pt ] || $R derive --model runs/res/similarity-3grids/model --grid-damping $g --out $d \
+        [ -f $d/model.pt ] || $R derive --model runs/res/similarity-3grids/model --grid-damping $g --name $d \
             --note "roteq derive --model runs/res/similarity-3grids/model --grid-damping $g (issue 13: online transfer)"
     done
     for n in 48 64 96; do

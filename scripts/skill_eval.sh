@@ -6,7 +6,7 @@
 # Closures: pyqg's backscatter (Ross et al.'s tuning) and Smagorinsky, and each model in MODELS
 # (a name under trained_models/, or LABEL=PATH).
 # Default data: 8 high-res runs of seed 1 that no shipped model was trained or calibrated on
-#   roteq generate --runs 8 --years 10 --spinup-years 5 --snapshot-hours 250 --seed 1 --out data/eddy_truth8_seed1.nc
+#   roteq generate --members 8 --years 10 --spinup-years 5 --snapshot-hours 250 --seed 1 --out-file data/eddy_truth8_seed1.nc
 # runs 0-3 are the truth, 4-7 the ceiling. Each rollout resumes if re-run; JOBS rollouts run at once.
 # REFERENCE=FILE scores against a stored truth reference instead (`roteq evaluate --save-reference`;
 # trained_models/eddy-c4-dilated-damped/reference.nc holds runs 0-3 of that data), without a ceiling:

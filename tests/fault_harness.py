@@ -145,10 +145,10 @@ def small_jobs(workdir: Path) -> list[Job]:
                                       "--epochs", "4", "--batch-size", "4", "--seed", "3", "--no-progress",
                                       "--out", str(f / "run"), "--name", str(f / "model")],
             ["run/metrics.csv", "model/model.pt", "model/card.json"], ["--resume"]),
-        Job("generate", lambda f: CLI + ["generate", "--set", "nx=32", "--coarse-nx", "16", "--runs", "3",
+        Job("generate", lambda f: CLI + ["generate", "--set", "nx=32", "--coarse-nx", "16", "--members", "3",
                                          "--years", str(240 * 3600 / (360 * 86400)),
                                          "--spinup-years", str(120 * 3600 / (360 * 86400)), "--snapshot-hours", "40",
-                                         "--window-steps", "4", "--seed", "7", "--serial", "--out", str(f / "data.nc")],
+                                         "--window-steps", "4", "--seed", "7", "--serial", "--out-file", str(f / "data.nc")],
             ["data.nc"]),
     ]
 

@@ -38,8 +38,8 @@ def damped(tmp_path_factory):
     """Copies of the shipped default model without closure terms and with grid damping (``roteq derive``)."""
     base = tmp_path_factory.mktemp("derived")
     assert roteq(["derive", "--model", models.DEFAULT_MODEL, "--grid-damping", "0", "--energy-backscatter", "0",
-                  "--out", str(base / "plain")]) == 0
-    assert roteq(["derive", "--model", str(base / "plain"), "--grid-damping", str(RATE), "--out", str(base / "damped"),
+                  "--name", str(base / "plain")]) == 0
+    assert roteq(["derive", "--model", str(base / "plain"), "--grid-damping", str(RATE), "--name", str(base / "damped"),
                   "--note", "test"]) == 0
     return models.load_model(base / "plain"), models.load_model(base / "damped"), base / "damped"
 
@@ -133,12 +133,12 @@ def test_bad_damping_and_bad_destination_are_clear_errors(tmp_path, capsys):
     with pytest.raises(ValueError, match="finite"):
         ModelConfig(grid_damping=float("nan"))
     with pytest.raises(SystemExit) as e:
-        roteq(["derive", "--model", models.DEFAULT_MODEL, "--grid-damping", "-3", "--out", str(tmp_path / "x")])
+        roteq(["derive", "--model", models.DEFAULT_MODEL, "--grid-damping", "-3", "--name", str(tmp_path / "x")])
     assert e.value.code == 2 and "grid_damping must be" in capsys.readouterr().err
     assert not (tmp_path / "x" / "model.pt").exists()
     with pytest.raises(SystemExit) as e:
         roteq(["derive", "--model", models.DEFAULT_MODEL, "--grid-damping", "1e-5",
-               "--out", str(models.model_dir(models.DEFAULT_MODEL))])
+               "--name", str(models.model_dir(models.DEFAULT_MODEL))])
     assert e.value.code == 2 and "another folder than its source" in capsys.readouterr().err
 
 
@@ -163,7 +163,7 @@ def backscattering(tmp_path_factory):
     """The shipped default model with the energy backscatter and the damping (``roteq derive``)."""
     out = tmp_path_factory.mktemp("derived") / "backscatter"
     assert roteq(["derive", "--model", models.DEFAULT_MODEL, "--energy-backscatter", str(BACKSCATTER),
-                  "--grid-damping", str(RATE), "--out", str(out)]) == 0
+                  "--grid-damping", str(RATE), "--name", str(out)]) == 0
     return models.load_model(out), out
 
 
@@ -268,11 +268,12 @@ def test_derive_auto_records_the_calibration(tmp_path, capsys):
     path = tiny_dataset(tmp_path / "tiny.nc")
     out = tmp_path / "auto"
     assert roteq(["derive", "--model", models.DEFAULT_MODEL, "--energy-backscatter", "auto", "--data",
-                  f"{path}@1-2", "--out", str(out)]) == 0
+                  f"{path}@1-2", "--name", str(out)]) == 0
     printed = capsys.readouterr().out
     card = models.load_card(out)
     cal = card["training"]["calibration"]
-    assert cal["runs"] == [1, 2] and cal["data"] == f"{path}@1-2"
+    # the card names the data without this machine's temporary folder (it is not under the repository)
+    assert cal["runs"] == [1, 2] and cal["data"] == "tiny.nc@1-2"
     assert card["architecture"]["energy_backscatter"] == pytest.approx(cal["fraction"])
     assert "energy_backscatter =" in printed
 
@@ -286,7 +287,7 @@ def test_derive_auto_records_the_calibration(tmp_path, capsys):
 ])
 def test_derive_refuses_bad_closure_requests(tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit) as e:
-        roteq(["derive", "--model", models.DEFAULT_MODEL, "--out", str(tmp_path / "x"), *argv])
+        roteq(["derive", "--model", models.DEFAULT_MODEL, "--name", str(tmp_path / "x"), *argv])
     assert e.value.code == 2
     import re
     assert re.search(message, capsys.readouterr().err)

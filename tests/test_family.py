@@ -283,8 +283,8 @@ def test_roteq_generate_vary_through_the_command_and_the_twin_refuses_a_family(t
     from solver_coupling.torchqg.online_training import load_windows
 
     out = tmp_path / "fam.nc"
-    common = ["generate", "--set", "nx=32", "--coarse-nx", "16", "--runs", "2", "--years", str(250 * HOUR_IN_YEARS),
-              "--spinup-years", str(200 * HOUR_IN_YEARS), "--snapshot-hours", "50", "--serial", "--out", str(out)]
+    common = ["generate", "--set", "nx=32", "--coarse-nx", "16", "--members", "2", "--years", str(250 * HOUR_IN_YEARS),
+              "--spinup-years", str(200 * HOUR_IN_YEARS), "--snapshot-hours", "50", "--serial", "--out-file", str(out)]
     with pytest.raises(SystemExit) as e:
         roteq(common + ["--vary", "nx=16:32"])
     assert e.value.code == 2 and "a family varies one of beta" in capsys.readouterr().err

@@ -204,9 +204,9 @@ def test_layered_configuration_from_data_to_online_run(tmp_path):
     from solver_coupling.cli import main as roteq
 
     data = tmp_path / "l3.nc"
-    assert roteq(["generate", "--config", "layered3", "--set", "nx=32", "--coarse-nx", "16", "--runs", "3",
+    assert roteq(["generate", "--config", "layered3", "--set", "nx=32", "--coarse-nx", "16", "--members", "3",
                   "--years", str(600 / 8640), "--spinup-years", str(300 / 8640), "--snapshot-hours", "60",
-                  "--serial", "--out", str(data)]) == 0
+                  "--serial", "--out-file", str(data)]) == 0
     import xarray as xr
 
     with xr.open_dataset(data) as ds:
@@ -221,7 +221,7 @@ def test_layered_configuration_from_data_to_online_run(tmp_path):
         assert np.abs(S_flux - S_direct).max() <= 1e-5 * np.abs(S_direct).max()  # float32 on disk
     model = tmp_path / "model"
     assert roteq(["train", "--data", str(data), "--channels", "8,8", "--kernel-sizes", "3,1", "--epochs", "2",
-                  "--val-runs", "1", "--out", str(tmp_path / "run"), "--name", str(model), "--no-progress"]) == 0
+                  "--holdout", "1", "--out", str(tmp_path / "run"), "--name", str(model), "--no-progress"]) == 0
     assert models.load_model(model).schema == qg_schema(3)
     rollouts = {}
     for label, closure in (("model", str(model)), ("backscatter", "backscatter"), ("none", "none")):

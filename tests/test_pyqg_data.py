@@ -150,7 +150,8 @@ def _pyqg_file(path, nan=False, drop=None):
 def test_coarsen_existing_pyqg_output(tmp_path):
     src = str(tmp_path / "hr.nc")
     m = _pyqg_file(src)
-    out = pdata.coarsen_files([src, src], str(tmp_path / "coarse.nc"), coarse_nx=16, operator="gaussian")
+    out = pdata.coarsen_files([src, src], str(tmp_path / "coarse.nc"), coarse_nx=16, operator="gaussian",
+                              settings={"H1": 500.0})
     op = coarsen.make_operator("gaussian", 32, 16, m.L)
     expect = coarsen.coarse_grain(m.q, Stratification.from_matrix(m.S), m.L, op)
     with xr.open_dataset(out) as ds:
@@ -178,14 +179,14 @@ def _fails(argv, message, capsys):
 def test_cli_errors_exit_2_and_write_nothing(tmp_path, capsys):
     out = str(tmp_path / "o.nc")
     small = ["--set", "nx=32", "--coarse-nx", "16", "--years", "0.025", "--spinup-years", "0", "--serial"]
-    _fails(["generate", "--out", out, "--set", "betta=1"], "unknown pyqg parameter 'betta'", capsys)
-    _fails(["generate", "--out", out, "--set", "nx=32", "--coarse-nx", "12", "--operator", "gcm"],
+    _fails(["generate", "--out-file", out, "--set", "betta=1"], "unknown pyqg parameter 'betta'", capsys)
+    _fails(["generate", "--out-file", out, "--set", "nx=32", "--coarse-nx", "12", "--operator", "gcm"],
            "block averaging needs the high-resolution nx=32 to be a multiple of the coarse nx=12", capsys)
-    _fails(["generate", "--out", out, "--set", "nx=32", "--coarse-nx", "16", "--snapshot-hours", "1.5"],
+    _fails(["generate", "--out-file", out, "--set", "nx=32", "--coarse-nx", "16", "--snapshot-hours", "1.5"],
            "whole number of time steps", capsys)
     assert os.listdir(tmp_path) == []
     # a run that blows up (a daily step with a 3 m/s shear): one line naming the run, no traceback
-    _fails(["generate", "--out", out, "--set", "nx=32", "--set", "dt=86400", "--set", "U1=3.0", "--coarse-nx", "16",
+    _fails(["generate", "--out-file", out, "--set", "nx=32", "--set", "dt=86400", "--set", "U1=3.0", "--coarse-nx", "16",
             "--years", "1", "--spinup-years", "0.5", "--snapshot-hours", "960", "--serial"],
            "run 0 produced non-finite PV", capsys)
     assert not os.path.exists(out)
@@ -194,15 +195,15 @@ def test_cli_errors_exit_2_and_write_nothing(tmp_path, capsys):
     bad_nan, bad_var = str(tmp_path / "nan.nc"), str(tmp_path / "noq.nc")
     _pyqg_file(bad_nan, nan=True)
     _pyqg_file(bad_var, drop=["q"])
-    _fails(["coarsen", bad_nan, "--coarse-nx", "16", "--out", out], "NaN", capsys)
-    _fails(["coarsen", bad_var, "--coarse-nx", "16", "--out", out], "missing q", capsys)
+    _fails(["coarsen", bad_nan, "--set", "H1=500", "--coarse-nx", "16", "--out-file", out], "NaN", capsys)
+    _fails(["coarsen", bad_var, "--set", "H1=500", "--coarse-nx", "16", "--out-file", out], "missing q", capsys)
     assert sorted(os.listdir(tmp_path)) == ["nan.nc", "noq.nc"]
 
     open(out, "w").close()
-    _fails(["generate", "--out", out] + small, "exists; pass --overwrite", capsys)
-    _fails(["coarsen", bad_nan, "--coarse-nx", "16", "--out", out], "exists; pass --overwrite", capsys)
+    _fails(["generate", "--out-file", out] + small, "exists; pass --overwrite", capsys)
+    _fails(["coarsen", bad_nan, "--coarse-nx", "16", "--out-file", out], "exists; pass --overwrite", capsys)
     assert os.path.getsize(out) == 0
-    args = _parse(["generate", "--out", out, "--overwrite", "--snapshot-hours", "108"] + small)
+    args = _parse(["generate", "--out-file", out, "--overwrite", "--snapshot-hours", "108"] + small)
     assert args.func(args) == 0
     with xr.open_dataset(out) as ds:
         assert ds.sizes["time"] == 3  # t = 0, 108 and 216 h (0.025 y)
@@ -221,7 +222,7 @@ def test_a_second_generate_on_the_same_output_is_refused(tmp_path, capsys):
         assert holder.stdout.readline().strip() == "locked"
         args = _parse(["generate", "--set", "nx=32", "--coarse-nx", "16", "--years", str(216 * 3600 / YEAR),
                        "--spinup-years", str(108 * 3600 / YEAR), "--snapshot-hours", "36", "--serial",
-                       "--out", str(out)])
+                       "--out-file", str(out)])
         with pytest.raises(SystemExit) as exc:
             args.func(args)
         assert exc.value.code == 2 and "being written by another process" in capsys.readouterr().err
@@ -235,7 +236,7 @@ def test_a_blown_up_run_on_dask_is_one_line_without_the_workers_traceback(tmp_pa
     """On Dask the failed run comes back through the future; the worker's log must not print its
     traceback first (it did, before the one-line message)."""
     out = str(tmp_path / "o.nc")
-    args = _parse(["generate", "--out", out, "--set", "nx=32", "--set", "dt=86400", "--set", "U1=3.0",
+    args = _parse(["generate", "--out-file", out, "--set", "nx=32", "--set", "dt=86400", "--set", "U1=3.0",
                    "--coarse-nx", "16", "--years", "1", "--spinup-years", "0.5", "--snapshot-hours", "960",
                    "--workers", "1"])
     with pytest.raises(SystemExit) as exc:
@@ -254,15 +255,15 @@ def test_dt_halvings_rerun_a_blown_up_run_with_half_the_step(tmp_path, capsys):
     args = ["--set", "nx=32", "--set", "dt=345600", "--coarse-nx", "16", "--years", "0.5", "--spinup-years", "0.2",
             "--snapshot-hours", "1536", "--serial"]
     resumed = str(tmp_path / "a.nc")
-    _fails(["generate", "--out", resumed] + args, "run 0 produced non-finite PV", capsys)
+    _fails(["generate", "--out-file", resumed] + args, "run 0 produced non-finite PV", capsys)
     record = tmp_path / "a.nc.parts" / "run_00000.blowups.json"
     assert json.loads(record.read_text())["failed_dt_s"] == [345600.0]
-    _fails(["generate", "--out", resumed] + args, "allow more --dt-halvings than 0", capsys)
+    _fails(["generate", "--out-file", resumed] + args, "allow more --dt-halvings than 0", capsys)
     out = str(tmp_path / "b.nc")
-    ns = _parse(["generate", "--out", out, "--dt-halvings", "1"] + args)
+    ns = _parse(["generate", "--out-file", out, "--dt-halvings", "1"] + args)
     assert ns.func(ns) == 0
     assert "running it again with dt = 172800 s" in capsys.readouterr().err
-    ns = _parse(["generate", "--out", resumed, "--dt-halvings", "1"] + args)
+    ns = _parse(["generate", "--out-file", resumed, "--dt-halvings", "1"] + args)
     assert ns.func(ns) == 0
     err = capsys.readouterr().err
     assert "resuming it with dt = 172800 s" in err and "running it again" not in err, err

@@ -28,7 +28,7 @@ def _snapshot(folder: Path) -> dict:
 @pytest.mark.parametrize("name, again", [
     ("rollout (pyqg engine)", ["--overwrite"]),
     ("train", ["--overwrite"]),
-    ("generate", ["--overwrite", "--runs", "4"]),
+    ("generate", ["--overwrite", "--members", "4"]),
 ])
 def test_full_disk_is_a_clear_error_and_keeps_the_previous_output(jobs, name, again, tmp_path):
     job = jobs[name]

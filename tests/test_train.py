@@ -128,7 +128,7 @@ def test_rotated_evaluation_of_equivariant_model(dataset):
 
 
 def test_usage_errors(dataset, tmp_path):
-    with pytest.raises(ValueError, match="val-runs"):
+    with pytest.raises(ValueError, match="holdout"):
         train(TrainOptions(data=dataset, out=str(tmp_path / "c"), val_runs=3, epochs=1, **SMALL))
     # killed before its first checkpoint: --resume starts over (and says so) ...
     with pytest.warns(UserWarning, match="no checkpoint .* starting from epoch 0"):

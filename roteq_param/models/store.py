@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -51,6 +52,36 @@ def model_dir(name_or_path: str | os.PathLike) -> Path:
     if p.exists() or p.is_absolute() or len(p.parts) > 1:
         return p
     return TRAINED_MODELS_DIR / p
+
+
+# an absolute file-system path inside a string: a "/" that does not continue a word, a URL or a path
+_ABS_PATH = re.compile(r"(?<![\w.:/~-])/[^\s'\",;()\[\]]+")
+
+
+def _portable_path(path: str) -> str:
+    """``path`` relative to this repository, or to the working directory, when inside one; else its file name."""
+    for root in (TRAINED_MODELS_DIR.parent, Path.cwd()):
+        try:
+            return Path(path).relative_to(root).as_posix()
+        except ValueError:
+            continue
+    return Path(path).name
+
+
+def portable(value: Any) -> Any:
+    """``value`` (a card's JSON) with every absolute path made portable (:func:`_portable_path`).
+
+    A card is shipped and read on other machines: a path of the machine that trained the model says
+    nothing there (and tells where it was made), so the dataset is named by the path it was given as,
+    the command that made it and its sha256.
+    """
+    if isinstance(value, str):
+        return _ABS_PATH.sub(lambda m: _portable_path(m.group(0)), value)
+    if isinstance(value, Mapping):
+        return {portable(k): portable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [portable(v) for v in value]
+    return value
 
 
 def _card_markdown(card: Mapping[str, Any]) -> str:
@@ -136,7 +167,9 @@ def save_model(model: FluxNet, name_or_path: str | os.PathLike, *, training: Map
     """Write ``model.pt``, ``card.json`` and ``CARD.md`` (together, atomically) and return the directory.
 
     ``training`` is the data recipe (dataset path, its sha256, options), ``metrics`` the held-out
-    scores, ``inference_cost`` e.g. ms per 64^2 call; if not given it is measured here.
+    scores, ``inference_cost`` e.g. ms per 64^2 call; if not given it is measured here. Absolute paths
+    in ``training`` and ``metrics`` are written relative to the repository or the working directory, or
+    as a bare file name (:func:`portable`).
     """
     d = model_dir(name_or_path)
     d.mkdir(parents=True, exist_ok=True)
@@ -159,8 +192,8 @@ def save_model(model: FluxNet, name_or_path: str | os.PathLike, *, training: Map
         "architecture": {k: v for k, v in model.config.to_dict().items() if k != "schema"},
         "n_parameters": model.n_parameters(),
         "normalization": {"inputs": model.field_scales("inputs"), "outputs": model.field_scales("outputs")},
-        "training": dict(training or {}),
-        "metrics": dict(metrics or {}),
+        "training": portable(dict(training or {})),
+        "metrics": portable(dict(metrics or {})),
         "inference_cost": dict(inference_cost),
         "model_sha256": hashlib.sha256(buf.getvalue()).hexdigest(),
     }

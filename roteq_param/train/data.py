@@ -118,6 +118,16 @@ def _drag_rates(ds, path: str) -> np.ndarray:
     return np.full(ds.sizes["run"], float(solver["rek"]))
 
 
+def _refuse_raw_solver_output(ds, path: str) -> None:
+    """A high-resolution solver file (pyqg's ``pyqg:*`` attributes, or one saved for coarse-graining) has
+    PV but no subgrid fluxes: say which step makes training data of it, not which variable it lacks."""
+    raw = any(str(k).startswith(("pyqg:", "roteq:")) for k in ds.attrs)
+    if raw and "tau" not in ds.variables:
+        raise ValueError(f"{path} is raw pyqg output (high-resolution PV, no subgrid fluxes); run `roteq coarsen "
+                         f"{os.path.basename(path)} --coarse-nx N --out-file coarse.nc` first (docs/retraining.md) and "
+                         "give its output here")
+
+
 def load_dataset(path: str | os.PathLike, schema: Schema | None = None, s_target: str = "S_flux",
                  min_runs: int = 2, snapshot_every: int = 1, regime: bool = False) -> QGData:
     """Read a coarse dataset into memory, stacked for ``schema`` (default ``qg_schema(N, regime)`` for
@@ -141,6 +151,7 @@ def load_dataset(path: str | os.PathLike, schema: Schema | None = None, s_target
     with ds:
         if snapshot_every > 1:
             ds = ds.isel(time=slice(None, None, snapshot_every))
+        _refuse_raw_solver_output(ds, path)
         schema = schema or qg_schema(ds.sizes.get("lev", 2), regime=regime)
         if s_target not in ds:
             raise ValueError(f"dataset {path} lacks the PV forcing target {s_target!r}")

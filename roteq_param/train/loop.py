@@ -196,7 +196,7 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 def _split_runs(n_runs: int, n_val: int, only: tuple[int, ...] | None = None) -> tuple[list[int], list[int]]:
     """(training runs, validation runs): the last ``n_val`` are held out; ``only`` picks training runs."""
     if not 1 <= n_val < n_runs:
-        raise ValueError(f"--val-runs must be between 1 and {n_runs - 1} (the dataset has {n_runs} runs)")
+        raise ValueError(f"--holdout (runs held out) must be between 1 and {n_runs - 1} (the dataset has {n_runs} runs)")
     val_runs = list(range(n_runs - n_val, n_runs))
     train_runs = list(range(n_runs - n_val))
     if only is not None:
@@ -332,7 +332,7 @@ def _finish(opts: TrainOptions, model: FluxNet, parts: list[_Part], prog: _Progr
                                    for g, v in rotated.items()},
                "best_epoch": prog.best_epoch, "best_val_loss": prog.best_val}
     if len(parts) > 1:
-        metrics["val_more_data"] = {os.path.abspath(p.data.path): r2_scores(model, p.data, p.val_runs)
+        metrics["val_more_data"] = {p.data.path: r2_scores(model, p.data, p.val_runs)
                                     for p in parts[1:]}
     # one thread: two measured far slower on a busy 2-core machine (see benchmarks/bench_models.py)
     threads = torch.get_num_threads()
@@ -345,7 +345,10 @@ def _finish(opts: TrainOptions, model: FluxNet, parts: list[_Part], prog: _Progr
     # The dataset's "solver" attribute is the coarse solver configuration its writer recorded; it is
     # copied as it is (the core does not interpret solver settings) for the couplings' checks.
     solver = json.loads(data.attrs["solver"]) if "solver" in data.attrs else {}
-    training = {"dataset": os.path.abspath(opts.data), "dataset_sha256": data.sha256,
+    # the dataset as given, the command that made it (where it records one) and its sha256: a card is
+    # read on other machines, where this one's paths mean nothing (the card writer makes them relative)
+    training = {"dataset": opts.data, "dataset_sha256": data.sha256,
+                **({"dataset_command": data.attrs["command"]} if "command" in data.attrs else {}),
                 "dataset_attrs": {k: (v if isinstance(v, (int, float, str)) else str(v)) for k, v in data.attrs.items()},
                 "train_runs": train_runs, "val_runs": val_runs, "n_train_samples": n_train,
                 "options": opts.recipe(), "epochs_run": len(prog.rows),
@@ -355,7 +358,7 @@ def _finish(opts: TrainOptions, model: FluxNet, parts: list[_Part], prog: _Progr
     if span:
         training["solver_span"] = span
     if len(parts) > 1:
-        training["more_data"] = [{"dataset": os.path.abspath(p.data.path), "dataset_sha256": p.data.sha256,
+        training["more_data"] = [{"dataset": p.data.path, "dataset_sha256": p.data.sha256,
                                   "train_runs": p.train_runs, "val_runs": p.val_runs,
                                   "grid": int(p.data.x.shape[-1]), "s_scale_per_layer_s-2": p.s_scale.tolist()}
                                  for p in parts[1:]]

@@ -4,8 +4,9 @@
 process, on a Dask LocalCluster, or on any Dask scheduler), coarse-grains a
 snapshot every ``snapshot_hours`` after the spin-up with
 :func:`roteq_param.coarsen.coarse_grain`, and writes one netCDF4 dataset.
-``coarsen_files`` does the same for existing pyqg output (``m.to_dataset()``
-written to netCDF).
+``coarsen_files`` does the same for your own high-resolution pyqg runs (saved by
+:mod:`solver_coupling.pyqg.output`, or ``m.to_dataset()`` without its complex variables;
+docs/retraining.md).
 
 Dataset layout
 --------------
@@ -112,7 +113,7 @@ class Request:
                                  f"({self.config.name!r} is one); vary a two-layer configuration (eddy, jet)")
             self.run_config(0)  # the configuration checks every drawn value
         if self.runs < 1:
-            raise UsageError(f"--runs must be >= 1; got {self.runs}")
+            raise UsageError(f"--members (runs) must be >= 1; got {self.runs}")
         if self.seed < 0:
             raise UsageError(f"--seed must be >= 0; got {self.seed}")
         if not 0 <= self.spinup_years <= self.years:
@@ -457,7 +458,7 @@ def _part_is_reusable(path: str, fingerprint: str, overwrite: bool) -> bool:
         return True
     if not overwrite:
         raise UsageError(
-            f"{path} holds a run from different settings; use --overwrite to regenerate it, or another --out"
+            f"{path} holds a run from different settings; use --overwrite to regenerate it, or another --out-file"
         )
     os.remove(path)
     return False
@@ -529,13 +530,16 @@ def _assemble(paths: list[str], out: str, attrs: dict[str, Any], dt: float, rek:
 
 
 def generate(request: Request, out: str, *, overwrite: bool = False, workers: int | None = None,
-             scheduler: str | None = None, serial: bool = False, progress: bool | None = None) -> str:
+             scheduler: str | None = None, serial: bool = False, progress: bool | None = None,
+             command: str = "") -> str:
     """Run the ensemble of ``request`` and write the coarse dataset to ``out`` (netCDF4).
 
     Runs go to a Dask LocalCluster (processes, one thread each, ``workers``
     processes, default: the number of cores) unless ``serial`` (in process) or
     ``scheduler`` (address of an existing Dask scheduler; its workers need this
-    package installed). Completed runs in ``<out>.parts`` are reused.
+    package installed). Completed runs in ``<out>.parts`` are reused. ``command``: the command line,
+    kept as the dataset's ``command`` attribute (model cards name their data by it; not part of what
+    makes a finished dataset the same, so the same ensemble asked for again is still a no-op).
     """
     from tqdm.auto import tqdm
 
@@ -569,7 +573,7 @@ def generate(request: Request, out: str, *, overwrite: bool = False, workers: in
             _run_on_dask(request, pending, parts_dir, wisdom, workers, scheduler, overall, progress)
         overall.close()
 
-        _assemble(paths, out, request.attrs(), request.config.dt,
+        _assemble(paths, out, {**request.attrs(), **({"command": command} if command else {})}, request.config.dt,
                   [float(request.run_config(r).params["rek"]) for r in range(request.runs)],
                   [request.run_config(r).coarse_solver_config() for r in range(request.runs)] if request.family
                   else None)
@@ -608,66 +612,29 @@ def _run_on_dask(request: Request, pending: list[int], parts_dir: str, wisdom: t
 
 # ----------------------------------------------------------------------------- existing pyqg output
 
-_REQUIRED_ATTRS = ("pyqg:L", "pyqg:nx", "pyqg:rd", "pyqg:delta", "pyqg:beta", "pyqg:dt", "pyqg:rek", "pyqg:filterfac")
-
-
-def _config_from_pyqg_dataset(ds, path: str, coarse_nx: int) -> PyqgConfig:
-    missing = [a for a in _REQUIRED_ATTRS if a not in ds.attrs]
-    missing += [v for v in ("q", "Ubg") if v not in ds.variables]
-    if missing:
-        raise UsageError(f"{path} is not pyqg QGModel output: missing {', '.join(missing)}")
-    if ds["q"].dims[-3:] != ("lev", "y", "x") or ds.sizes["lev"] != 2:
-        raise UsageError(f"{path}: q must have dims (..., lev=2, y, x); got {dict(ds['q'].sizes)}")
-    a = ds.attrs
-    ubg = np.asarray(ds["Ubg"].values, dtype=np.float64)
-    overrides = {
-        "L": float(a["pyqg:L"]), "nx": int(a["pyqg:nx"]), "rd": float(a["pyqg:rd"]),
-        "delta": float(a["pyqg:delta"]), "beta": float(a["pyqg:beta"]), "dt": float(a["pyqg:dt"]),
-        "rek": float(a["pyqg:rek"]), "filterfac": float(a["pyqg:filterfac"]),
-        "U1": float(ubg[0]), "U2": float(ubg[1]),
-    }
-    try:
-        # H1 is not stored by pyqg's to_dataset; it does not enter q, the fluxes or S.
-        return get_config("eddy", overrides, coarse_nx=coarse_nx)
-    except ValueError as err:
-        raise UsageError(f"{path}: {err}") from None
-
-
 def coarsen_files(inputs: list[str], out: str, *, coarse_nx: int = 64, operator: str = "spectral",
-                  overwrite: bool = False, operator_params: dict[str, Any] | None = None) -> str:
-    """Coarse-grain pyqg ``to_dataset()`` netCDF files (one run each) into one dataset at ``out``.
+                  overwrite: bool = False, operator_params: dict[str, Any] | None = None,
+                  settings: dict[str, Any] | None = None, one_run: bool = False, command: str = "") -> str:
+    """Coarse-grain high-resolution pyqg QGModel output into one dataset at ``out`` (``roteq coarsen``).
 
-    All inputs must share the configuration, grid and time coordinate; each
-    becomes one ``run``. Inputs with NaNs or missing variables are rejected
-    before anything is written.
+    ``inputs``: files from :class:`~solver_coupling.pyqg.output.SnapshotWriter` or ``m.to_dataset()``
+    without its complex variables, each one run (``one_run``: the pieces of one run), with any number of
+    snapshots; runs share their snapshot times. ``settings``: QGModel keywords the files do not record
+    (``{"H1": 750.0}``; required when missing, :func:`~solver_coupling.pyqg.output.read_runs`).
+    ``command``: the command line that made the dataset, kept as its ``command`` attribute (model
+    cards name the dataset by it). Bad inputs are rejected before anything is written.
     """
     import xarray as xr
 
-    if not inputs:
-        raise UsageError("no input files")
-    _check_output(out, overwrite)
-    configs, times, qs = [], None, []
-    for path in inputs:
-        if not os.path.exists(path):
-            raise UsageError(f"input {path} does not exist")
-        with xr.open_dataset(path) as ds:
-            config = _config_from_pyqg_dataset(ds, path, coarse_nx)
-            q = ds["q"]
-            if "time" not in q.dims:
-                q = q.expand_dims("time")
-            t = np.asarray(q["time"].values if "time" in q.coords else np.arange(q.sizes["time"]), dtype=np.float64)
-            values = np.asarray(q.transpose("time", "lev", "y", "x").values, dtype=np.float64)
-        if not np.all(np.isfinite(values)):
-            raise UsageError(f"{path}: q contains NaN or infinite values")
-        if configs and config != configs[0]:
-            raise UsageError(f"{path} has a different configuration from {inputs[0]}: {config.to_json()}")
-        if times is not None and not np.array_equal(t, times):
-            raise UsageError(f"{path} has different times from {inputs[0]}")
-        configs.append(config)
-        times = t
-        qs.append(values)
+    from solver_coupling.pyqg.output import read_runs
 
-    config = configs[0]
+    _check_output(out, overwrite)
+    try:
+        found = read_runs(inputs, settings, one_run=one_run)
+        config = get_config("eddy", found.settings, coarse_nx=coarse_nx)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    times, qs = found.times, found.q
     try:
         op = coarsen.make_operator(operator, config.nx, coarse_nx, config.L, **(operator_params or {}))
     except (ValueError, TypeError) as err:
@@ -675,7 +642,9 @@ def coarsen_files(inputs: list[str], out: str, *, coarse_nx: int = 64, operator:
     attrs = {
         "config": config.to_json(), "config_name": "pyqg-output", "operator": op.name,
         "operator_params": json.dumps(op.params(), sort_keys=True), "ratio": op.ratio,
-        "source_files": json.dumps([os.path.basename(p) for p in inputs]),
+        # the files each run came from (one each, or several with one_run)
+        "source_files": json.dumps([[os.path.basename(p) for p in run] for run in found.sources]),
+        **({"command": command} if command else {}),
     }
     runs = []
     for r, q in enumerate(qs):

@@ -44,7 +44,7 @@ from solver_coupling.pyqg.config import SOLVER_KWARGS, YEAR
 from solver_coupling.pyqg.data import UsageError
 from solver_coupling.pyqg.diagnostics import model_kwargs_from_attrs, summarise
 
-__all__ = ["EvaluateConfig", "Reference", "evaluate", "load_runs", "parse_run_selection", "to_training_frame",
+__all__ = ["EvaluateConfig", "Reference", "evaluate", "load_runs", "parse_run_selection", "parse_runs", "to_training_frame",
            "write_results"]
 
 TRUTH, BASELINE, CEILING = "truth", "baseline", "truth-b"
@@ -122,19 +122,34 @@ def _check_q(ds: xr.Dataset, label: str) -> None:
         raise UsageError(f"{label}: q has no snapshots")
 
 
+def parse_runs(text: str) -> list[int]:
+    """Run indices from ``RUNS``, the one run-selection syntax of the command line: inclusive ranges and
+    lists from 0, ``0-3,7`` -> ``[0, 1, 2, 3, 7]``; in the order given, each run once."""
+    picked: list[int] = []
+    for part in text.split(","):
+        lo, dash, hi = part.strip().partition("-")
+        try:
+            first, last = int(lo), int(hi) if dash else int(lo)
+        except ValueError:
+            raise UsageError(f"cannot read the run selection {text!r}: expected run indices from 0, ranges and "
+                             "lists like 0-3,7") from None
+        if first < 0 or last < first:
+            raise UsageError(f"run selection {text!r}: {part.strip()!r} is not a range LO-HI with 0 <= LO <= HI")
+        picked += range(first, last + 1)
+    if len(set(picked)) != len(picked):
+        raise UsageError(f"run selection {text!r} names a run twice")
+    return picked
+
+
 def parse_run_selection(spec: str, label: str) -> tuple[str, list[int] | None]:
-    """``FILE`` or ``FILE@RUNS`` with RUNS like ``7-9`` or ``0,2,5`` (run indices, ranges inclusive)."""
+    """``FILE`` or ``FILE@RUNS`` (:func:`parse_runs`: ``7-9``, ``0,2,5``, ``0-3,7``)."""
     path, sep, runs = spec.rpartition("@") if "@" in spec else (spec, "", "")
     if not sep:
         return spec, None
-    picked: list[int] = []
     try:
-        for part in runs.split(","):
-            lo, dash, hi = part.partition("-")
-            picked += list(range(int(lo), int(hi) + 1)) if dash else [int(lo)]
-    except ValueError:
-        raise UsageError(f"{label}: cannot read the run selection in {spec!r}; use FILE@7-9 or FILE@0,2,5") from None
-    return path, picked
+        return path, parse_runs(runs)
+    except UsageError as err:
+        raise UsageError(f"{label}: {err} (in {spec!r}; use FILE@0-3,7)") from None
 
 
 def _check_finished(ds: xr.Dataset, label: str, path: str) -> None:

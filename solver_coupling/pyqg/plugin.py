@@ -91,6 +91,12 @@ def _load(model: str | Any) -> _Loaded:
     return _Loaded(net, card, path, models.sha256_file(path))
 
 
+OUT_OF_REGIME_MEASURED = ("outside its regime a model can be worse than no closure at all: the default eddy-trained "
+                          "model, run on jet with allow_out_of_regime=True, scored mean similarity -1.02 (README, "
+                          "jet transfer; 0 = no better than no closure).")
+"""What the regime refusal says was measured when the check was overridden."""
+
+
 class RotEqParameterization(pyqg.QParameterization):
     """A trained rotation-equivariant flux network as a pyqg PV parameterization.
 
@@ -206,9 +212,10 @@ class RotEqParameterization(pyqg.QParameterization):
             msg = ("the solver runs outside the model's training configuration (" + "; ".join(off) + "), and no "
                    f"element of the model's group {self._symmetry_group()} maps one onto the other")
             if not self.allow_out_of_regime:
-                raise ModelMismatchError(msg + "; pass allow_out_of_regime=True (`roteq rollout --allow-out-of-regime`) "
-                                         "to run anyway")
-            warnings.warn(msg, OutOfRegimeWarning, stacklevel=3)
+                raise ModelMismatchError(msg + "; " + OUT_OF_REGIME_MEASURED + " Train a model on data from this "
+                                         "configuration (docs/retraining.md), or pass allow_out_of_regime=True "
+                                         "(`roteq rollout --allow-out-of-regime`) to run anyway")
+            warnings.warn(msg + "; " + OUT_OF_REGIME_MEASURED, OutOfRegimeWarning, stacklevel=3)
             return
         # in the training frame (the solver's vectors taken back by the first matched element)
         beyond = regime_mismatches(self._loaded.card.get("training", {}).get("solver_span") or {},
