@@ -4,7 +4,7 @@ An ensemble on the torch twin
 
 ``TorchQGModel`` is pyqg's two-layer step in torch, batched over members: one tensor holds every
 member, and the closure's network sees them all in one call, which is what keeps a GPU busy
-(``device="cuda"``; here the CPU). Six members start from the three spun-up states that ship with
+(``device="cuda"``; here the CPU). Six members start from three of the spun-up states that ship with
 the default model, each perturbed by a part in 10⁶, and run 30 days with the closure in float32. Their
 kinetic energies stay together for days and then part: the flow is chaotic, which is why skill is
 scored on statistics over ensembles and years, never on single trajectories.
@@ -22,7 +22,7 @@ from solver_coupling.torchqg.closures import FluxNetClosure
 torch.set_num_threads(1)
 DAY = 86400.0
 with xr.open_dataset(models.model_dir(models.DEFAULT_MODEL) / "demo_states_closure.nc") as ds:
-    states = ds["q"].values.astype(np.float64)  # (3, lev, y, x), s-1
+    states = ds["q"].values[:3].astype(np.float64)  # three spun-up states (lev, y, x), s-1
 
 members = 2 * len(states)
 rng = np.random.default_rng(0)
