@@ -16,7 +16,7 @@ of the recovered diffusivity and of the recovered wind vector (``|w_fit - w| / |
 
 Run::
 
-    python examples/operators_advection_diffusion.py           # 48 x 48 grid
+    python examples/operators_advection_diffusion.py           # 32 x 32 grid
     python examples/operators_advection_diffusion.py --small   # 24 x 24, for the test suite
 """
 
@@ -78,7 +78,7 @@ def stable_dt(dx: float, kappa: float, speed: float) -> float:
     return 0.4 * min(dx * dx / (4.0 * kappa), dx / speed)
 
 
-def run(n: int = 48, duration: float = 2400.0, frames: int = 12, guess: tuple[float, float, float] = (25.0, 0.1, -0.1),
+def run(n: int = 32, duration: float = 2400.0, frames: int = 12, guess: tuple[float, float, float] = (25.0, 0.1, -0.1),
         iters: int = 60, figure: str | None = None, verbose: bool = True) -> dict:
     """Make the movie at the true parameters, fit ``kappa`` and ``w`` from ``guess``, report the errors."""
     t0 = time.perf_counter()
@@ -143,7 +143,7 @@ def _draw(model: Plume, data: torch.Tensor, history: list, path: str | None) -> 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description="Recover diffusion and wind from a plume movie")
-    p.add_argument("--n", type=int, default=48, help="grid points per side")
+    p.add_argument("--n", type=int, default=32, help="grid points per side")
     p.add_argument("--frames", type=int, default=12, help="snapshots in the movie")
     p.add_argument("--iters", type=int, default=60, help="L-BFGS evaluations")
     p.add_argument("--small", action="store_true", help="24 x 24 grid (the test suite's size)")

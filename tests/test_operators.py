@@ -172,6 +172,21 @@ def test_direct_and_fft_agree(kind_in, kind_out):
         torch.testing.assert_close(direct(x), fft(x), rtol=0, atol=1e-12)
 
 
+def test_multiplier_applies_the_periodic_operator_spectrally():
+    op = _random_neural("vector", "tensor", rmax=3.1, seed=7)
+    v = torch.as_tensor(np.random.default_rng(7).standard_normal((2, 10, 12)))
+    spectral = torch.einsum("oiyx,iyx->oyx", op.multiplier(10, 12), torch.fft.rfft2(v))
+    torch.testing.assert_close(torch.fft.irfft2(spectral, s=(10, 12)), op(v), rtol=0, atol=1e-12)
+    # the Laplacian's multiplier is the 5-point symbol -4 sin^2(k dx / 2) / dx^2 - 4 sin^2(l dy / 2) / dy^2
+    dx, dy = 0.3, 0.7
+    k = 2 * np.pi * np.fft.rfftfreq(12, dx)
+    l = 2 * np.pi * np.fft.fftfreq(10, dy)
+    symbol = -4 * np.sin(k[None, :] * dx / 2) ** 2 / dx ** 2 - 4 * np.sin(l[:, None] * dy / 2) ** 2 / dy ** 2
+    np.testing.assert_allclose(ops.laplacian(dx, dy).multiplier(10, 12)[0, 0].numpy(), symbol, atol=1e-12)
+    with pytest.raises(ValueError, match="periodic"):
+        ops.laplacian(1.0, boundary="zero").multiplier(4, 4)
+
+
 def test_wide_periodic_kernel_sums_its_images():
     """A periodic kernel wider than the domain equals the sum over shifted copies of the field."""
     op = _random_neural("scalar", "vector", rmax=9.5, seed=2)

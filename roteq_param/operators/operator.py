@@ -178,12 +178,21 @@ class RadialOperator(torch.nn.Module):
             # Zero padding by (ry, rx) cells makes the circular correlation a linear one on the domain.
             size = (ny + ry, nx + rx)
             f = F.pad(f, (0, rx, 0, ry))
-        folded = _fold(kernel, offsets, size)
-        # out = sum_r K(r) f(x + r): a correlation, i.e. the conjugate of the kernel's transform.
-        khat = torch.fft.rfft2(folded).conj()
-        fhat = torch.fft.rfft2(f)
-        out = torch.fft.irfft2(torch.einsum("oiyx,biyx->boyx", khat, fhat), s=size)
+        khat = _multiplier(kernel, offsets, size)
+        out = torch.fft.irfft2(torch.einsum("oiyx,biyx->boyx", khat, torch.fft.rfft2(f)), s=size)
         return out[..., :ny, :nx]
+
+    def multiplier(self, ny: int, nx: int, dtype: torch.dtype = torch.float64, device: Any = None) -> torch.Tensor:
+        """The periodic operator's Fourier multiplier on an ``ny x nx`` grid, in ``torch.fft.rfft2``'s layout.
+
+        ``rfft2(A f)[o] = sum_i multiplier[o, i] * rfft2(f)[i]`` exactly (periodic boundary), so a spectral
+        code applies the operator with one complex multiply per component pair: shape
+        ``[n_out, n_in, ny, nx // 2 + 1]``, differentiable in the profile's parameters.
+        """
+        if self.boundary != "periodic":
+            raise ValueError("a Fourier multiplier describes a periodic operator; this one has boundary='zero'")
+        offsets, kernel = self.stencil(dtype, device)
+        return _multiplier(kernel, offsets, (ny, nx))
 
 
 def _scatter_box(weight: torch.Tensor, offsets: np.ndarray, kernel: torch.Tensor, rx: int, ry: int) -> torch.Tensor:
@@ -191,6 +200,14 @@ def _scatter_box(weight: torch.Tensor, offsets: np.ndarray, kernel: torch.Tensor
     flat = weight.reshape(*weight.shape[:2], -1)
     idx = torch.as_tensor((offsets[:, 1] + ry) * (2 * rx + 1) + offsets[:, 0] + rx, device=weight.device)
     return flat.index_add(-1, idx, kernel).reshape(weight.shape)
+
+
+def _multiplier(kernel: torch.Tensor, offsets: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+    """rfft2 multiplier of ``out = sum_r K(r) f(x + r)`` on a periodic grid of ``size``.
+
+    A correlation: the conjugate of the folded kernel's transform.
+    """
+    return torch.fft.rfft2(_fold(kernel, offsets, size)).conj().resolve_conj()
 
 
 def _fold(kernel: torch.Tensor, offsets: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
