@@ -18,10 +18,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 REPO = Path(__file__).resolve().parents[1]
 GRIDDED = [Kind.SCALAR, Kind.PSEUDOSCALAR, Kind.VECTOR, Kind.PSEUDOVECTOR, Kind.TENSOR]
-PAIRS = [(a, b) for a in GRIDDED for b in GRIDDED
-         if not (rank(a) == rank(b) == 0 and parity(a) != parity(b))
-         and not (rank(a) == rank(b) == 2)]  # tensor -> tensor: no pseudotensor, parity always kept
-PAIRS.append((Kind.TENSOR, Kind.TENSOR))
+# Every pairing with a nonzero radial operator: all but scalar <-> pseudoscalar (23).
+PAIRS = [(a, b) for a in GRIDDED for b in GRIDDED if not (rank(a) == rank(b) == 0 and parity(a) != parity(b))]
 D4 = Group(4, reflections=True).elements()
 
 
