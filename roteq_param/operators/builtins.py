@@ -61,37 +61,37 @@ def _checked(kind: Kind | str, want_rank: int, what: str) -> Kind:
     return kind
 
 
+def _first_derivative(kind: Kind | str, in_rank: int, out_rank_template: Kind, keep_parity: bool, what: str,
+                      dx: float, dy: float | None, boundary: str, order: int, sign: float = 1.0) -> RadialOperator:
+    """A first-derivative operator on the axis stencil: the pairing's one unit field of the wanted parity."""
+    kind = _checked(kind, in_rank, what)
+    out = _same_parity_kind(out_rank_template, parity(kind) if keep_parity else -parity(kind))
+    return RadialOperator(kind, out, _first(order, sign), dx=dx, dy=dy, boundary=boundary)
+
+
 def gradient(dx: float, dy: float | None = None, *, boundary: str = "periodic", order: int = 2,
              kind: Kind | str = Kind.SCALAR) -> RadialOperator:
     """``grad f`` (units of f per m): scalar -> vector, pseudoscalar -> pseudovector."""
-    kind = _checked(kind, 0, "the gradient")
-    out = _same_parity_kind(Kind.VECTOR, parity(kind))
-    return RadialOperator(kind, out, _first(order), dx=dx, dy=dy, boundary=boundary)
+    return _first_derivative(kind, 0, Kind.VECTOR, True, "the gradient", dx, dy, boundary, order)
 
 
 def skew_gradient(dx: float, dy: float | None = None, *, boundary: str = "periodic", order: int = 2,
                   kind: Kind | str = Kind.PSEUDOSCALAR) -> RadialOperator:
     """``(-d_y f, d_x f)``: a pseudoscalar streamfunction to its (true) velocity, as in pyqg."""
-    kind = _checked(kind, 0, "the skew gradient")
-    out = _same_parity_kind(Kind.VECTOR, -parity(kind))
-    return RadialOperator(kind, out, _first(order), dx=dx, dy=dy, boundary=boundary)
+    return _first_derivative(kind, 0, Kind.VECTOR, False, "the skew gradient", dx, dy, boundary, order)
 
 
 def divergence(dx: float, dy: float | None = None, *, boundary: str = "periodic", order: int = 2,
                kind: Kind | str = Kind.VECTOR) -> RadialOperator:
     """``d_x v_x + d_y v_y``: vector -> scalar, pseudovector -> pseudoscalar."""
-    kind = _checked(kind, 1, "the divergence")
-    out = _same_parity_kind(Kind.SCALAR, parity(kind))
-    return RadialOperator(kind, out, _first(order), dx=dx, dy=dy, boundary=boundary)
+    return _first_derivative(kind, 1, Kind.SCALAR, True, "the divergence", dx, dy, boundary, order)
 
 
 def curl(dx: float, dy: float | None = None, *, boundary: str = "periodic", order: int = 2,
          kind: Kind | str = Kind.VECTOR) -> RadialOperator:
     """``d_x v_y - d_y v_x``: vector -> pseudoscalar (vorticity), pseudovector -> scalar."""
-    kind = _checked(kind, 1, "the curl")
-    out = _same_parity_kind(Kind.SCALAR, -parity(kind))
     # The parity-changing unit field is n . (J v) = -(d_x v_y - d_y v_x) / (2h) at order 2: flip the sign.
-    return RadialOperator(kind, out, _first(order, sign=-1.0), dx=dx, dy=dy, boundary=boundary)
+    return _first_derivative(kind, 1, Kind.SCALAR, False, "the curl", dx, dy, boundary, order, sign=-1.0)
 
 
 def laplacian(dx: float, dy: float | None = None, *, boundary: str = "periodic", order: int = 2,
