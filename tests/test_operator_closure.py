@@ -50,6 +50,21 @@ def test_closure_is_exactly_equivariant_and_adds_no_mean_pv(state_q):
             assert err <= 1e-12, (g, err)
 
 
+def test_cached_multiplier_follows_the_weights(state_q):
+    """Without autograd the multiplier is cached; changing a weight in place must rebuild it."""
+    closure = _closure(2)
+    twin = TorchQGModel(1, dtype=torch.float64, parameterization=closure, **EDDY)
+    twin.q = state_q[None]
+    with torch.no_grad():
+        first = closure(twin)
+        closure.ops[0].profile.weight.mul_(2.0)
+        second = closure(twin)
+    with torch.enable_grad():
+        fresh = closure(twin).detach()
+    assert float((second - first).abs().max()) > 1e-3 * float(first.abs().max())
+    torch.testing.assert_close(second, fresh, rtol=0, atol=1e-25)
+
+
 def test_closure_refuses_another_grid():
     twin = TorchQGModel(1, dtype=torch.float64, nx=32)
     with pytest.raises(ValueError, match="built for nx=64"):
