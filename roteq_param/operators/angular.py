@@ -167,7 +167,8 @@ def _monomial_average_rounding(avg: np.ndarray) -> np.ndarray:
     # Rounding the sampled mean to them makes the r = 0 value exactly isotropic, hence exactly equivariant.
     snapped = np.round(avg * 8.0) / 8.0
     if np.max(np.abs(snapped - avg)) > 1e-12:
-        raise AssertionError("angular mean of a unit field is not a multiple of 1/8; the basis has changed")
+        raise RuntimeError("an angular mean of a unit field is not a multiple of 1/8: a unit field of degree > 4 "
+                           "was added to the basis; extend the exact means at r = 0 before using it")
     return snapped
 
 

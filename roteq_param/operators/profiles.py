@@ -142,7 +142,7 @@ class HeatKernel(RadialProfile):
         return disc_support(self.truncate * sigma, dx, dy)
 
     def forward(self, r: torch.Tensor, offsets: np.ndarray, dx: float, dy: float) -> torch.Tensor:
-        four_kt = 4.0 * self.kappa.to(r.dtype) * self.time
+        four_kt = 4.0 * self.kappa.to(dtype=r.dtype, device=r.device) * self.time
         return (dx * dy * torch.exp(-r * r / four_kt) / (math.pi * four_kt))[None]
 
 
