@@ -34,10 +34,16 @@ def _closure(weights_seed: int | None, L: float = 1.0e6) -> OperatorClosure:
     return closure
 
 
-def test_closure_is_exactly_equivariant_and_adds_no_mean_pv(state_q):
-    closure = _closure(1)
+def _twin(closure, state_q) -> TorchQGModel:
+    """One eddy twin member with ``closure``, at the stored spun-up state."""
     twin = TorchQGModel(1, dtype=torch.float64, parameterization=closure, **EDDY)
     twin.q = state_q[None]
+    return twin
+
+
+def test_closure_is_exactly_equivariant_and_adds_no_mean_pv(state_q):
+    closure = _closure(1)
+    twin = _twin(closure, state_q)
     with torch.no_grad():
         dq = closure(twin)
         assert dq.shape == (1, 2, 64, 64)
@@ -53,8 +59,7 @@ def test_closure_is_exactly_equivariant_and_adds_no_mean_pv(state_q):
 def test_cached_multiplier_follows_the_weights(state_q):
     """Without autograd the multiplier is cached; changing a weight in place must rebuild it."""
     closure = _closure(2)
-    twin = TorchQGModel(1, dtype=torch.float64, parameterization=closure, **EDDY)
-    twin.q = state_q[None]
+    twin = _twin(closure, state_q)
     with torch.no_grad():
         first = closure(twin)
         closure.ops[0].profile.weight.mul_(2.0)
@@ -73,8 +78,7 @@ def test_closure_refuses_another_grid():
 
 def _truth_windows(state_q, closure, runs=3, windows=2, steps=6, gap=24):
     """Trajectory windows of the twin run with ``closure``: runs start ``gap`` hours apart on the eddy state."""
-    twin = TorchQGModel(1, dtype=torch.float64, parameterization=closure, **EDDY)
-    twin.q = state_q[None]
+    twin = _twin(closure, state_q)
     out = []
     with torch.no_grad():
         for _ in range(runs):
