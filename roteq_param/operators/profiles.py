@@ -107,11 +107,13 @@ class AxisStencil(RadialProfile):
         i, j = offsets[:, 0], offsets[:, 1]
         shell = np.abs(i) + np.abs(j)  # on an axis, the distance in cells
         h = np.where(i != 0, dx, dy)
-        out = torch.zeros(self.n_terms, len(offsets), dtype=r.dtype, device=r.device)
+        like = {"dtype": r.dtype, "device": r.device}
+        out = torch.zeros(self.n_terms, len(offsets), **like)
         off = shell > 0
-        w = self.shells.to(r.dtype)[:, torch.as_tensor(shell[off] - 1)]
-        out[:, torch.as_tensor(off)] = w * torch.as_tensor(h[off] ** (-self.power), dtype=r.dtype)
-        out[:, torch.as_tensor(~off)] = (self.centre.to(r.dtype) * (dx ** -self.power + dy ** -self.power))[:, None]
+        w = self.shells.to(**like)[:, torch.as_tensor(shell[off] - 1, device=r.device)]
+        out[:, torch.as_tensor(off, device=r.device)] = w * torch.as_tensor(h[off] ** (-self.power), **like)
+        out[:, torch.as_tensor(~off, device=r.device)] = \
+            (self.centre.to(**like) * (dx ** -self.power + dy ** -self.power))[:, None]
         return out
 
 
@@ -224,7 +226,7 @@ class RadialBasisProfile(RadialProfile):
 
     def basis(self, r: torch.Tensor) -> torch.Tensor:
         """Hat functions at distances r > 0 (m): ``[n_basis, P]``, rows summing to one."""
-        knots = self.knots.to(r.dtype)
+        knots = self.knots.to(dtype=r.dtype, device=r.device)
         u = r if self.spacing == "linear" else torch.log(torch.clamp(r, min=float(torch.exp(self.knots[0]))))
         u = torch.clamp(u, knots[0], knots[-1])
         step = knots[1] - knots[0]
@@ -233,5 +235,5 @@ class RadialBasisProfile(RadialProfile):
     def forward(self, r: torch.Tensor, offsets: np.ndarray, dx: float, dy: float) -> torch.Tensor:
         origin = r == 0
         safe = torch.where(origin, torch.full_like(r, self.rmax), r)
-        values = self.weight.to(r.dtype) @ self.basis(safe)
-        return self.scale * torch.where(origin[None], self.origin.to(r.dtype)[:, None], values)
+        values = self.weight.to(dtype=r.dtype, device=r.device) @ self.basis(safe)
+        return self.scale * torch.where(origin[None], self.origin.to(dtype=r.dtype, device=r.device)[:, None], values)
