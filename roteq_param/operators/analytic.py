@@ -3,13 +3,13 @@
 Only the grid's 90-degree turns and reflections map grid points onto grid points; for any other
 rotation R the discrete operator's stencil is not R-symmetric and equivariance holds only as
 the grid refines. To measure that error without resampling anything, the field is an analytic
-function f and the operator is evaluated as what it is, a weighted sum over its stencil,
+function f and the operator is evaluated as what it is, a weighted sum over its stencil, at arbitrary points y::
 
-    A f (y) = sum_r K(r) f(y + r),
+    A f (y) = sum_r K(r) f(y + r)
 
-at arbitrary points y. Then
+Then the error is::
 
-    error(R) = max_x | A (g f)(x) - rho_out(R) A f (R^-1 x) | / max_x | A f (x) |,
+    error(R) = max_x | A (g f)(x) - rho_out(R) A f (R^-1 x) | / max_x | A f (x) |
 
 with ``(g f)(x) = rho_in(R) f(R^-1 x)``: both terms sample f exactly, at rotated points.
 

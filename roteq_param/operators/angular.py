@@ -2,12 +2,12 @@
 
 A linear operator between gridded fields that commutes with translations and with rotations
 (and reflections, where the kinds allow) is a convolution with a kernel ``K(r)`` that obeys
-``K(R r) = rho_out(R) K(r) rho_in(R)^-1``. Every such kernel is a sum of terms
+``K(R r) = rho_out(R) K(r) rho_in(R)^-1``. Every such kernel is a sum of terms::
 
-    K(r) = sum_t phi_t(|r|) U_t(r_hat),
+    K(r) = sum_t phi_t(|r|) U_t(r_hat)
 
-a scalar radial profile ``phi_t`` times a fixed *unit field* ``U_t`` built from the unit vector
-``n = r / |r|``, its quarter turn ``m = J n = (-n_y, n_x)`` and the identity. This module lists the
+(a sum over t of a scalar radial profile ``phi_t`` times a fixed *unit field* ``U_t`` built from the unit vector
+``n = r / |r|``, its quarter turn ``m = J n = (-n_y, n_x)`` and the identity). This module lists the
 ``U_t`` for every pairing of the gridded kinds of :mod:`roteq_param.symmetry` and evaluates them
 on arrays of ``n``.
 
