@@ -551,6 +551,9 @@ def add_rollout_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output folder (OUT/rollout.nc)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
     p.add_argument("--overwrite", action="store_true", help="start over even if OUT holds a rollout")
+    p.add_argument("--initial-states", default=None, metavar="FILE",
+                   help="start member i from state i of FILE (netCDF, q (run, lev, y, x) in s-1, e.g. the spun-up "
+                        "trained_models/<model>/demo_states_*.nc) instead of seeded noise")
     p.add_argument("--add-closure", default=None, metavar="NAME",
                    help="also apply a pyqg built-in closure ('backscatter' or 'smagorinsky') on top of the "
                         "network's forcing (pyqg engine) (default: none)")
@@ -572,7 +575,8 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
                              seed=args.seed, call_interval=args.call_interval, device=args.device,
                              energy_limit=args.energy_limit, checkpoint_years=args.checkpoint_years,
                              diag_start_years=args.diag_start_years, allow_out_of_regime=args.allow_out_of_regime,
-                             engine=args.engine, precision=args.precision, add_closure=args.add_closure)
+                             engine=args.engine, precision=args.precision, add_closure=args.add_closure,
+                             initial_states=args.initial_states)
         ds = rollout(req, args.out, resume=args.resume, overwrite=args.overwrite,
                      progress=False if args.no_progress else None)
     except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as e:
