@@ -111,7 +111,7 @@ def verify_file(path: str | os.PathLike, what: str, remedy: str) -> str:
         if _is_netcdf(path):
             problem = _probe_netcdf(path)
             if problem:
-                raise CorruptFileError(f"{what} {path} is corrupt: {problem}; {remedy}, or re-copy it")
+                raise CorruptFileError(f"{what} {path} is truncated or corrupt: {problem}; {remedy}, or re-copy it")
         return digest
     if digest in accepted:
         return digest

@@ -111,7 +111,9 @@ def test_save_load_round_trip_and_card(tmp_path):
     model = _with_random_scales(build_model(channels=(8,), kernel_sizes=(3,))).eval()
     d = save_model(model, tmp_path / "m1", training={"dataset_sha256": "abc"}, metrics={"val": {"S_1": 0.5}},
                    inference_cost={"ms": 0.1})
-    assert sorted(p.name for p in d.iterdir()) == [".lock", "CARD.md", "card.json", "model.pt"]  # .lock: one saver at a time
+    # .lock: one saver at a time; .sha256: each file's checksum (roteq_param.integrity)
+    assert sorted(p.name for p in d.iterdir()) == [".lock", "CARD.md", "CARD.md.sha256", "card.json", "card.json.sha256",
+                                                   "model.pt", "model.pt.sha256"]
     card = load_card(d)
     assert card["schema"] == SCHEMA.to_dict() and card["group"] == "C4"
     assert card["training"]["dataset_sha256"] == "abc" and card["n_parameters"] == model.n_parameters()
