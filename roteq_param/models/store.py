@@ -40,7 +40,7 @@ class ModelFileError(RuntimeError, ValueError):
     Also a ``ValueError``: every entry point that reports bad input reports this one too."""
 
 
-_REMEDY = "re-copy the model folder from an intact copy, or re-save or re-train the model"
+_REMEDY = "re-save or re-train the model"  # verify_file adds: or re-copy it
 
 
 def _verified(path: Path, what: str) -> None:
