@@ -424,9 +424,15 @@ class Flip:
     result: dict | None = None  # what the reader produced, for the intact file
 
 
-def run_flip(kind: FlipKind, folder: Path, intact: dict | None, rng: random.Random, timeout_s: float) -> Flip:
-    """Copy, flip one byte past the header, run the reader, classify (``intact`` None: no flip, return it)."""
+def run_flip(kind: FlipKind, folder: Path, intact: dict | None, rng: random.Random, timeout_s: float,
+             manifest: bool = True) -> Flip:
+    """Copy, flip one byte past the header, run the reader, classify (``intact`` None: no flip, return it).
+
+    ``manifest=False``: the copy goes without its ``.sha256`` (as a file written before checksums
+    existed, or copied without it), so only what the file itself carries can catch the flip."""
     path = _copy(kind, folder)
+    if not manifest:
+        Path(str(path) + ".sha256").unlink()
     offset = -1
     if intact is not None:
         raw = bytearray(path.read_bytes())
@@ -453,14 +459,15 @@ def run_flip(kind: FlipKind, folder: Path, intact: dict | None, rng: random.Rand
 
 
 def flip_campaign(kinds: list[FlipKind], workdir: Path, flips: int, seed: int = 0, timeout_s: float = 120.0,
-                  log: Callable[[str], None] = lambda s: None) -> list[Flip]:
-    """``flips`` single-byte flips per kind; returns every flip."""
+                  log: Callable[[str], None] = lambda s: None, manifest: bool = True) -> list[Flip]:
+    """``flips`` single-byte flips per kind; returns every flip (``manifest``: see :func:`run_flip`)."""
     rng = random.Random(seed)
     results = []
     for kind in kinds:
         intact = run_flip(kind, workdir / "flips" / kind.name.replace(" ", "_") / "intact", None, rng, timeout_s).result
         for i in range(flips):
-            flip = run_flip(kind, workdir / "flips" / kind.name.replace(" ", "_") / str(i), intact, rng, timeout_s)
+            flip = run_flip(kind, workdir / "flips" / kind.name.replace(" ", "_") / str(i), intact, rng, timeout_s,
+                            manifest)
             log(f"  {kind.name:16s} flip {i:2d} at byte {flip.offset:7d}: {flip.outcome:16s} {flip.seconds:5.1f} s "
                 f"{flip.message[:160]}")
             results.append(flip)
@@ -490,13 +497,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", nargs="+", default=None, help="job names to run (default: all)")
     p.add_argument("--flips", type=int, default=0,
                    help="instead of kills: this many single-byte flips per file kind (the corruption campaign)")
+    p.add_argument("--without-manifests", action="store_true",
+                   help="flip copies without their .sha256 files: what a file without a checksum is protected by")
     args = p.parse_args(argv)
     import shutil
 
     shutil.rmtree(args.workdir, ignore_errors=True)
     if args.flips:
         flips = flip_campaign(flip_kinds(args.workdir), args.workdir, args.flips, args.seed,
-                              log=lambda s: print(s, flush=True))
+                              log=lambda s: print(s, flush=True), manifest=not args.without_manifests)
         print(flip_table(flips))
         return 0 if all(f.outcome in ("detected", "could not matter") for f in flips) else 1
     jobs = [j for j in small_jobs(args.workdir / "inputs") if args.jobs is None or j.name.split()[0] in args.jobs]
