@@ -1,21 +1,26 @@
 """Atomic file writes: a killed job leaves either the old file or the new one, never half of one.
 
 Each writer puts the data in a unique temporary file in the target's folder (same
-file system, so the final ``os.replace`` is atomic) and renames it into place.
+file system, so the final ``os.replace`` is atomic) and renames it into place. With ``checksum``
+(always for netCDF) a sha256 manifest ``<name>.sha256`` goes beside the file
+(:mod:`roteq_param.integrity`), so its readers refuse a file corrupted after the write.
 """
 
 from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import os
 import re
 import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
+from roteq_param.integrity import manifest_bytes, manifest_path, netcdf_checksum_encoding, read_manifest, sha256_file
+
 __all__ = ["temporary_path", "atomic_write_bytes", "atomic_write_files", "atomic_to_netcdf", "atomic_savefig",
-           "remove_staging_files", "OutputLocked", "exclusive_output"]
+           "write_manifest", "remove_staging_files", "OutputLocked", "exclusive_output"]
 
 
 # what temporary_path names: <name>.tmp.<pid>.<8 hex digits>
@@ -28,44 +33,101 @@ def temporary_path(path: str | os.PathLike) -> Path:
     return path.with_name(f"{path.name}.tmp.{os.getpid()}.{uuid.uuid4().hex[:8]}")
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (fsync'ed before the rename)."""
-    atomic_write_files({Path(path): data})
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, checksum: bool = False) -> None:
+    """Write ``data`` to ``path`` atomically (fsync'ed before the rename); with ``checksum``, and its
+    sha256 manifest ``<path>.sha256`` (for a file the project reads back)."""
+    atomic_write_files({Path(path): data}, checksum=checksum)
 
 
-def atomic_write_files(files: dict[Path, bytes]) -> None:
+def atomic_write_files(files: dict[Path, bytes], *, checksum: bool = False) -> None:
     """Write several files that belong together (a model's weights and card): all are staged and
     fsync'ed first, then renamed into place one after the other, so a failure while staging (a
     kill, a full disk) leaves every old file untouched; only a kill within the renames (a few
-    microseconds) can mix old and new, which readers detect by the checksum the files share."""
+    microseconds) can mix old and new, which readers detect by the checksum the files share.
+    ``checksum``: each file gets its sha256 manifest (see :func:`_commit`)."""
     staged: list[tuple[Path, Path]] = []
     try:
         for path, data in files.items():
             tmp = temporary_path(path)
             staged.append((tmp, Path(path)))
-            try:
-                with open(tmp, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            except OSError as e:  # a bare write error (a full disk) does not say which file
-                raise OSError(e.errno, e.strerror, str(path)) from None
-        for tmp, path in staged:
-            os.replace(tmp, path)
+            _write_synced(tmp, data, path)
+        _commit(staged, [hashlib.sha256(data).hexdigest() for data in files.values()] if checksum else None)
     except BaseException:
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
         raise
 
 
-def atomic_to_netcdf(ds: Any, path: str | os.PathLike) -> None:
-    """Write an xarray Dataset to netCDF4 at ``path`` atomically.
+def _write_synced(tmp: Path, data: bytes, target: str | os.PathLike) -> None:
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as e:  # a bare write error (a full disk) does not say which file
+        raise OSError(e.errno, e.strerror, str(target)) from None
 
-    The netCDF library reports a full disk as a bare "NetCDF: HDF error"; such a failure is
-    raised as an ``OSError`` with ``ENOSPC``/``EFBIG`` when the storage is what ran out.
+
+def _commit(staged: list[tuple[Path, Path]], digests: list[str] | None) -> None:
+    """Rename the staged files into place; with ``digests``, keep each file's manifest true throughout.
+
+    Order: each manifest is first rewritten to accept the new digest *and* the previous file's, then
+    the files are renamed, then the manifests are narrowed to the new digest. A kill at any point
+    leaves every file matching its manifest (the old file or the new one), so a reader never
+    mistakes an interrupted write for corruption, and never accepts a byte that was not written.
+    """
+    if digests is None:
+        for tmp, path in staged:
+            os.replace(tmp, path)
+        return
+    previous = [_accepted_now(path) for _, path in staged]
+    for (_, path), new, old in zip(staged, digests, previous):
+        if old:
+            _replace_manifest(path, [new, *old])
+    for tmp, path in staged:
+        os.replace(tmp, path)
+    for (_, path), new in zip(staged, digests):
+        _replace_manifest(path, [new])
+
+
+def _accepted_now(path: Path) -> list[str]:
+    """The digests that verify the file now at ``path`` (its manifest's, else its own; none if absent)."""
+    listed = read_manifest(path)
+    if listed:
+        return listed
+    return [sha256_file(path)] if path.is_file() else []
+
+
+def _replace_manifest(path: Path, digests: list[str]) -> None:
+    target = manifest_path(path)
+    tmp = temporary_path(target)
+    try:
+        _write_synced(tmp, manifest_bytes(path, digests), target)
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_manifest(path: str | os.PathLike) -> None:
+    """Write (atomically) the sha256 manifest of the file now at ``path``: for a file written before
+    checksums existed, once it has been read back and found sound (``scripts/write_checksums.py``)."""
+    _replace_manifest(Path(path), [sha256_file(path)])
+
+
+def atomic_to_netcdf(ds: Any, path: str | os.PathLike) -> None:
+    """Write an xarray Dataset to netCDF4 at ``path`` atomically, with its sha256 manifest.
+
+    Every numeric variable is stored in chunks with HDF5's Fletcher-32 checksum, so a damaged
+    copy names the damaged variable even without its manifest. The netCDF library reports a full
+    disk as a bare "NetCDF: HDF error"; such a failure is raised as an ``OSError`` with
+    ``ENOSPC``/``EFBIG`` when the storage is what ran out.
     """
     path = Path(path)
     tmp = temporary_path(path)
+    ds = ds.copy(deep=False)  # the caller's variables keep their encodings
+    for variable in ds.variables.values():
+        variable.encoding = netcdf_checksum_encoding(variable)
     try:
         try:
             ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4")
@@ -74,7 +136,7 @@ def atomic_to_netcdf(ds: Any, path: str | os.PathLike) -> None:
             if code is None:
                 raise
             raise OSError(code, f"{os.strerror(code)} (netCDF: {e})", str(path)) from None
-        os.replace(tmp, path)
+        _commit([(tmp, path)], [sha256_file(tmp)])
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -26,6 +26,7 @@ escnn decomposes them into irreps (a tensor becomes trace + deviatoric).
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
@@ -643,7 +644,36 @@ def _escnn_representation(kind: Kind, group: Group, gspace):
     # The channels keep our component order, so the matrix of escnn's element phi(g) is our matrix
     # for g; escnn decomposes it into irreps (a tensor into trace + deviatoric parts).
     mats = {escnn_element(g, gspace): symmetry.component_matrix(g, component_kind) for g in group.elements()}
-    return build_from_discrete_group_representation(mats, name, G, [])
+    with _closing_escnn_devnull():
+        return build_from_discrete_group_representation(mats, name, G, [])
+
+
+@contextlib.contextmanager
+def _closing_escnn_devnull():
+    """Close the file escnn 1.0.11 leaks while it decomposes a representation.
+
+    ``escnn.group._numerical.find_orthogonal_matrix`` silences its optimiser with
+    ``sys.stdout = open(os.devnull, 'w')`` and never closes that file: every process that builds a
+    network (every plugin) got a ``ResourceWarning: unclosed file ... '/dev/null'``. The module's
+    ``open`` is shadowed for the call with one that remembers what it opened, and those files are
+    closed afterwards (escnn has put the real stdout back by then).
+    """
+    from escnn.group import _numerical
+
+    opened = []
+
+    def remembered_open(*args, **kwargs):
+        fh = open(*args, **kwargs)
+        opened.append(fh)
+        return fh
+
+    _numerical.open = remembered_open
+    try:
+        yield
+    finally:
+        del _numerical.open
+        for fh in opened:
+            fh.close()
 
 
 def escnn_field_type(schema: Schema, which: str, group: Group | str):

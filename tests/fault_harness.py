@@ -12,16 +12,28 @@ then checks that every output file present is complete (it reads each one throug
 same command (with ``--resume`` where the command has one), and checks that no staging file is
 left and that every output equals the unbroken run's bit for bit.
 
-The suite runs a few trials per job (``tests/test_fault_injection.py``); the README's reliability
-table comes from a longer campaign::
+The suite runs a few trials per job (``tests/test_fault_injection.py``); the reliability page's
+table (``docs/reliability.md``) comes from a longer campaign::
 
     PYTHONHASHSEED=0 .venv/bin/python tests/fault_harness.py --trials 20
+
+Silent corruption (``--flips N``): for each kind of file the project writes and reads back (a
+training dataset, a rollout, a rollout checkpoint, model weights, a model card, a truth reference)
+the harness flips one random byte past the format's header in a copy, N times, and runs the
+command that reads that file on the copy (``roteq score``, ``evaluate``, ``rollout --resume``),
+each under a time limit. A flip is *detected* when the command fails with a clear error (exit
+status 2, the file named, no traceback), *could not matter* when the command succeeds with the
+same result as on the intact file, *silently used* when it succeeds with another result, and a
+*hang* when it outlives the limit. ``tests/test_integrity.py`` runs two flips per kind::
+
+    PYTHONHASHSEED=0 .venv/bin/python tests/fault_harness.py --flips 20
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import glob
 import json
 import os
 import random
@@ -310,16 +322,192 @@ def table(results: list[Trial]) -> str:
     return "\n".join(lines)
 
 
+# ------------------------------------------------------------------------------- byte flips
+
+
+@dataclass
+class FlipKind:
+    """A kind of file, the command that reads it, and how to compare that command's results.
+
+    ``file`` is the file's path relative to a trial folder that holds a copy of ``source`` (a file,
+    or a folder with the file in it); ``command(folder)`` reads it there; ``result(folder, stdout)``
+    is what a successful run produced, compared with the intact file's."""
+
+    name: str
+    source: Path
+    file: str
+    command: Callable[[Path], list[str]]
+    result: Callable[[Path, str], dict]
+    header: int
+
+
+def _json_result(drop: tuple[str, ...]) -> Callable[[Path, str], dict]:
+    """A command's printed JSON less the keys that name the trial's own paths."""
+    return lambda folder, stdout: {k: v for k, v in json.loads(stdout).items() if k not in drop}
+
+
+def _evaluate_result(folder: Path, stdout: str) -> dict:
+    return json.loads((folder / "evaluate_out" / "evaluate.json").read_text())
+
+
+def _rollout_result(folder: Path, stdout: str) -> dict:
+    out = _read_netcdf(folder / "rollout.nc")
+    return {"vars": {k: v.tolist() for k, v in out["vars"].items()}, "attrs": out["attrs"]}
+
+
+# the fixed header each format opens with, left alone (a flip there is caught too: the checksums
+# cover every byte): HDF5's superblock (version 0 and 2 of it are 96 bytes at most), a zip local
+# file header with the first member's name, nothing for JSON
+_NETCDF_HEADER, _ZIP_HEADER = 96, 64
+
+
+def flip_kinds(workdir: Path) -> list[FlipKind]:
+    """The six kinds of file, made on small grids by the project's own commands."""
+    inputs = workdir / "inputs"
+    jobs = {j.name: j for j in small_jobs(inputs)}
+    model, data = inputs / "model16", inputs / "tiny.nc"
+    roll = jobs["rollout (pyqg engine)"]
+    rolled = workdir / "rollout"
+    if not (rolled / "out" / "checkpoint.npz").is_file():
+        _checked_run(roll.command(rolled))
+    ref = workdir / "reference.nc"
+    evaluate = CLI + ["evaluate", "--last-years", "0.02", "--quantiles", "0"]
+    if not ref.is_file():
+        _checked_run(evaluate + ["--truth", str(data), "--baseline", str(rolled / "out" / "rollout.nc"),
+                                 "--out", str(workdir / "evaluate_made"), "--save-reference", str(ref)])
+    base = str(rolled / "out" / "rollout.nc")
+    score = CLI + ["score"]
+    return [
+        FlipKind("dataset", data, "tiny.nc", lambda f: score + ["--model", str(model), "--data", str(f / "tiny.nc")],
+                 _json_result(("data",)), _NETCDF_HEADER),
+        FlipKind("rollout", rolled / "out" / "rollout.nc", "rollout.nc",
+                 lambda f: evaluate + ["--truth", str(data), "--baseline", base, "--run", f"m={f / 'rollout.nc'}",
+                                       "--out", str(f / "evaluate_out")], _evaluate_result, _NETCDF_HEADER),
+        FlipKind("checkpoint", rolled / "out", "checkpoint.npz",
+                 lambda f: [a if a != str(rolled / "out") else str(f) for a in roll.command(rolled)] + ["--resume"],
+                 _rollout_result, _ZIP_HEADER),
+        FlipKind("weights", model, "model.pt", lambda f: score + ["--model", str(f), "--data", str(data)],
+                 _json_result(("model",)), _ZIP_HEADER),
+        FlipKind("card", model, "card.json", lambda f: score + ["--model", str(f), "--data", str(data)],
+                 _json_result(("model",)), 0),
+        FlipKind("truth reference", ref, "reference.nc",
+                 lambda f: evaluate + ["--reference", str(f / "reference.nc"), "--baseline", base, "--run", f"m={base}",
+                                       "--out", str(f / "evaluate_out")], _evaluate_result, _NETCDF_HEADER),
+    ]
+
+
+def _checked_run(command: list[str]) -> None:
+    done = subprocess.run(command, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr[-2000:]}")
+
+
+def _copy(kind: FlipKind, folder: Path) -> Path:
+    import shutil
+
+    if kind.source.is_dir():
+        shutil.copytree(kind.source, folder, ignore=shutil.ignore_patterns(".lock", "rollout.nc*"))
+    else:
+        folder.mkdir(parents=True)
+        for src in kind.source.parent.glob(glob.escape(kind.source.name) + "*"):  # the file and its .sha256
+            shutil.copy(src, folder / (kind.file + src.name[len(kind.source.name):]))
+    return folder / kind.file
+
+
+@dataclass
+class Flip:
+    kind: str
+    offset: int
+    outcome: str  # detected | unclear error | could not matter | silently used | hang (| intact: no flip)
+    seconds: float
+    message: str
+    result: dict | None = None  # what the reader produced, for the intact file
+
+
+def run_flip(kind: FlipKind, folder: Path, intact: dict | None, rng: random.Random, timeout_s: float,
+             manifest: bool = True) -> Flip:
+    """Copy, flip one byte past the header, run the reader, classify (``intact`` None: no flip, return it).
+
+    ``manifest=False``: the copy goes without its ``.sha256`` (as a file written before checksums
+    existed, or copied without it), so only what the file itself carries can catch the flip."""
+    path = _copy(kind, folder)
+    if not manifest:
+        Path(str(path) + ".sha256").unlink()
+    offset = -1
+    if intact is not None:
+        raw = bytearray(path.read_bytes())
+        offset = rng.randrange(kind.header, len(raw))
+        raw[offset] ^= rng.randrange(1, 256)  # a different byte, any of the 255
+        path.write_bytes(bytes(raw))
+    t0 = time.monotonic()
+    try:
+        done = subprocess.run(kind.command(folder), cwd=ROOT, env=_env(), capture_output=True, text=True,
+                              timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        return Flip(kind.name, offset, "hang", time.monotonic() - t0, f"no answer in {timeout_s:.0f} s")
+    seconds = time.monotonic() - t0
+    error = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else ""
+    if intact is None:
+        if done.returncode != 0:
+            raise RuntimeError(f"{kind.name}: the reader fails on the intact file: {done.stderr[-2000:]}")
+        return Flip(kind.name, offset, "intact", seconds, "", kind.result(folder, done.stdout))
+    if done.returncode != 0:
+        clear = done.returncode == 2 and "Traceback" not in done.stderr and str(path) in done.stderr
+        return Flip(kind.name, offset, "detected" if clear else "unclear error", seconds, error)
+    same = kind.result(folder, done.stdout) == intact
+    return Flip(kind.name, offset, "could not matter" if same else "silently used", seconds, "")
+
+
+def flip_campaign(kinds: list[FlipKind], workdir: Path, flips: int, seed: int = 0, timeout_s: float = 120.0,
+                  log: Callable[[str], None] = lambda s: None, manifest: bool = True) -> list[Flip]:
+    """``flips`` single-byte flips per kind; returns every flip (``manifest``: see :func:`run_flip`)."""
+    rng = random.Random(seed)
+    results = []
+    for kind in kinds:
+        intact = run_flip(kind, workdir / "flips" / kind.name.replace(" ", "_") / "intact", None, rng, timeout_s).result
+        for i in range(flips):
+            flip = run_flip(kind, workdir / "flips" / kind.name.replace(" ", "_") / str(i), intact, rng, timeout_s,
+                            manifest)
+            log(f"  {kind.name:16s} flip {i:2d} at byte {flip.offset:7d}: {flip.outcome:16s} {flip.seconds:5.1f} s "
+                f"{flip.message[:160]}")
+            results.append(flip)
+    return results
+
+
+def flip_table(results: list[Flip]) -> str:
+    """Markdown rows: kind | flips | detected | could not matter | silently used | hangs | slowest."""
+    lines = ["| file kind | flips | detected, clear error | error names the damaged variable | could not matter "
+             "| silently used | unclear error | hangs | slowest answer |", "| --- | --- | --- | --- | --- | --- | --- "
+             "| --- | --- |"]
+    for kind in dict.fromkeys(f.kind for f in results):
+        mine = [f for f in results if f.kind == kind]
+        n = Counter(f.outcome for f in mine)
+        named = sum(f.outcome == "detected" and ("variable '" in f.message or "member '" in f.message) for f in mine)
+        lines.append(f"| {kind} | {len(mine)} | {n['detected']} | {named} | {n['could not matter']} "
+                     f"| {n['silently used']} | {n['unclear error']} | {n['hang']} "
+                     f"| {max(f.seconds for f in mine):.1f} s |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--trials", type=int, default=20, help="kills per job and mode (default 20)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", type=Path, default=Path("runs/fault_injection"))
     p.add_argument("--jobs", nargs="+", default=None, help="job names to run (default: all)")
+    p.add_argument("--flips", type=int, default=0,
+                   help="instead of kills: this many single-byte flips per file kind (the corruption campaign)")
+    p.add_argument("--without-manifests", action="store_true",
+                   help="flip copies without their .sha256 files: what a file without a checksum is protected by")
     args = p.parse_args(argv)
     import shutil
 
     shutil.rmtree(args.workdir, ignore_errors=True)
+    if args.flips:
+        flips = flip_campaign(flip_kinds(args.workdir), args.workdir, args.flips, args.seed,
+                              log=lambda s: print(s, flush=True), manifest=not args.without_manifests)
+        print(flip_table(flips))
+        return 0 if all(f.outcome in ("detected", "could not matter") for f in flips) else 1
     jobs = [j for j in small_jobs(args.workdir / "inputs") if args.jobs is None or j.name.split()[0] in args.jobs]
     results = campaign(jobs, args.workdir, args.trials, args.seed, log=lambda s: print(s, flush=True))
     print(table(results))
@@ -330,4 +518,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))  # this checkout's code, as the commands it starts (run from ROOT) use
     sys.exit(main())

@@ -11,6 +11,7 @@ import torch
 
 from conftest_models import named_inputs, random_inputs
 from roteq_param.fields import SchemaError, qg_schema
+from roteq_param.integrity import UnverifiedFileWarning
 from roteq_param.models import (ExportedFluxNet, FluxNet, ModelConfig, ModelFileError, Predictor, build_model,
                                 load_card, load_model, save_model)
 from roteq_param.symmetry import Group
@@ -110,7 +111,9 @@ def test_save_load_round_trip_and_card(tmp_path):
     model = _with_random_scales(build_model(channels=(8,), kernel_sizes=(3,))).eval()
     d = save_model(model, tmp_path / "m1", training={"dataset_sha256": "abc"}, metrics={"val": {"S_1": 0.5}},
                    inference_cost={"ms": 0.1})
-    assert sorted(p.name for p in d.iterdir()) == [".lock", "CARD.md", "card.json", "model.pt"]  # .lock: one saver at a time
+    # .lock: one saver at a time; .sha256: each file's checksum (roteq_param.integrity)
+    assert sorted(p.name for p in d.iterdir()) == [".lock", "CARD.md", "CARD.md.sha256", "card.json", "card.json.sha256",
+                                                   "model.pt", "model.pt.sha256"]
     card = load_card(d)
     assert card["schema"] == SCHEMA.to_dict() and card["group"] == "C4"
     assert card["training"]["dataset_sha256"] == "abc" and card["n_parameters"] == model.n_parameters()
@@ -141,20 +144,28 @@ def test_load_errors(tmp_path):
         load_model(d)
     (d / "model.pt").write_bytes(raw)
 
-    # weights from another save beside this card (a save killed between its renames, or a copy)
+    # weights (and their checksum file) from another save beside this card (a copy)
     other = save_model(build_model(channels=(4,), kernel_sizes=(3,)), tmp_path / "other", inference_cost={})
-    (d / "model.pt").write_bytes((other / "model.pt").read_bytes())
+    manifest = (d / "model.pt.sha256").read_bytes()
+    for name in ("model.pt", "model.pt.sha256"):
+        (d / name).write_bytes((other / name).read_bytes())
     with pytest.raises(ModelFileError, match="describes other weights .* different saves"):
         load_model(d)
     (d / "model.pt").write_bytes(raw)
+    (d / "model.pt.sha256").write_bytes(manifest)
 
+    # a card edited by hand: refused by its checksum; once that is removed, checked for what it says
     card = json.loads((d / "card.json").read_text())
     card["schema"] = qg_schema(3).to_dict()
     (d / "card.json").write_text(json.dumps(card))
-    with pytest.raises(ModelFileError, match="different schema"):
+    with pytest.raises(ModelFileError, match="card.json is truncated or corrupt.*delete card.json.sha256"):
+        load_model(d)
+    (d / "card.json.sha256").unlink()
+    with pytest.warns(UnverifiedFileWarning, match="card.json carries no checksum"), \
+            pytest.raises(ModelFileError, match="different schema"):
         load_model(d)
     (d / "card.json").write_text("{not json")
-    with pytest.raises(ModelFileError, match="not valid JSON"):
+    with pytest.warns(UnverifiedFileWarning), pytest.raises(ModelFileError, match="not valid JSON"):
         load_model(d)
 
 
@@ -203,7 +214,8 @@ def test_unsafe_weights_file_error_never_advises_unsafe_loading(tmp_path):
     model = build_model(channels=(4,), kernel_sizes=(3,))
     d = save_model(model, tmp_path / "m", inference_cost={})
     torch.save(ArbitraryObject(format="roteq-fluxnet/1"), d / "model.pt")
-    with pytest.raises(ModelFileError) as info:
+    (d / "model.pt.sha256").unlink()  # as if written without one: the loader itself must refuse it
+    with pytest.warns(UnverifiedFileWarning), pytest.raises(ModelFileError) as info:
         load_model(d)
     text = "".join(traceback.format_exception(info.value))
     assert "cannot read model weights" in text

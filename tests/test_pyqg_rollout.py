@@ -145,6 +145,7 @@ def test_a_second_process_on_the_same_output_is_refused_and_the_lock_dies_with_i
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
+        holder.stdout.close()
     assert rollout(_request(years=0.01), tmp_path / "r", progress=False)["q"].size  # the kill freed it
 
 

@@ -1,5 +1,6 @@
 """A full disk, simulated with a file-size limit on real processes: a clear error, exit 3, and the
-previous complete outputs untouched (no staging file left either)."""
+previous complete outputs untouched (no staging file left either). Truncated and corrupted inputs
+and checkpoints: a clear error naming the file, exit 2, nothing overwritten."""
 
 import dataclasses
 import resource
@@ -47,13 +48,14 @@ def test_full_disk_is_a_clear_error_and_keeps_the_previous_output(jobs, name, ag
 
 
 
+@pytest.mark.parametrize("damage", ["truncated", "one byte flipped"])
 @pytest.mark.parametrize("name, damaged, again", [
     ("train", "run/checkpoint.pt", ["--resume"]),
     ("rollout (pyqg engine)", "out/checkpoint.npz", ["--resume"]),
     ("train", "inputs:tiny.nc", ["--overwrite"]),
     ("rollout (pyqg engine)", "inputs:model16/model.pt", ["--overwrite"]),
 ])
-def test_truncated_files_are_named_and_nothing_is_overwritten(jobs, name, damaged, again, tmp_path):
+def test_damaged_files_are_named_and_nothing_is_overwritten(jobs, name, damaged, again, damage, tmp_path):
     job = jobs[name]
     done = subprocess.run(job.command(tmp_path), cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
@@ -64,7 +66,11 @@ def test_truncated_files_are_named_and_nothing_is_overwritten(jobs, name, damage
     else:
         path = tmp_path / damaged
     raw = path.read_bytes()
-    path.write_bytes(raw[: len(raw) // 2])
+    if damage == "truncated":
+        path.write_bytes(raw[: len(raw) // 2])
+    else:  # silent corruption: same size, one byte in the middle changed (tests/test_integrity.py has more)
+        middle = len(raw) // 2
+        path.write_bytes(raw[:middle] + bytes([raw[middle] ^ 0x10]) + raw[middle + 1:])
     before = _snapshot(tmp_path)
     bad = subprocess.run(job.command(tmp_path) + again, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2, bad.stderr
@@ -79,6 +85,10 @@ def _with_copied_input(job, relative: str, into: Path):
     source = next(Path(a) for a in job.command(Path("/nonexistent")) if a.endswith(relative.split("/")[0]))
     target = into / relative.split("/")[0]
     into.mkdir(exist_ok=True)
-    (shutil.copytree if source.is_dir() else shutil.copy)(source, target)
+    if source.is_dir():
+        shutil.copytree(source, target)
+    else:  # the file and its checksum
+        for f in (source, Path(str(source) + ".sha256")):
+            shutil.copy(f, into / f.name)
     return dataclasses.replace(job, command=lambda f, c=job.command: [str(target) if a == str(source) else a
                                                                        for a in c(f)])

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from roteq_param.arrays import is_torch
+from roteq_param.arrays import is_torch, torch_device, torch_float_dtype
 from roteq_param.models.export import ExportedFluxNet
 from roteq_param.models.net import FluxNet
 from roteq_param.models.store import load_model
@@ -44,19 +44,19 @@ class Predictor:
     kept (none, one or more).
     """
 
+    DTYPES = (torch.float32, torch.float64)  # the inference precisions a Predictor accepts
+
     def __init__(self, model: FluxNet | ExportedFluxNet | str | os.PathLike, *, device: str | torch.device = "cpu",
                  dtype: torch.dtype = torch.float32):
+        torch_float_dtype(dtype, self.DTYPES)
+        device = torch_device(device)  # refused here, before the model is loaded, not at the first call
         if isinstance(model, (str, os.PathLike)):
             model = load_model(model)
-        if dtype not in (torch.float32, torch.float64):
-            raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
         if isinstance(model, FluxNet):
             model = model.export(dtype)  # folded in float64, rounded once to dtype
         if not isinstance(model, ExportedFluxNet):
             raise TypeError(f"expected a FluxNet, an ExportedFluxNet or a model name/path, got {type(model).__name__}")
-        self.device = torch.device(device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError("device 'cuda' was requested but torch sees no CUDA GPU; use device='cpu'")
+        self.device = device
         self.dtype = dtype
         self.model = model.to(device=self.device, dtype=dtype).eval()
         self.schema = model.schema

@@ -2,8 +2,9 @@
 
 ``trained_models/<name>/`` holds ``model.pt`` (config + state dict), ``card.json`` (schema,
 group, architecture, training recipe with the dataset's sha256, metrics, inference cost) and
-``CARD.md`` (the same, for people). :func:`save_model` writes them atomically;
-:func:`load_model` reads them back with one call and explains what is wrong when it cannot.
+``CARD.md`` (the same, for people), each with its sha256 manifest (``<file>.sha256``,
+:mod:`roteq_param.integrity`). :func:`save_model` writes them atomically; :func:`load_model` checks
+and reads them back with one call and explains what is wrong when it cannot.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, Mapping
 import torch
 
 from roteq_param.atomic import atomic_write_files, exclusive_output
+from roteq_param.integrity import CorruptFileError, sha256_file, verify_file
 from roteq_param.fields import Schema
 from roteq_param.models.config import ModelConfig
 from roteq_param.models.export import time_inference
@@ -33,17 +35,34 @@ TRAINED_MODELS_DIR = Path(__file__).resolve().parents[2] / "trained_models"
 DEFAULT_MODEL = "eddy-c4-dilated-apost2"  # the shipped model every entry point uses unless told otherwise
 
 
-class ModelFileError(RuntimeError):
-    """A trained-model directory or file is unreadable, corrupt or does not fit what was asked."""
+class ModelFileError(RuntimeError, ValueError):
+    """A trained-model directory or file is unreadable, corrupt or does not fit what was asked.
+
+    Also a ``ValueError``: every entry point that reports bad input reports this one too."""
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file (used to tie a model card to its training dataset)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+_REMEDY = "re-save or re-train the model"  # verify_file adds: or re-copy it
+
+
+def _verified(path: Path, what: str) -> None:
+    """Check a model file against its manifest (:func:`~roteq_param.integrity.verify_file`)."""
+    try:
+        verify_file(path, what, _REMEDY)
+    except CorruptFileError as e:
+        raise ModelFileError(str(e)) from None
+
+
+def _model_folder(name_or_path: str | os.PathLike) -> Path:
+    """:func:`model_dir`, refusing a path that is a file (``.../card.json``) with what to give instead."""
+    d = model_dir(name_or_path)
+    if d.is_file():
+        hint = (f"; the model folder is probably {d.parent}" if (d.parent / "model.pt").is_file() else "")
+        raise ModelFileError(f"model path {d} is a file, not a model folder (a folder holding model.pt, card.json and "
+                             f"CARD.md){hint}")
+    if d.is_dir() and not (d / "model.pt").exists() and not (d / "card.json").exists():
+        raise FileNotFoundError(f"folder {d} holds no trained model (no model.pt, no card.json); give a folder "
+                                f"written by `roteq train` or a name under {TRAINED_MODELS_DIR}: {_known_models()}")
+    return d
 
 
 def model_dir(name_or_path: str | os.PathLike) -> Path:
@@ -200,17 +219,18 @@ def save_model(model: FluxNet, name_or_path: str | os.PathLike, *, training: Map
     with exclusive_output(d):  # one saver at a time; clears what a killed save left staged
         atomic_write_files({d / "card.json": (json.dumps(card, indent=2, sort_keys=True) + "\n").encode(),
                             d / "CARD.md": _card_markdown(card).encode(),
-                            d / "model.pt": buf.getvalue()})
+                            d / "model.pt": buf.getvalue()}, checksum=True)
     return d
 
 
 def load_card(name_or_path: str | os.PathLike) -> dict[str, Any]:
     """The ``card.json`` of a trained model (name under ``trained_models/`` or a directory)."""
-    d = model_dir(name_or_path)
+    d = _model_folder(name_or_path)
     path = d / "card.json"
     if not path.is_file():
         raise FileNotFoundError(f"no model card {path} (a trained model directory holds model.pt, card.json, CARD.md; "
                                 f"known models: {_known_models()})")
+    _verified(path, "model card")
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -231,11 +251,12 @@ def load_model(name_or_path: str | os.PathLike, *, schema: Schema | None = None)
     ``FileNotFoundError`` for missing files and :class:`ModelFileError` for anything corrupt or
     mismatched, with the path and the reason in the message.
     """
-    d = model_dir(name_or_path)
+    d = _model_folder(name_or_path)
     path = d / "model.pt"
     if not path.is_file():
         raise FileNotFoundError(f"no model weights {path} (known models under {TRAINED_MODELS_DIR}: {_known_models()})")
     card = load_card(d)
+    _verified(path, "model weights")
     raw = path.read_bytes()  # read once: loaded below and checked against the card's sha256
     try:
         payload = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)

@@ -23,7 +23,7 @@ import torch
 
 from roteq_param import fluxform
 from roteq_param.fields import Schema, qg_dataset_fields, qg_flux_sources, qg_fluxes, qg_has_regime, qg_schema
-from roteq_param.models.store import sha256_file
+from roteq_param.integrity import open_netcdf
 from roteq_param.symmetry import Kind
 
 __all__ = ["QGData", "load_dataset", "field_scales", "pv_forcing"]
@@ -138,17 +138,13 @@ def load_dataset(path: str | os.PathLike, schema: Schema | None = None, s_target
     """
     if isinstance(snapshot_every, bool) or not isinstance(snapshot_every, int) or snapshot_every < 1:
         raise ValueError(f"snapshot_every must be an integer >= 1; got {snapshot_every!r}")
-    import xarray as xr
-
     path = str(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"training dataset {path} does not exist (make one with `roteq generate`)")
-    try:
-        ds = xr.open_dataset(path)
-    except (OSError, ValueError) as e:  # netCDF's "HDF error", xarray's "no backend matched"
-        raise ValueError(f"cannot read training dataset {path} ({type(e).__name__}): the file is truncated or "
-                         "corrupt, or not netCDF; re-run the `roteq generate` command that made it") from None
+    # checked against its checksum first; a damaged file is refused, naming the damaged variable
+    ds = open_netcdf(path, "training dataset", "re-run the `roteq generate` (or `roteq coarsen`) command that made it")
     with ds:
+        digest = ds.encoding["sha256"]
         if snapshot_every > 1:
             ds = ds.isel(time=slice(None, None, snapshot_every))
         _refuse_raw_solver_output(ds, path)
@@ -177,7 +173,7 @@ def load_dataset(path: str | os.PathLike, schema: Schema | None = None, s_target
     if x.shape[0] < min_runs:
         raise ValueError(f"dataset {path} has {x.shape[0]} run(s); at least {min_runs} are needed (training splits "
                          "train/validation by run)")
-    return QGData(x.contiguous(), y.contiguous(), S.contiguous(), schema, strats[0], L, path, sha256_file(path), attrs,
+    return QGData(x.contiguous(), y.contiguous(), S.contiguous(), schema, strats[0], L, path, digest, attrs,
                   strats)
 
 

@@ -43,6 +43,7 @@ import torch
 
 from roteq_param import symmetry
 from roteq_param.atomic import atomic_write_bytes, exclusive_output
+from roteq_param.integrity import verify_file
 from roteq_param.models import FluxNet, ModelConfig, build_model, save_model, time_inference
 from roteq_param.symmetry import Group, Kind
 from roteq_param.train.data import QGData, field_scales, load_dataset, pv_forcing
@@ -190,7 +191,7 @@ def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> No
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     buf = io.BytesIO()
     torch.save(state, buf)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue(), checksum=True)
 
 
 def _split_runs(n_runs: int, n_val: int, only: tuple[int, ...] | None = None) -> tuple[list[int], list[int]]:
@@ -250,6 +251,7 @@ class _Progress:
 
 def _restore(opts: TrainOptions, ckpt_path: Path, parts: list[_Part], model: FluxNet, optim, gen) -> _Progress:
     """Load ``ckpt_path`` into the model, optimiser and generator after checking it fits ``opts``."""
+    verify_file(ckpt_path, "--resume: training checkpoint", "delete it (and its .sha256) to start over")
     try:
         ck = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated or foreign file

@@ -35,6 +35,7 @@ from __future__ import annotations
 from typing import Callable, NamedTuple
 
 import numpy as np
+import torch
 
 from roteq_param import fluxform
 from roteq_param.fields import qg_fluxes, qg_has_regime, qg_inputs, qg_regime_inputs
@@ -270,14 +271,17 @@ class NetworkClosure:
     vectors the network was trained with (``beta`` = (beta_x, beta_y) [1/(m s)],
     ``U`` = background velocity per layer ``(2, 2)`` [m/s]) in, ``tau``
     ``(2, 3, ny, nx)`` [m^2/s^2] and ``Fb`` ``(2, 2, ny, nx)`` [m^3/s^2] out.
-    Inference in float32; inputs are validated (NaNs and shapes name the field). ``dx`` is the
+    Inference in float32 by default; inputs are validated (NaNs and shapes name the field). ``dx`` is the
     grid spacing [m], needed by a similarity-scaled model (``roteq train --similarity``).
     ``regime = (F1, F2, rek)``: the stretching couplings [m^-2] and the bottom drag rate [1/s], needed
     by a model that sees the regime (``roteq train --regime-inputs``) and refused by any other.
+    ``device`` (``"cpu"``, ``"cuda"``) and ``dtype`` (``torch.float32`` or ``torch.float64``) are the
+    network's, as for :class:`~roteq_param.models.Predictor`, and are checked here.
     """
 
-    def __init__(self, model, beta, U, dx: float | None = None, regime: tuple[float, float, float] | None = None):
-        self.predictor = Predictor(model)
+    def __init__(self, model, beta, U, dx: float | None = None, regime: tuple[float, float, float] | None = None, *,
+                 device: str = "cpu", dtype: torch.dtype = torch.float32):
+        self.predictor = Predictor(model, device=device, dtype=dtype)
         if qg_has_regime(self.predictor.schema) != (regime is not None):
             raise ValueError("this model sees the solver's regime: pass regime=(F1 [m^-2], F2 [m^-2], rek [1/s])"
                              if regime is None else "this model does not see the regime; drop regime=")

@@ -45,6 +45,7 @@ import numpy as np
 
 from roteq_param import coarsen, fluxform
 from roteq_param.atomic import atomic_to_netcdf, atomic_write_bytes, exclusive_output, remove_staging_files
+from roteq_param.integrity import open_netcdf
 from roteq_param.fields import QG_DATASET, qg_dataset_attrs, qg_dataset_dims
 from solver_coupling.pyqg import fftw_plans
 from solver_coupling.pyqg.config import YEAR, PyqgConfig, get_config
@@ -448,11 +449,9 @@ def _part_is_reusable(path: str, fingerprint: str, overwrite: bool) -> bool:
 
     A part from other settings is deleted with ``overwrite`` and is an error without it.
     """
-    import xarray as xr
-
     if not os.path.exists(path):
         return False
-    with xr.open_dataset(path) as ds:
+    with open_netcdf(path, "run part", "delete it to simulate its run again") as ds:
         found = ds.attrs.get("fingerprint")
     if found == fingerprint:
         return True
@@ -475,10 +474,8 @@ def run_member(request: Request, run: int, parts_dir: str, wisdom: tuple | None 
 
 def _is_dataset_of(path: str, request: Request) -> bool:
     """True if ``path`` is a dataset assembled for ``request`` (same recorded settings)."""
-    import xarray as xr
-
     try:
-        with xr.open_dataset(path) as ds:
+        with open_netcdf(path, "dataset", "re-generate it") as ds:  # a damaged one is not the dataset
             return all(str(ds.attrs.get(k)) == str(v) for k, v in request.attrs().items())
     except Exception:  # noqa: BLE001 - not a readable dataset, so not this one
         return False
@@ -504,8 +501,10 @@ def _assemble(paths: list[str], out: str, attrs: dict[str, Any], dt: float, rek:
     box, and the plugin says when a solver lies outside it."""
     import xarray as xr
 
-    datasets = [xr.open_dataset(p) for p in paths]
+    datasets = []
     try:
+        for p in paths:  # each checked against its checksum (a damaged part is refused, not merged)
+            datasets.append(open_netcdf(p, "run part", "delete it to simulate its run again"))
         seconds = [float(d.attrs["wall_seconds"]) for d in datasets if "wall_seconds" in d.attrs]
         steps = [float(d.attrs.get("dt_s", dt)) for d in datasets]
         ds = xr.concat(datasets, dim="run", data_vars="all", coords="minimal", compat="override",

@@ -40,6 +40,7 @@ from matplotlib.figure import Figure
 from roteq_param import diagnostics as dg
 from roteq_param import symmetry
 from roteq_param.atomic import atomic_savefig, atomic_to_netcdf, atomic_write_bytes
+from roteq_param.integrity import CorruptFileError, open_netcdf
 from solver_coupling.pyqg.config import SOLVER_KWARGS, YEAR
 from solver_coupling.pyqg.data import UsageError
 from solver_coupling.pyqg.diagnostics import model_kwargs_from_attrs, summarise
@@ -180,7 +181,7 @@ def load_runs(paths: Sequence[str], label: str) -> list[xr.Dataset]:
         if not os.path.exists(path):
             raise UsageError(f"{label}: no such file {path!r}")
         try:
-            with xr.open_dataset(path) as ds:
+            with open_netcdf(path, f"{label} file", "re-run the command that wrote it") as ds:
                 if runs is not None:
                     bad = [r for r in runs if not 0 <= r < ds.sizes.get("run", 0)]
                     if bad:
@@ -191,7 +192,7 @@ def load_runs(paths: Sequence[str], label: str) -> list[xr.Dataset]:
                 keep = [v for v in ("q",) if v in ds]  # only q is scored: skip loading the rest
                 ds = ds[keep].load() if keep else ds.load()
         except (OSError, ValueError) as err:
-            if isinstance(err, UsageError):
+            if isinstance(err, (UsageError, CorruptFileError)):
                 raise
             raise UsageError(f"{label}: cannot read {path!r} as netCDF: {err}") from None
         _check_q(ds, f"{label} ({spec})")
@@ -224,9 +225,12 @@ class Reference:
         if not os.path.exists(path):
             raise UsageError(f"reference: no such file {path!r}")
         try:
-            with xr.open_dataset(path) as ds:
+            with open_netcdf(path, "truth reference", "re-copy it, or re-create it with `roteq evaluate "
+                             "--save-reference`") as ds:
                 ds = ds.load()
             return cls(dg.Diagnostics(ds), float(ds.attrs["energy_max"]), json.loads(ds.attrs["model_kwargs"]))
+        except CorruptFileError:
+            raise
         except (OSError, ValueError, KeyError) as err:
             raise UsageError(f"reference: {path!r} is not a reference written by --save-reference: {err}") from None
 

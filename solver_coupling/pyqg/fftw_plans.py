@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from roteq_param.atomic import atomic_write_bytes
+from roteq_param.integrity import verify_file
 
 __all__ = ["WISDOM_FILE", "use_wisdom", "load_or_measure"]
 
@@ -42,10 +43,12 @@ def load_or_measure(folder: str | os.PathLike, make_model: Callable[[], object])
 
     path = Path(folder) / WISDOM_FILE
     if path.exists():
+        verify_file(path, "FFTW wisdom", "delete it and its .sha256 (it is measured again; the run then repeats "
+                    "bit for bit only from there)")
         with open(path, "rb") as fh:
             return pickle.load(fh)
     pyfftw.forget_wisdom()
     make_model()  # building the model plans its transforms, which accumulates the wisdom
     wisdom = pyfftw.export_wisdom()
-    atomic_write_bytes(path, pickle.dumps(wisdom))
+    atomic_write_bytes(path, pickle.dumps(wisdom), checksum=True)
     return wisdom

@@ -38,6 +38,7 @@ import pyqg
 import torch
 
 from roteq_param import fields, fluxform, models
+from roteq_param.arrays import torch_device, torch_float_dtype
 from roteq_param.fields import SchemaError
 from roteq_param.symmetry import Element, Group
 from roteq_param.forcing import PVForcing
@@ -134,9 +135,10 @@ class RotEqParameterization(pyqg.QParameterization):
                  dtype: torch.dtype = torch.float32, allow_out_of_regime: bool = False):
         if int(call_interval) != call_interval or call_interval < 1:
             raise ValueError(f"call_interval must be a positive integer, got {call_interval!r}")
+        # checked before the model is loaded: a bad device or precision is refused here, not at the first step
+        self.device = str(torch_device(device))
+        self.dtype = torch_float_dtype(dtype, models.Predictor.DTYPES)
         self._loaded = _load(model)
-        self.device = device
-        self.dtype = dtype
         self.call_interval = int(call_interval)
         self.allow_out_of_regime = allow_out_of_regime
         self._forcing: PVForcing | None = None

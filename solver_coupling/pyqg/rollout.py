@@ -56,6 +56,7 @@ import xarray as xr
 from tqdm import tqdm
 
 from roteq_param.atomic import atomic_to_netcdf, atomic_write_bytes, exclusive_output
+from roteq_param.integrity import verify_file
 from solver_coupling.pyqg import fftw_plans
 from solver_coupling.pyqg.baselines import BASELINES, pyqg_baseline, torch_baseline
 from solver_coupling.pyqg.config import YEAR, PyqgConfig
@@ -378,7 +379,7 @@ def _save_checkpoint(path: Path, engine, st: _State, req: RolloutRequest) -> Non
                               **engine.checkpoint()}
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, buf.getvalue(), checksum=True)
 
 
 def _advance_clock(m, tc: int) -> None:
@@ -396,6 +397,7 @@ def _advance_clock(m, tc: int) -> None:
 
 
 def _load_checkpoint(path: Path, engine, st: _State, req: RolloutRequest) -> None:
+    verify_file(path, "rollout checkpoint", "delete it (and its .sha256) to start the rollout over, or pass --overwrite")
     try:
         ck = np.load(path, allow_pickle=False)
         if str(ck["engine"]) != engine.name:

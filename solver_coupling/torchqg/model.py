@@ -48,6 +48,8 @@ import pyqg
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from roteq_param.arrays import torch_device, torch_float_dtype
+
 __all__ = ["TorchQGModel", "pyqg_parameter_names"]
 
 # Parameters that enter the dynamics and may be tensors (scalar or one per member).
@@ -173,8 +175,7 @@ class TorchQGModel:
         _check_kwargs(pyqg_kwargs)
         if isinstance(members, bool) or not isinstance(members, int) or members < 1:
             raise ValueError(f"members must be a positive int, got {members!r}")
-        if dtype not in (torch.float64, torch.float32):
-            raise ValueError(f"dtype must be torch.float64 or torch.float32, got {dtype}")
+        torch_float_dtype(dtype, (torch.float64, torch.float32))
         if isinstance(call_interval, bool) or not isinstance(call_interval, int) or call_interval < 1:
             raise ValueError(f"call_interval must be a positive int, got {call_interval!r}")
         if pyqg_kwargs.get("useAB2"):
@@ -183,10 +184,7 @@ class TorchQGModel:
         cfg = {k: v for k, v in _PYQG_DEFAULTS.items()}
         cfg.update(pyqg_kwargs)
         self.members = members
-        self.device = torch.device(device) if device is not None else torch.device("cpu")
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {str(self.device)!r} was requested but torch sees no CUDA GPU on this machine; "
-                             "use device='cpu'")
+        self.device = torch_device("cpu" if device is None else device)
         self.dtype = dtype
         self.cdtype = torch.complex128 if dtype == torch.float64 else torch.complex64
         self.call_interval = call_interval

@@ -44,7 +44,7 @@ import torch
 
 from roteq_param import fluxform, models
 from roteq_param.atomic import exclusive_output
-from roteq_param.models.store import sha256_file
+from roteq_param.integrity import CorruptFileError, open_netcdf
 
 __all__ = ["TrajectoryWindows", "load_windows", "window_loss", "window_terms", "shell_power", "OnlineOptions",
            "train_online"]
@@ -70,12 +70,10 @@ class TrajectoryWindows:
 
 def load_windows(path: str | os.PathLike) -> TrajectoryWindows:
     """Read ``q_traj`` and the coarse solver settings from a dataset written by ``roteq generate``."""
-    import xarray as xr
-
     path = str(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"dataset {path} does not exist (make one with `roteq generate --window-steps N`)")
-    with xr.open_dataset(path) as ds:
+    with open_netcdf(path, "training dataset", "re-run the `roteq generate` command that made it") as ds:
         if "q_traj" not in ds:
             raise ValueError(f"dataset {path} has no trajectory windows (q_traj); generate it with --window-steps")
         if "solver" not in ds.attrs:
@@ -91,7 +89,7 @@ def load_windows(path: str | os.PathLike) -> TrajectoryWindows:
         if "filterfac" in config:
             kwargs["filterfac"] = float(config["filterfac"])
         q = torch.from_numpy(np.ascontiguousarray(ds["q_traj"].values, dtype=np.float32))
-    return TrajectoryWindows(q, kwargs, path, sha256_file(path))
+    return TrajectoryWindows(q, kwargs, path, ds.encoding["sha256"])
 
 
 SCALES = ("resolved", "all")
@@ -217,6 +215,8 @@ def _snapshots_or_none(path: str):
 
     try:
         return load_dataset(path)
+    except CorruptFileError:
+        raise
     except (ValueError, KeyError):
         return None
 
