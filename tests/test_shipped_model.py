@@ -116,8 +116,8 @@ def test_make_demo_states_and_start_from_them(tmp_path):
     from solver_coupling.pyqg.demo import make_demo_states
     from solver_coupling.pyqg.rollout import RolloutRequest, load_initial_states
 
-    paths = make_demo_states(models.DEFAULT_MODEL, members=1, years=30 / 360, seed=5, work=tmp_path / "work",
-                             folder=tmp_path, progress=False)
+    paths = make_demo_states(models.DEFAULT_MODEL, members=1, years=60 / 360, seed=5, spacing_days=30.0,
+                             work=tmp_path / "work", folder=tmp_path, progress=False)
     assert [p.name for p in paths] == ["demo_states_closure.nc", "demo_states_none.nc"]
     cfg = get_config("eddy", {"nx": 64}, coarse_nx=64)
     req = RolloutRequest(config=cfg, model=None, members=1, years=1 / 360, snapshot_days=1.0, initial_states=str(paths[1]))
@@ -125,8 +125,11 @@ def test_make_demo_states_and_start_from_them(tmp_path):
         stored = ds["q"].values[0].astype(np.float64)
     np.testing.assert_array_equal(load_initial_states(paths[1], req)[0], stored)
     assert np.abs(stored).max() > 1e-7  # a flow, not rest
-    with pytest.raises(ValueError, match="1 states for 2 members"):
-        load_initial_states(paths[1], RolloutRequest(config=cfg, members=2, years=0.01, initial_states=str(paths[1])))
+    with xr.open_dataset(paths[0]) as ds:
+        assert ds.sizes["run"] == 2  # the last state and the one 30 days before
+        assert not np.array_equal(ds["q"].values[0], ds["q"].values[1])
+    with pytest.raises(ValueError, match="2 states for 3 members"):
+        load_initial_states(paths[1], RolloutRequest(config=cfg, members=3, years=0.01, initial_states=str(paths[1])))
     with pytest.raises(ValueError, match="make states on this grid"):
         load_initial_states(paths[1], RolloutRequest(config=get_config("eddy", {"nx": 32}, coarse_nx=32), members=1,
                                                      years=0.01))

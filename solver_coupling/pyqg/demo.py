@@ -51,28 +51,32 @@ def demo_states_path(model: str, closure: bool, folder: Path | None = None) -> P
 
 
 def make_demo_states(model: str, *, members: int = 3, years: float = SPINUP_YEARS, seed: int = SPINUP_SEED,
-                     work: Path = Path("runs/demo_spinup"), folder: Path | None = None,
-                     progress: bool | None = None) -> list[Path]:
+                     spacing_days: float = STATE_SPACING_DAYS, work: Path = Path("runs/demo_spinup"),
+                     folder: Path | None = None, progress: bool | None = None) -> list[Path]:
     """Spin up ``members`` 64² eddy runs for ``years`` (360-day years) with and without ``model``.
 
-    Writes the final PV of each member and its PV 180 days before (``2 * members`` states ``q``
+    Writes the final PV of each member and its PV ``spacing_days`` before (``2 * members`` states ``q``
     (run, lev, y, x) in s-1, float32 as the rollout stores snapshots) to :func:`demo_states_path` for both sets (in ``folder``, by default the model's own),
     atomically, and returns the two paths.
     ``work`` keeps the rollouts, so a killed spin-up resumes where it stopped.
     """
+    snapshot_days = 30.0
+    if spacing_days % snapshot_days or not 0 < spacing_days < years * 360:
+        raise ValueError(f"spacing_days must be a positive multiple of {snapshot_days:g} days, shorter than the "
+                         f"spin-up ({years * 360:g} days); got {spacing_days:g}")
     config = get_config("eddy", {"nx": 64}, coarse_nx=64)
     written = []
     for closure in (True, False):
         out = work / ("closure" if closure else "none")
         req = RolloutRequest(config=config, model=model if closure else None, members=members, years=years,
-                             snapshot_days=30.0, seed=seed, diag_start_years=max(0.0, years - 1.0))
+                             snapshot_days=snapshot_days, seed=seed, diag_start_years=max(0.0, years - 1.0))
         resume = (out / "checkpoint.npz").exists()
         ds = rollout(req, out, resume=resume, overwrite=not resume, progress=progress)
         if bool(ds["failed"].any()):
             raise RuntimeError(f"a spin-up member of {out} was stopped by the monitor: {ds['failure_reason'].values}")
         # each member gives two states half a year apart (eddies decorrelate within weeks), so a
         # demo can start more members than were spun up
-        apart = int(round(STATE_SPACING_DAYS / req.snapshot_days))
+        apart = int(round(spacing_days / snapshot_days))
         q = np.concatenate([ds["q"].values[:, -1], ds["q"].values[:, -1 - apart]])
         states = xr.Dataset(
             {"q": (("run", "lev", "y", "x"), q.astype(np.float32),
