@@ -815,8 +815,8 @@ def add_demo_parser(subparsers) -> argparse.ArgumentParser:
     p = _add(subparsers, "demo", help="run the shipped model online in pyqg and score it (about 5 minutes)",
              description=plain(pyqg_demo.__doc__), formatter_class=_RawHelpFormatter)
     p.add_argument("--model", default=DEFAULT_MODEL, help="trained model")
-    p.add_argument("--years", type=float, default=3.0, help=f"run length per member, in {YEARS}; all of it is scored")
-    p.add_argument("--members", type=int, default=4, metavar="N", help="ensemble members per set (at most 6)")
+    p.add_argument("--years", type=float, default=2.0, help=f"run length per member, in {YEARS}; all of it is scored")
+    p.add_argument("--members", type=int, default=6, metavar="N", help="ensemble members per set (at most 6)")
     p.add_argument("--out", type=Path, default=Path("out/demo"), metavar="DIR", help="output folder")
     p.add_argument("--make-states", action="store_true",
                    help="instead of the demo, spin up the states it starts from (3 members x 5 years with and "
