@@ -553,7 +553,7 @@ def add_rollout_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="start over even if OUT holds a rollout")
     p.add_argument("--initial-states", default=None, metavar="FILE",
                    help="start member i from state i of FILE (netCDF, q (run, lev, y, x) in s-1, e.g. the spun-up "
-                        "trained_models/<model>/demo_states_*.nc) instead of seeded noise")
+                        "trained_models/<model>/demo_states_*.nc) (default: none, members start from seeded noise)")
     p.add_argument("--add-closure", default=None, metavar="NAME",
                    help="also apply a pyqg built-in closure ('backscatter' or 'smagorinsky') on top of the "
                         "network's forcing (pyqg engine) (default: none)")

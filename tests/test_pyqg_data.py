@@ -97,7 +97,7 @@ def test_dataset_layout_and_content(serial_file):
 def test_serial_and_dask_are_bitwise_identical(serial_file, tmp_path):
     out = pdata.generate(_request(), str(tmp_path / "dask.nc"), workers=2, progress=False)
     _assert_identical(serial_file, out)
-    assert sorted(os.listdir(tmp_path)) == ["dask.nc"]  # parts and temporaries are cleaned up
+    assert sorted(os.listdir(tmp_path)) == ["dask.nc", "dask.nc.sha256"]  # parts and temporaries cleaned up
 
 
 def test_killed_generate_resumes(serial_file, tmp_path):
@@ -112,7 +112,7 @@ def test_killed_generate_resumes(serial_file, tmp_path):
         fh.write(b"truncated")
     pdata.generate(request, out, serial=True, progress=False)
     _assert_identical(serial_file, out)
-    assert sorted(os.listdir(tmp_path)) == ["resumed.nc"]
+    assert sorted(os.listdir(tmp_path)) == ["resumed.nc", "resumed.nc.sha256"]
 
 
 def test_completed_parts_are_reused_not_recomputed(serial_file, tmp_path):
