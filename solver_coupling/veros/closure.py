@@ -42,6 +42,7 @@ from solver_coupling.veros.convention import (
     adapter_mask,
     centres_to_veros,
     faces_to_left,
+    hydrostatic_pressure,
     left_to_faces,
 )
 
@@ -208,7 +209,7 @@ class VerosClosure:
         # land values are never read: zero them before any arithmetic mixes levels
         u, v, temp, salt = (np.where(m, a, 0.0) for a, m in ((u, maskU), (v, maskV), (temp, maskT), (salt, maskT)))
         rho = np.where(maskT, self._eos.linear_eq_of_state_rho(salt, temp), 0.0)
-        p = self.hydrostatic_pressure(rho, np.asarray(vs.dzw))
+        p = hydrostatic_pressure(rho, np.asarray(vs.dzw), self.grav, self.rho_0)
         ul, vl = self.groups.layer_mean(u), self.groups.layer_mean(v)
         pl = self.groups.layer_mean(p)
         u_left, v_left = faces_to_left(np.moveaxis(ul, 0, -1), np.moveaxis(vl, 0, -1), self.nx, self.ny)
@@ -219,16 +220,6 @@ class VerosClosure:
         b = b + (U[0] - U[1]) * self.y_anomaly  # remove the background -(U_1 - U_2) (y - y_mean)
         b = np.where(self.mask, b - b[self.mask].mean(), 0.0)
         return CGridState(u_left, v_left, b, U)
-
-    def hydrostatic_pressure(self, rho: np.ndarray, dzw: np.ndarray) -> np.ndarray:
-        """Veros's baroclinic pressure ``p / rho_0`` [m^2 s^-2] from density ``rho`` ``[x, y, z]`` (its formula in
-        ``core/external/solve_stream.py``: half a cell below the surface, then trapezoidal between levels)."""
-        g = self.grav / self.rho_0
-        p = np.empty_like(rho)
-        p[..., -1] = 0.5 * rho[..., -1] * g * dzw[-1]
-        for k in range(rho.shape[-1] - 2, -1, -1):
-            p[..., k] = p[..., k + 1] + 0.5 * dzw[k] * g * (rho[..., k + 1] + rho[..., k])
-        return p
 
     def tendencies(self, state) -> VerosSources:
         """The closure's sources for Veros's current state (see :class:`VerosSources`)."""

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["LevelGroups", "adapter_mask", "faces_to_left", "left_to_faces", "centres_to_veros"]
+__all__ = ["LevelGroups", "adapter_mask", "faces_to_left", "left_to_faces", "centres_to_veros", "hydrostatic_pressure"]
 
 
 @dataclass(frozen=True)
@@ -164,6 +164,20 @@ def centres_to_veros(c: np.ndarray, nx: int, ny: int) -> np.ndarray:
     out = np.zeros((nx + 4, ny + 4, *c.shape[2:]))
     out[2:-2, 2:-2] = c[:, :ny]
     return _cyclic_x(out)
+
+
+def hydrostatic_pressure(rho: np.ndarray, dzw: np.ndarray, grav: float, rho_0: float) -> np.ndarray:
+    """Veros's baroclinic pressure ``p / rho_0`` [m^2 s^-2] from density ``rho`` ``[..., z]`` (k = 0 at the bottom).
+
+    Veros's own formula (``core/external/solve_stream.py``): half a w-cell below the surface for the
+    top level, then the trapezoidal rule between levels, with its ``dzw`` [m].
+    """
+    g = grav / rho_0
+    p = np.empty_like(rho)
+    p[..., -1] = 0.5 * rho[..., -1] * g * dzw[-1]
+    for k in range(rho.shape[-1] - 2, -1, -1):
+        p[..., k] = p[..., k + 1] + 0.5 * dzw[k] * g * (rho[..., k + 1] + rho[..., k])
+    return p
 
 
 def _cyclic_x(a: np.ndarray) -> np.ndarray:

@@ -22,7 +22,7 @@ import numpy as np
 from roteq_param.atomic import atomic_write_bytes
 from solver_coupling.veros.channel import CHANNEL_DEFAULTS, ChannelSetup
 from solver_coupling.veros.closure import VerosClosure
-from solver_coupling.veros.convention import LevelGroups
+from solver_coupling.veros.convention import LevelGroups, hydrostatic_pressure
 
 __all__ = ["sample", "main"]
 
@@ -40,15 +40,11 @@ def sample(sim: ChannelSetup, groups: LevelGroups, f0: float) -> dict:
                  + ((vl - vl.mean(axis=1, keepdims=True)) ** 2).mean(axis=(1, 2)))
     # zonal-mean b from the zonal-mean layer pressures, as the closure reads it
     from veros.core.density import linear_eq
-    g = float(sim.state.settings.grav)
+    settings = sim.state.settings
     Tm = np.where(mT, T, np.nan)
     zonal_T = np.nanmean(Tm, axis=0)  # (y, z)
-    dzw = np.asarray(vs.dzw)
-    rho = -linear_eq.betaT * (zonal_T - linear_eq.theta0) * float(sim.state.settings.rho_0)
-    p = np.empty_like(rho)
-    p[:, -1] = 0.5 * rho[:, -1] * g / float(sim.state.settings.rho_0) * dzw[-1]
-    for k in range(rho.shape[1] - 2, -1, -1):
-        p[:, k] = p[:, k + 1] + 0.5 * dzw[k] * g / float(sim.state.settings.rho_0) * (rho[:, k + 1] + rho[:, k])
+    rho = linear_eq.linear_eq_of_state_rho(linear_eq.S0, zonal_T)
+    p = hydrostatic_pressure(rho, np.asarray(vs.dzw), float(settings.grav), float(settings.rho_0))
     pl = groups.layer_mean(p[None])[:, 0]  # (2, y)
     b = (pl[0] - pl[1]) / f0
     return {
