@@ -194,6 +194,8 @@ def test_a_short_run_with_the_closure_is_bit_for_bit_repeatable():
 def test_bad_input_gets_a_clear_error():
     with pytest.raises(ValueError, match="3 layers, but the network has 2"):
         VerosClosure(interfaces=(500.0, 1000.0))
+    with pytest.raises(ValueError, match="terms must be a non-empty subset"):
+        VerosClosure(terms=("heat",))
     with pytest.raises(ValueError, match="not a boundary between Veros levels"):
         LevelGroups.split([500.0] * 5, 700.0)
     with pytest.raises(ValueError, match=r"shape \(nx \+ 4, ny \+ 4"):

@@ -98,6 +98,10 @@ class VerosClosure:
     flux_model:
         Instead of a network, any collocated flux model ``(u_c, v_c, b_c) -> (tau, Fb)`` (for example
         :class:`~solver_coupling.cgrid.GradientModel`); then ``model`` is not used.
+    terms:
+        Which tendencies Veros gets: ``("momentum", "buoyancy")`` (default), or one of them. In the
+        channel of docs/veros.md the momentum tendency destabilises Veros within days while the
+        buoyancy tendency alone runs stably (measured there); the sources not applied are 0.
 
     Use::
 
@@ -114,7 +118,13 @@ class VerosClosure:
     ``enable_momentum_sources = enable_tempsalt_sources = True``.
     """
 
-    def __init__(self, model=DEFAULT_MODEL, interfaces=(500.0,), *, flux_model: FluxModel | None = None):
+    TERMS = ("momentum", "buoyancy")
+
+    def __init__(self, model=DEFAULT_MODEL, interfaces=(500.0,), *, flux_model: FluxModel | None = None,
+                 terms=TERMS):
+        self.terms = tuple(terms)
+        if not self.terms or set(self.terms) - set(self.TERMS):
+            raise ValueError(f"terms must be a non-empty subset of {self.TERMS}; got {terms!r}")
         self.interfaces = tuple(float(z) for z in np.atleast_1d(interfaces))
         self.flux_model = flux_model
         self.model = None
@@ -237,8 +247,9 @@ class VerosClosure:
         t_src = centres_to_veros(db * self.temp_per_b, self.nx, self.ny)
         maskU, maskV, maskT = self.masks
         nz = self.nz
+        momentum, buoyancy = (float(t in self.terms) for t in self.TERMS)
         return VerosSources(
-            self.groups.spread(np.moveaxis(u_src, -1, 0), nz) * maskU,
-            self.groups.spread(np.moveaxis(v_src, -1, 0), nz) * maskV,
-            self.groups.spread(np.moveaxis(t_src, -1, 0), nz) * maskT,
+            self.groups.spread(np.moveaxis(u_src, -1, 0), nz) * (maskU * momentum),
+            self.groups.spread(np.moveaxis(v_src, -1, 0), nz) * (maskV * momentum),
+            self.groups.spread(np.moveaxis(t_src, -1, 0), nz) * (maskT * buoyancy),
         )

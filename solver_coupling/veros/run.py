@@ -61,6 +61,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m solver_coupling.veros.run", description=__doc__.split("\n\n")[0])
     ap.add_argument("--closure", default="eddy-c4-dilated-apost2",
                     help="a trained model name or directory, or 'none' for the bare channel")
+    ap.add_argument("--terms", default="momentum,buoyancy",
+                    help="the closure's tendencies Veros gets: momentum,buoyancy (default), momentum or buoyancy")
     ap.add_argument("--years", type=float, default=5.0, help="run length in 360-day years")
     ap.add_argument("--sample-days", type=float, default=30.0)
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
@@ -73,14 +75,14 @@ def main(argv=None) -> int:
         params[name] = float(value)
     from veros import logs
     logs.setup_logging(loglevel="warning")
-    closure = None if args.closure == "none" else VerosClosure(args.closure)
+    closure = None if args.closure == "none" else VerosClosure(args.closure, terms=args.terms.split(","))
     sim = ChannelSetup(closure, years=args.years, **params)
     sim.setup()
     vs, s = sim.state.variables, sim.state.settings
     groups = LevelGroups.split(np.asarray(vs.dzt), (sim.p["H1"],))
     cor = np.asarray(vs.coriolis_t)[2:-2, 2:-2]
     f0 = float(cor.mean())
-    record = {"closure": args.closure, "years": args.years, "params": sim.p, "samples": [], "status": "running"}
+    record = {"closure": args.closure, "terms": args.terms, "years": args.years, "params": sim.p, "samples": [], "status": "running"}
     n_steps = int(round(s.runlen / s.dt_tracer))
     every = max(1, int(round(args.sample_days * 86400.0 / s.dt_tracer)))
     t0 = time.perf_counter()
