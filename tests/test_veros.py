@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-pytest.importorskip("veros")
-from veros import logs, veros_routine  # noqa: E402
+from veros import logs, veros_routine  # a dependency: a missing Veros must fail, not skip
 
 logs.setup_logging(loglevel="warning")
 

@@ -17,12 +17,14 @@ deformation radius     ``sqrt(g' H1 H2 / H) / f0``                    15 km
 beta                   ``coriolis_t = f0 + beta (y - y_mid)``         1.5e-11 m^-1 s^-1
 mean shear             zonal-mean temperature relaxed to a meridional gradient in thermal-wind
                        balance with ``U1 - U2``                       0.025 m s^-1
-bottom drag            Veros's ``r_bot`` on the bottom level          5.787e-7 s^-1 (pyqg's rek)
+bottom drag            Veros's ``r_bot`` on the bottom level          5.787e-7 s^-1 (pyqg's rek;
+                       (500 m), so the lower layer's mean drag is     ``r_bot = rek H2 / dz``
+                       ``r_bot dz / H2``                              would match pyqg)
 =====================  =============================================  ==================
 
 The forcing that keeps the mean shear: every step the *zonal mean* of temperature on each level is
 relaxed, with time scale ``restore_days``, towards ``T*(y) = T_k + a (y - y_mid)`` with
-``a = -(U1 - U2) f0 / (g beta_T D)`` (D = 1250 m between the level centres), so the thermal wind of
+``a = -(U1 - U2) f0 / (g beta_T D)`` (D = 1250 m between the layers' centres), so the thermal wind of
 ``T*`` is ``U1 - U2``. Relaxing only the zonal mean leaves the eddies free; baroclinic instability
 of the shear makes them, and their heat flux is what the relaxation balances. There is no wind:
 bottom drag holds the lower layer's mean flow near 0, as ``U2 = 0`` in pyqg. Grid-scale enstrophy
@@ -41,7 +43,7 @@ __all__ = ["ChannelSetup", "CHANNEL_DEFAULTS"]
 
 CHANNEL_DEFAULTS = dict(
     nx=64, ny=64, dx=15625.0, H1=500.0, H2=2000.0, dz=500.0, f0=1.0e-4, beta=1.5e-11, rd=15.0e3, shear=0.025,
-    restore_days=10.0, r_bot=5.787e-7, A_hbi=1.0e9, dt=3600.0, T_bottom=10.0, noise=0.005, seed=0,
+    restore_days=10.0, r_bot=5.787e-7, A_hbi=1.0e9, dt=1800.0, T_bottom=10.0, noise=0.005, seed=0,
 )
 
 
