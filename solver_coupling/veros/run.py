@@ -1,6 +1,7 @@
 """Run the beta-plane channel with or without the closure and record its statistics (docs/veros.md).
 
-``python -m solver_coupling.veros.run --years 5 --closure none --out runs/veros/bare.json``
+``python -m solver_coupling.veros.run --years 5 --closure none --out runs/veros/none.json`` runs;
+``python -m solver_coupling.veros.run --summarize runs/veros/*.json --from-day 720`` prints a table.
 
 Every ``--sample-days`` the run records, per network layer (level group, top first): the eddy
 kinetic energy (deviations from the zonal mean) [m^2 s^-2], the wet-mean zonal velocity U [m s^-1],
@@ -57,6 +58,25 @@ def sample(sim: ChannelSetup, groups: LevelGroups, f0: float) -> dict:
     }
 
 
+def summarize(paths, from_day: float) -> str:
+    """A markdown table of the runs' statistics averaged over the samples from ``from_day`` on."""
+    rows = ["| run | status | days averaged | EKE1, EKE2 [m2 s-2] | U1, U2 [m s-1] | b contrast [m2 s-1] "
+            "| T top - bottom [K] | max speed [m s-1] |", "|" + " --- |" * 8]
+    for path in paths:
+        with open(path) as f:
+            r = json.load(f)
+        s = [x for x in r["samples"] if x["day"] >= from_day]
+        name = r["closure"] + ("" if r.get("terms", "momentum,buoyancy") == "momentum,buoyancy" else f" ({r['terms']})")
+        if not s:
+            rows.append(f"| {name} | {r['status'][:60]} | none | | | | | |")
+            continue
+        mean = {k: np.mean([x[k] for x in s], axis=0) for k in ("eke", "U", "b_contrast", "dT_top_bottom")}
+        rows.append(f"| {name} | {r['status'][:60]} | {s[0]['day']:.0f}-{s[-1]['day']:.0f} "
+                    f"| {mean['eke'][0]:.2e}, {mean['eke'][1]:.2e} | {mean['U'][0]:.4f}, {mean['U'][1]:.4f} "
+                    f"| {mean['b_contrast']:.0f} | {mean['dT_top_bottom']:.3f} | {max(x['max_speed'] for x in s):.3f} |")
+    return "\n".join(rows)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m solver_coupling.veros.run", description=__doc__.split("\n\n")[0])
     ap.add_argument("--closure", default="eddy-c4-dilated-apost2",
@@ -67,8 +87,15 @@ def main(argv=None) -> int:
     ap.add_argument("--sample-days", type=float, default=30.0)
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                     help=f"a channel parameter (known: {', '.join(sorted(CHANNEL_DEFAULTS))})")
-    ap.add_argument("--out", required=True, help="JSON record to write")
+    ap.add_argument("--out", help="JSON record to write")
+    ap.add_argument("--summarize", nargs="+", metavar="JSON", help="print a table of finished records instead of running")
+    ap.add_argument("--from-day", type=float, default=720.0, help="with --summarize: average from this model day on")
     args = ap.parse_args(argv)
+    if args.summarize:
+        print(summarize(args.summarize, args.from_day))
+        return 0
+    if not args.out:
+        ap.error("--out is required to run")
     params = {}
     for item in args.set:
         name, _, value = item.partition("=")
