@@ -58,14 +58,14 @@ def sample(sim: ChannelSetup, groups: LevelGroups, f0: float) -> dict:
     }
 
 
-def summarize(paths, from_day: float) -> str:
-    """A markdown table of the runs' statistics averaged over the samples from ``from_day`` on."""
+def summarize(paths, from_day: float, to_day: float = np.inf) -> str:
+    """A markdown table of the runs' statistics averaged over the samples from ``from_day`` to ``to_day``."""
     rows = ["| run | status | days averaged | EKE1, EKE2 [m2 s-2] | U1, U2 [m s-1] | b contrast [m2 s-1] "
             "| T top - bottom [K] | max speed [m s-1] |", "|" + " --- |" * 8]
     for path in paths:
         with open(path) as f:
             r = json.load(f)
-        s = [x for x in r["samples"] if x["day"] >= from_day]
+        s = [x for x in r["samples"] if from_day <= x["day"] <= to_day]
         name = r["closure"] + ("" if r.get("terms", "momentum,buoyancy") == "momentum,buoyancy" else f" ({r['terms']})")
         if not s:
             rows.append(f"| {name} | {r['status'][:60]} | none | | | | | |")
@@ -89,10 +89,11 @@ def main(argv=None) -> int:
                     help=f"a channel parameter (known: {', '.join(sorted(CHANNEL_DEFAULTS))})")
     ap.add_argument("--out", help="JSON record to write")
     ap.add_argument("--summarize", nargs="+", metavar="JSON", help="print a table of finished records instead of running")
-    ap.add_argument("--from-day", type=float, default=720.0, help="with --summarize: average from this model day on")
+    ap.add_argument("--from-day", type=float, default=720.0, help="with --summarize: average from this model day")
+    ap.add_argument("--to-day", type=float, default=np.inf, help="with --summarize: ... to this model day")
     args = ap.parse_args(argv)
     if args.summarize:
-        print(summarize(args.summarize, args.from_day))
+        print(summarize(args.summarize, args.from_day, args.to_day))
         return 0
     if not args.out:
         ap.error("--out is required to run")
