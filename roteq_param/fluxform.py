@@ -90,7 +90,8 @@ def wavenumbers(n: int, L: float, *, ny: int | None = None, W: float | None = No
     W = L if W is None else W
     # built as pyqg builds them (spacing times integers), so they are bitwise pyqg's
     k = (2.0 * math.pi / L) * np.arange(n // 2 + 1, dtype=np.float64)[None, :]
-    l = (2.0 * math.pi / W) * np.append(np.arange(0.0, ny // 2), np.arange(-(ny // 2), 0.0))[:, None]
+    # fftfreq order; an odd ny has (ny + 1) // 2 non-negative rows and no Nyquist row
+    l = (2.0 * math.pi / W) * np.append(np.arange(0.0, (ny + 1) // 2), np.arange(-(ny // 2), 0.0))[:, None]
     return k, l
 
 

@@ -1,0 +1,255 @@
+"""The trained closure inside a running Veros model, through the C-grid adapter.
+
+:class:`VerosClosure` is a plugin object that a ``VerosSetup`` calls from its ``set_forcing`` (every
+step, before momentum and thermodynamics). Each call
+
+1. reads u, v, temperature and salinity at the current time level ``tau`` (halos stripped, east/north
+   faces moved to the adapter's west/south convention, :mod:`solver_coupling.veros.convention`);
+2. forms the network's inputs as they were in training (pyqg's two-layer QG model, docs/veros.md):
+
+   * layer velocities: thickness-weighted means over each level group;
+   * the background velocity ``U_i``: the wet-area mean of layer i's u, removed from u; the network
+     sees ``U = ((U_1 - U_2, 0), (0, 0))``, the same flow in the frame of the lower layer (subgrid
+     fluxes do not change under a uniform Galilean shift, and in training ``U_2`` was 0);
+   * ``b = psi_1 - psi_2 = (p_1 - p_2) / f0`` [m^2 s^-1] from Veros's hydrostatic pressure, itself
+     from temperature and salinity through the linear equation of state (layer means of ``p``);
+     the background part ``-(U_1 - U_2) (y - y_mean)`` and the domain mean are removed, as pyqg's
+     b holds only the perturbation;
+   * ``beta``: the domain-mean gradient of ``coriolis_t``, as a vector;
+
+3. runs the network through :class:`~solver_coupling.cgrid.NetworkClosure` (one
+   :class:`~roteq_param.models.Predictor`) inside :class:`~solver_coupling.cgrid.CGridAdapter`;
+4. returns ``u_source``, ``v_source`` [m s^-2] and ``temp_source`` [K s^-1] on Veros's points, zero on
+   land; the buoyancy tendency ``db_i`` [m^2 s^-2] becomes temperature through
+   ``dT_i = db_i f0 / (g beta_T D)``, where ``D`` [m] is the distance between the layers' centres
+   (a uniform ``dT`` on both layers changes ``b`` by exactly ``g beta_T D dT / f0``).
+
+A NaN or inf in the state or the network's output stops the run with :class:`VerosClosureError`
+naming the field and the model time.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from roteq_param.fields import qg_nlayers
+from roteq_param.models.store import DEFAULT_MODEL, load_model
+from solver_coupling.cgrid.adapter import CGridAdapter, FluxModel, NetworkClosure
+from solver_coupling.veros.convention import (
+    LevelGroups,
+    adapter_mask,
+    centres_to_veros,
+    faces_to_left,
+    hydrostatic_pressure,
+    left_to_faces,
+)
+
+__all__ = ["VerosClosure", "VerosClosureError", "VerosSources", "CGridState"]
+
+
+class VerosClosureError(RuntimeError):
+    """The closure met a non-finite value (in Veros's state or the network's output)."""
+
+
+class VerosSources(NamedTuple):
+    """What the closure adds to Veros, each ``(nx + 4, ny + 4, nz)`` with halos, 0 on land.
+
+    u_source, v_source : m s^-2, on Veros's u- and v-points.
+    temp_source : K s^-1, at tracer points.
+    """
+
+    u_source: np.ndarray
+    v_source: np.ndarray
+    temp_source: np.ndarray
+
+
+class CGridState(NamedTuple):
+    """The closure's view of a Veros state, in the adapter's convention (``[..., ny + 1, nx]``).
+
+    u, v : (2, ny + 1, nx) perturbation layer velocities on west/south faces [m s^-1], top layer first.
+    b : (ny + 1, nx) perturbation interface variable psi_1 - psi_2 at centres [m^2 s^-1].
+    U : (2,) wet-mean zonal layer velocities [m s^-1], removed from u.
+    """
+
+    u: np.ndarray
+    v: np.ndarray
+    b: np.ndarray
+    U: np.ndarray
+
+
+def _model_time(vs) -> str:
+    t = float(vs.time)
+    return f"model time {t:.0f} s (day {t / 86400.0:.2f}, iteration {int(vs.itt)})"
+
+
+class VerosClosure:
+    """The roteq-param closure as a Veros plugin object, called from ``set_forcing``.
+
+    Parameters
+    ----------
+    model:
+        A trained model name or directory (default: the shipped default model) or a loaded model.
+        It must be a two-layer QG flux model (one interface).
+    interfaces:
+        Depths [m, positive down] where the Veros levels are split into network layers; each must be
+        a boundary between levels. Two layers need one depth (500 m in the eddy configuration).
+    flux_model:
+        Instead of a network, any collocated flux model ``(u_c, v_c, b_c) -> (tau, Fb)`` (for example
+        :class:`~solver_coupling.cgrid.GradientModel`); then ``model`` is not used.
+    terms:
+        Which tendencies Veros gets: ``("momentum", "buoyancy")`` (default), or one of them. In the
+        channel of docs/veros.md the momentum tendency destabilises Veros within days while the
+        buoyancy tendency alone runs stably (measured there); the sources not applied are 0.
+
+    Use::
+
+        closure = VerosClosure()
+        ...
+        @veros_routine
+        def set_forcing(self, state):
+            s = closure.tendencies(state)          # attaches to the state on the first call
+            vs = state.variables
+            vs.u_source, vs.v_source, vs.temp_source = s
+
+    The setup must run on a Cartesian grid (``coord_degree=False``) of square cells, cyclic in x,
+    with a flat bottom, the linear equation of state (``eq_of_state_type=1``) and
+    ``enable_momentum_sources = enable_tempsalt_sources = True``.
+    """
+
+    TERMS = ("momentum", "buoyancy")
+
+    def __init__(self, model=DEFAULT_MODEL, interfaces=(500.0,), *, flux_model: FluxModel | None = None,
+                 terms=TERMS):
+        self.terms = tuple(terms)
+        if not self.terms or set(self.terms) - set(self.TERMS):
+            raise ValueError(f"terms must be a non-empty subset of {self.TERMS}; got {terms!r}")
+        self.interfaces = tuple(float(z) for z in np.atleast_1d(interfaces))
+        self.flux_model = flux_model
+        self.model = None
+        if flux_model is None:
+            self.model = load_model(model) if isinstance(model, (str, bytes)) or hasattr(model, "__fspath__") else model
+            n = qg_nlayers(self.model.schema)
+            if n != 2:
+                raise ValueError(f"the model is a {n}-layer QG model; the Veros coupling runs two-layer models "
+                                 "(one interface variable b): pass a two-layer model such as "
+                                 f"{DEFAULT_MODEL!r}")
+        if len(self.interfaces) + 1 != 2:
+            raise ValueError(f"interfaces={list(self.interfaces)} splits the levels into {len(self.interfaces) + 1} "
+                             "layers, but the network has 2 layers: give one interface depth [m]")
+        self._attached_to = None
+
+    # ------------------------------------------------------------------ set-up
+    def attach(self, state) -> None:
+        """Check Veros's settings and grid, and build the level groups and the adapter."""
+        s, vs = state.settings, state.variables
+        problems = []
+        if not s.enable_cyclic_x:
+            problems.append("enable_cyclic_x must be True (the closure's grid is periodic in x)")
+        if s.coord_degree:
+            problems.append("coord_degree must be False (a Cartesian grid in metres)")
+        if int(s.eq_of_state_type) != 1:
+            problems.append(f"eq_of_state_type must be 1 (linear), so buoyancy maps to temperature; got "
+                            f"{s.eq_of_state_type}")
+        for flag in ("enable_momentum_sources", "enable_tempsalt_sources"):
+            if not getattr(s, flag):
+                problems.append(f"{flag} must be True, or Veros ignores what the closure writes")
+        if problems:
+            raise ValueError("VerosClosure cannot run with these Veros settings:\n  " + "\n  ".join(problems))
+        self.nx, self.ny, self.nz = int(s.nx), int(s.ny), int(s.nz)
+        dxt, dyt = np.asarray(vs.dxt)[2:-2], np.asarray(vs.dyt)[2:-2]
+        dx = float(dxt[0])
+        if not (np.allclose(dxt, dx, rtol=1e-12) and np.allclose(dyt, dx, rtol=1e-12)):
+            raise ValueError("VerosClosure needs a uniform grid of square cells (dxt == dyt everywhere); got dxt in "
+                             f"[{dxt.min():g}, {dxt.max():g}] m and dyt in [{dyt.min():g}, {dyt.max():g}] m")
+        maskT = np.asarray(vs.maskT)[2:-2, 2:-2].astype(bool)
+        if not (maskT == maskT[..., -1:]).all():
+            raise ValueError("VerosClosure needs a flat bottom (the same land mask at every level)")
+        self.dx = dx
+        self.groups = LevelGroups.split(np.asarray(vs.dzt), self.interfaces)
+        self.mask = adapter_mask(maskT[..., -1])
+        if not self.mask.any():
+            raise ValueError("the Veros domain has no wet cell")
+        cor = np.asarray(vs.coriolis_t)[2:-2, 2:-2]
+        self.f0 = float(cor[maskT[..., -1]].mean())
+        if abs(self.f0) < 1e-8:
+            raise ValueError(f"the mean Coriolis parameter is {self.f0:g} 1/s: the QG closure needs f0 away from 0")
+        # beta as a vector: the domain-mean gradient of f (x is cyclic, so its x-mean gradient is what it is)
+        beta_y = float(np.mean(np.diff(cor, axis=1))) / dx
+        beta_x = float(np.mean(np.diff(cor, axis=0))) / dx
+        self.beta = np.array([beta_x, beta_y])
+        self.grav, self.rho_0 = float(s.grav), float(s.rho_0)
+        from veros.core.density import linear_eq  # Veros's own constants for eq_of_state_type = 1
+        self._eos = linear_eq
+        self.distance = float(self.groups.centre_depth[1] - self.groups.centre_depth[0])
+        self.temp_per_b = self.f0 / (self.grav * linear_eq.betaT * self.distance)  # K per (m^2 s^-1)
+        yt = np.asarray(vs.yt)[2:-2]
+        y = np.concatenate([yt, [yt[-1] + dx]])[:, None] * np.ones((1, self.nx))
+        self.y_anomaly = y - y[self.mask].mean()
+        self.mask_u = self.mask & np.roll(self.mask, 1, axis=1)
+        self.masks = tuple(np.asarray(getattr(vs, m)) for m in ("maskU", "maskV", "maskT"))
+        if self.flux_model is None:
+            self.network = NetworkClosure(self.model, self.beta, np.zeros((2, 2)), dx=dx)
+            flux_model = self.network
+        else:
+            self.network, flux_model = None, self.flux_model
+        self.adapter = CGridAdapter(flux_model, dx, dx, mask=self.mask)
+        self._attached_to = id(state)
+
+    # ------------------------------------------------------------------ each step
+    def _check_finite(self, vs, name, a, mask):
+        bad = ~np.isfinite(a) & mask
+        if bad.any():
+            i, j, k = np.argwhere(bad)[0]
+            raise VerosClosureError(f"Veros state field {name!r} is not finite (NaN or inf) at {int(bad.sum())} wet "
+                                    f"point(s), first at (i, j, k) = ({i}, {j}, {k}), at {_model_time(vs)}")
+
+    def read_state(self, state) -> CGridState:
+        """The network-ready C-grid state (perturbations, background removed) of Veros at time level ``tau``."""
+        if self._attached_to != id(state):
+            self.attach(state)
+        vs = state.variables
+        tau = vs.tau
+        maskU, maskV, maskT = (m.astype(bool) for m in self.masks)
+        u, v = np.asarray(vs.u[..., tau]), np.asarray(vs.v[..., tau])
+        temp, salt = np.asarray(vs.temp[..., tau]), np.asarray(vs.salt[..., tau])
+        for name, a, m in (("u", u, maskU), ("v", v, maskV), ("temp", temp, maskT), ("salt", salt, maskT)):
+            self._check_finite(vs, name, a, m)
+        # land values are never read: zero them before any arithmetic mixes levels
+        u, v, temp, salt = (np.where(m, a, 0.0) for a, m in ((u, maskU), (v, maskV), (temp, maskT), (salt, maskT)))
+        rho = np.where(maskT, self._eos.linear_eq_of_state_rho(salt, temp), 0.0)
+        p = hydrostatic_pressure(rho, np.asarray(vs.dzw), self.grav, self.rho_0)
+        ul, vl = self.groups.layer_mean(u), self.groups.layer_mean(v)
+        pl = self.groups.layer_mean(p)
+        u_left, v_left = faces_to_left(np.moveaxis(ul, 0, -1), np.moveaxis(vl, 0, -1), self.nx, self.ny)
+        b = np.zeros((self.ny + 1, self.nx))
+        b[: self.ny] = ((pl[0] - pl[1]) / self.f0)[2:-2, 2:-2].T
+        U = np.array([u_left[i][self.mask_u].mean() for i in range(2)])
+        u_left = np.where(self.mask_u, u_left - U[:, None, None], 0.0)
+        b = b + (U[0] - U[1]) * self.y_anomaly  # remove the background -(U_1 - U_2) (y - y_mean)
+        b = np.where(self.mask, b - b[self.mask].mean(), 0.0)
+        return CGridState(u_left, v_left, b, U)
+
+    def tendencies(self, state) -> VerosSources:
+        """The closure's sources for Veros's current state (see :class:`VerosSources`)."""
+        cg = self.read_state(state)
+        vs = state.variables
+        if self.network is not None:
+            self.network.U = np.array([[cg.U[0] - cg.U[1], 0.0], [0.0, 0.0]])
+        try:
+            du, dv, db = self.adapter(cg.u, cg.v, cg.b)
+        except ValueError as err:
+            if "non-finite" in str(err):
+                raise VerosClosureError(f"the closure's output is not finite: {err}, at {_model_time(vs)}") from err
+            raise
+        u_src, v_src = left_to_faces(du, dv, self.nx, self.ny)
+        t_src = centres_to_veros(db * self.temp_per_b, self.nx, self.ny)
+        maskU, maskV, maskT = self.masks
+        nz = self.nz
+        momentum, buoyancy = (float(t in self.terms) for t in self.TERMS)
+        return VerosSources(
+            self.groups.spread(np.moveaxis(u_src, -1, 0), nz) * (maskU * momentum),
+            self.groups.spread(np.moveaxis(v_src, -1, 0), nz) * (maskV * momentum),
+            self.groups.spread(np.moveaxis(t_src, -1, 0), nz) * (maskT * buoyancy),
+        )
