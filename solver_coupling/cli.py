@@ -812,7 +812,7 @@ def _cmd_derive(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------
 
 def add_demo_parser(subparsers) -> argparse.ArgumentParser:
-    p = _add(subparsers, "demo", help="run the shipped model online in pyqg and score it (about 5 minutes)",
+    p = _add(subparsers, "demo", help="run the shipped model online in pyqg and score it (about 8 minutes on one core)",
              description=plain(pyqg_demo.__doc__), formatter_class=_RawHelpFormatter)
     p.add_argument("--model", default=DEFAULT_MODEL, help="trained model")
     p.add_argument("--years", type=float, default=2.0, help=f"run length per member, in {YEARS}; all of it is scored")

@@ -1,4 +1,4 @@
-"""``roteq demo``: what the shipped model does online in pyqg, in about five minutes on one core.
+"""``roteq demo``: what the shipped model does online in pyqg, in about eight minutes on one core.
 
 1. Checks the rotation conventions against pyqg's own spectral operators (every element of D4,
    on a short run).
