@@ -46,7 +46,7 @@ from roteq_param import fluxform, models
 from roteq_param.atomic import exclusive_output
 from roteq_param.integrity import CorruptFileError, open_netcdf
 
-__all__ = ["TrajectoryWindows", "load_windows", "window_loss", "window_terms", "shell_power", "OnlineOptions",
+__all__ = ["TrajectoryWindows", "load_windows", "unroll_misfit", "window_loss", "window_terms", "shell_power", "OnlineOptions",
            "train_online"]
 
 # pyqg settings of the coarse solver that the twin takes (the dataset's "solver" attribute holds them)
@@ -134,24 +134,28 @@ def window_loss(net: models.FluxNet, windows: TrajectoryWindows, runs: torch.Ten
     return traj_loss if spectral_weight == 0 else traj_loss + spectral_weight * spectral_loss
 
 
-def window_terms(net: models.FluxNet, windows: TrajectoryWindows, runs: torch.Tensor, starts: torch.Tensor,
-                 n: int, *, checkpoint_every: int | None = None, scales: str = "resolved",
-                 spectral: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The two terms of :func:`window_loss` from one unroll: the trajectory loss and, with ``spectral``,
-    the shell-power term (else None). Both are dimensionless."""
+def unroll_misfit(parameterization: Any, windows: TrajectoryWindows, runs: torch.Tensor, starts: torch.Tensor,
+                  n: int, *, dtype: torch.dtype, device: Any = None, checkpoint_every: int | None = None,
+                  scales: str = "resolved") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Unroll the twin with ``parameterization`` for ``n`` steps from the truth at each window start.
+
+    Returns ``(traj, ref, weight, traj_loss)``: the twin's trajectory ``[n, B, nz, y, x]``, the truth's
+    half-plane spectra ``rfft2`` at the same steps, the half-plane weights of the compared wavenumbers
+    (``scales``: those the filter leaves alone, or all), and the trajectory loss, the mean over steps,
+    members and layers of ``sum_k |q_twin - q_truth|^2 / sum_k |q_truth|^2`` (dimensionless). Every
+    closure trained through the twin (the flux network, the operator closure) is scored by it.
+    """
     if scales not in SCALES:
         raise ValueError(f"scales must be one of {SCALES}, got {scales!r}")
     from solver_coupling.torchqg import TorchQGModel
-    from solver_coupling.torchqg.closures import FluxNetClosure
 
     if not 1 <= n <= windows.steps:
         raise ValueError(f"unroll length {n} must be between 1 and the windows' {windows.steps} steps")
-    dtype, device = net.in_scale.dtype, net.in_scale.device
-    truth = windows.q[runs, starts, : n + 1].to(device=device, dtype=dtype)  # [B, n+1, 2, y, x]
-    twin = TorchQGModel(len(runs), device=device, dtype=dtype,
-                        parameterization=FluxNetClosure(net, dtype=dtype, differentiable=True), **windows.twin_kwargs)
+    truth = windows.q[runs, starts, : n + 1].to(device=device, dtype=dtype)  # [B, n+1, nz, y, x]
+    twin = TorchQGModel(len(runs), device=device, dtype=dtype, parameterization=parameterization,
+                        **windows.twin_kwargs)
     twin.q = truth[:, 0]
-    traj = twin.unroll(n, save_every=1, checkpoint_every=checkpoint_every)  # [n, B, 2, y, x]
+    traj = twin.unroll(n, save_every=1, checkpoint_every=checkpoint_every)  # [n, B, nz, y, x]
     target = truth[:, 1:].transpose(0, 1)
     err, ref = torch.fft.rfft2(traj - target), torch.fft.rfft2(target)
     # rfft2 keeps one of each +-k pair of columns: count the others twice (Parseval)
@@ -159,7 +163,20 @@ def window_terms(net: models.FluxNet, windows: TrajectoryWindows, runs: torch.Te
     if scales == "resolved":
         weight = weight * twin.unfiltered.to(dtype)
     power = lambda z: (z.real.pow(2) + z.imag.pow(2)).mul(weight).sum(dim=(-2, -1))  # noqa: E731
-    traj_loss = (power(err) / power(ref).clamp_min(1e-300)).mean()
+    return traj, ref, weight, (power(err) / power(ref).clamp_min(1e-300)).mean()
+
+
+def window_terms(net: models.FluxNet, windows: TrajectoryWindows, runs: torch.Tensor, starts: torch.Tensor,
+                 n: int, *, checkpoint_every: int | None = None, scales: str = "resolved",
+                 spectral: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The two terms of :func:`window_loss` from one unroll: the trajectory loss and, with ``spectral``,
+    the shell-power term (else None). Both are dimensionless."""
+    from solver_coupling.torchqg.closures import FluxNetClosure
+
+    dtype, device = net.in_scale.dtype, net.in_scale.device
+    traj, ref, weight, traj_loss = unroll_misfit(FluxNetClosure(net, dtype=dtype, differentiable=True), windows,
+                                                 runs, starts, n, dtype=dtype, device=device,
+                                                 checkpoint_every=checkpoint_every, scales=scales)
     if not spectral:
         return traj_loss, None
     shells_np = fluxform.shell_index(traj.shape[-1], 1.0)  # on a square grid the index does not depend on L

@@ -24,7 +24,6 @@ from typing import Any
 
 import torch
 
-from roteq_param import fluxform
 from roteq_param import operators as ops
 
 __all__ = ["OperatorClosure", "closure_window_loss", "train_operator_closure"]
@@ -111,19 +110,10 @@ def closure_window_loss(closure: OperatorClosure, windows, runs: torch.Tensor, s
     ``mean over steps, members, layers of sum_k |q_twin - q_truth|^2 / sum_k |q_truth|^2`` over the
     wavenumbers the twin's filter leaves alone (dimensionless).
     """
-    from solver_coupling.torchqg import TorchQGModel
+    from solver_coupling.torchqg.online_training import unroll_misfit
 
-    if not 1 <= n <= windows.steps:
-        raise ValueError(f"unroll length {n} must be between 1 and the windows' {windows.steps} steps")
-    truth = windows.q[runs, starts, : n + 1].to(torch.float64)
-    twin = TorchQGModel(len(runs), dtype=torch.float64, parameterization=closure, **windows.twin_kwargs)
-    twin.q = truth[:, 0]
-    traj = twin.unroll(n, save_every=1, checkpoint_every=checkpoint_every)  # [n, B, nz, y, x]
-    target = truth[:, 1:].transpose(0, 1)
-    err, ref = torch.fft.rfft2(traj - target), torch.fft.rfft2(target)
-    weight = torch.from_numpy(fluxform.half_plane_weights(*err.shape[-2:])) * twin.unfiltered.to(torch.float64)
-    power = lambda z: (z.real.pow(2) + z.imag.pow(2)).mul(weight).sum(dim=(-2, -1))  # noqa: E731
-    return (power(err) / power(ref).clamp_min(1e-300)).mean()
+    return unroll_misfit(closure, windows, runs, starts, n, dtype=torch.float64,
+                         checkpoint_every=checkpoint_every)[-1]
 
 
 def train_operator_closure(closure: OperatorClosure, windows, *, unroll: tuple[int, ...] = (4, 8),
