@@ -130,6 +130,17 @@ def test_make_demo_states_and_start_from_them(tmp_path):
         assert not np.array_equal(ds["q"].values[0], ds["q"].values[1])
     with pytest.raises(ValueError, match="2 states for 3 members"):
         load_initial_states(paths[1], RolloutRequest(config=cfg, members=3, years=0.01, initial_states=str(paths[1])))
+    # a damaged copy is refused before it is read, naming the file
+    from roteq_param.integrity import CorruptFileError
+
+    damaged = tmp_path / "damaged" / paths[1].name
+    damaged.parent.mkdir()
+    data = bytearray(paths[1].read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    (damaged.parent / (paths[1].name + ".sha256")).write_bytes((tmp_path / (paths[1].name + ".sha256")).read_bytes())
+    with pytest.raises(CorruptFileError, match="initial states"):
+        load_initial_states(damaged, req)
     with pytest.raises(ValueError, match="make states on this grid"):
         load_initial_states(paths[1], RolloutRequest(config=get_config("eddy", {"nx": 32}, coarse_nx=32), members=1,
                                                      years=0.01))

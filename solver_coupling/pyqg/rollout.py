@@ -56,7 +56,7 @@ import xarray as xr
 from tqdm import tqdm
 
 from roteq_param.atomic import atomic_to_netcdf, atomic_write_bytes, exclusive_output
-from roteq_param.integrity import verify_file
+from roteq_param.integrity import open_netcdf, verify_file
 from solver_coupling.pyqg import fftw_plans
 from solver_coupling.pyqg.baselines import BASELINES, pyqg_baseline, torch_baseline
 from solver_coupling.pyqg.config import YEAR, PyqgConfig
@@ -525,13 +525,13 @@ def rollout(req: RolloutRequest, out: str | os.PathLike, *, resume: bool = False
 def load_initial_states(path: str | os.PathLike, req: RolloutRequest) -> list[np.ndarray]:
     """The first ``req.members`` states of ``path`` (variable ``q``, dims (run, lev, y, x), in s-1), float64.
 
-    Raises ``ValueError`` naming the file when it lacks ``q``, holds fewer runs than members, or
+    Verified against its checksum first (:func:`roteq_param.integrity.open_netcdf`). Raises
+    ``ValueError`` naming the file when it is damaged, lacks ``q``, holds fewer runs than members, or
     its grid or layer count differs from the rollout's.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"initial states {path}: no such file")
-    with xr.open_dataset(path) as ds:
+    with open_netcdf(path, "initial states", "re-make them (`roteq demo --make-states` for a model's demo states) "
+                     "or re-copy them") as ds:
         if "q" not in ds:
             raise ValueError(f"initial states {path}: no variable 'q' (run, lev, y, x) in s-1")
         q = ds["q"]
