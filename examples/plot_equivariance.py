@@ -14,18 +14,18 @@ by training. In float32 they agree to float32's own rounding (about 1e-6 to 1e-5
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-import xarray as xr
 
 from roteq_param import models, symmetry
 from roteq_param.symmetry import Element, Group, Kind
 from solver_coupling.pyqg.config import get_config
+from solver_coupling.pyqg.demo import demo_states_path
 from solver_coupling.pyqg.plugin import RotEqParameterization
+from solver_coupling.pyqg.rollout import read_states
 from solver_coupling.pyqg.state import state_from_model
 
 torch.set_num_threads(1)
 name = models.DEFAULT_MODEL
-with xr.open_dataset(models.model_dir(name) / "demo_states_closure.nc") as ds:
-    q = ds["q"].values[0].astype(np.float64)
+q = read_states(demo_states_path(name, closure=True))[0]  # (lev, y, x), s-1
 
 
 def solver(q: np.ndarray, **overrides):

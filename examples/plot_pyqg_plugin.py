@@ -16,23 +16,18 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pyqg
 import torch
-import xarray as xr
 
 from roteq_param import diagnostics as dg
 from roteq_param import models
 from solver_coupling.pyqg.diagnostics import time_mean_spectra
 from solver_coupling.pyqg.evaluate import Reference
+from solver_coupling.pyqg.demo import demo_states_path
 from solver_coupling.pyqg.plugin import RotEqParameterization
+from solver_coupling.pyqg.rollout import read_states
 
 torch.set_num_threads(1)  # pyqg steps on one core; more torch threads only wait on each other
 DAY = 86400.0
 folder = models.model_dir(models.DEFAULT_MODEL)
-
-
-def spun_up(kind: str) -> np.ndarray:
-    """The first stored state (lev, y, x) in s-1: spun up with the closure, or without ("none")."""
-    with xr.open_dataset(folder / f"demo_states_{kind}.nc") as ds:
-        return ds["q"].values[0].astype(np.float64)
 
 
 def run(q0: np.ndarray, parameterization, days: float = 90.0) -> np.ndarray:
@@ -43,8 +38,9 @@ def run(q0: np.ndarray, parameterization, days: float = 90.0) -> np.ndarray:
     return np.array([m.q.copy() for _ in m.run_with_snapshots(tsnapstart=0.0, tsnapint=DAY)])
 
 
-q_closure = run(spun_up("closure"), RotEqParameterization())
-q_none = run(spun_up("none"), None)
+# the first stored state (lev, y, x) in s-1, spun up with the closure, or without one
+q_closure = run(read_states(demo_states_path(models.DEFAULT_MODEL, closure=True))[0], RotEqParameterization())
+q_none = run(read_states(demo_states_path(models.DEFAULT_MODEL, closure=False))[0], None)
 
 # %%
 # Kinetic-energy spectra as the truth reference defines them (shell-binned, layer-mean KE), on the

@@ -12,18 +12,16 @@ noisier field in the last column.
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-import xarray as xr
 
 from roteq_param import models
 from solver_coupling.pyqg.config import get_config
+from solver_coupling.pyqg.demo import demo_states_path
 from solver_coupling.pyqg.plugin import RotEqParameterization
+from solver_coupling.pyqg.rollout import read_states
 
 torch.set_num_threads(1)
-folder = models.model_dir(models.DEFAULT_MODEL)
-states = {}
-for kind in ("closure", "none"):
-    with xr.open_dataset(folder / f"demo_states_{kind}.nc") as ds:
-        states[kind] = ds["q"].values[0].astype(np.float64)
+states = {kind: read_states(demo_states_path(models.DEFAULT_MODEL, closure=kind == "closure"))[0]
+          for kind in ("closure", "none")}  # the first stored state of each set, (lev, y, x) in s-1
 
 m = get_config("eddy", {"nx": 64}, coarse_nx=64).make_model(log_level=0)
 m.q = states["closure"]

@@ -13,16 +13,16 @@ scored on statistics over ensembles and years, never on single trajectories.
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
-import xarray as xr
 
 from roteq_param import models
+from solver_coupling.pyqg.demo import demo_states_path
+from solver_coupling.pyqg.rollout import read_states
 from solver_coupling.torchqg import TorchQGModel
 from solver_coupling.torchqg.closures import FluxNetClosure
 
 torch.set_num_threads(1)
 DAY = 86400.0
-with xr.open_dataset(models.model_dir(models.DEFAULT_MODEL) / "demo_states_closure.nc") as ds:
-    states = ds["q"].values[:3].astype(np.float64)  # three spun-up states (lev, y, x), s-1
+states = read_states(demo_states_path(models.DEFAULT_MODEL, closure=True))[:3]  # three states (lev, y, x), s-1
 
 members = 2 * len(states)
 rng = np.random.default_rng(0)

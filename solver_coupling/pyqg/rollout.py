@@ -64,7 +64,7 @@ from solver_coupling.pyqg.data import initial_pv
 from solver_coupling.pyqg.plugin import Ensemble, RotEqParameterization
 from solver_coupling.pyqg.state import velocity
 
-__all__ = ["RolloutRequest", "load_initial_states", "rollout"]
+__all__ = ["RolloutRequest", "load_initial_states", "read_states", "rollout"]
 
 DAY = 86400.0
 
@@ -522,32 +522,41 @@ def rollout(req: RolloutRequest, out: str | os.PathLike, *, resume: bool = False
         return ds if saved_at == st.step else save()
 
 
-def load_initial_states(path: str | os.PathLike, req: RolloutRequest) -> list[np.ndarray]:
-    """The first ``req.members`` states of ``path`` (variable ``q``, dims (run, lev, y, x), in s-1), float64.
+def read_states(path: str | os.PathLike) -> np.ndarray:
+    """The stored PV states of ``path`` (variable ``q``, dims (run, lev, y, x), in s-1) as float64.
 
     Verified against its checksum first (:func:`roteq_param.integrity.open_netcdf`). Raises
-    ``ValueError`` naming the file when it is damaged, lacks ``q``, holds fewer runs than members, or
-    its grid or layer count differs from the rollout's.
+    ``ValueError`` naming the file when it is damaged, lacks ``q`` in that layout, or holds
+    non-finite values.
     """
     path = Path(path)
     with open_netcdf(path, "initial states", "re-make them (`roteq demo --make-states` for a model's demo states) "
                      "or re-copy them") as ds:
         if "q" not in ds:
             raise ValueError(f"initial states {path}: no variable 'q' (run, lev, y, x) in s-1")
-        q = ds["q"]
-        if q.dims != ("run", "lev", "y", "x"):
-            raise ValueError(f"initial states {path}: q has dims {q.dims}; expected ('run', 'lev', 'y', 'x')")
-        want = (req.config.nz, req.nx, req.nx)
-        if q.shape[1:] != want:
-            raise ValueError(f"initial states {path}: states of shape {q.shape[1:]} (lev, y, x), the rollout's are "
-                             f"{want}; make states on this grid (e.g. with `roteq rollout ... --nx {req.nx}`)")
-        if q.shape[0] < req.members:
-            raise ValueError(f"initial states {path}: {q.shape[0]} states for {req.members} members; ask for at "
-                             f"most {q.shape[0]} members or store more states")
-        states = [np.asarray(q.values[i], dtype=np.float64) for i in range(req.members)]
-    if not all(np.isfinite(s).all() for s in states):
+        if ds["q"].dims != ("run", "lev", "y", "x"):
+            raise ValueError(f"initial states {path}: q has dims {ds['q'].dims}; expected ('run', 'lev', 'y', 'x')")
+        q = ds["q"].values.astype(np.float64)
+    if not np.isfinite(q).all():
         raise ValueError(f"initial states {path}: non-finite values in q")
-    return states
+    return q
+
+
+def load_initial_states(path: str | os.PathLike, req: RolloutRequest) -> list[np.ndarray]:
+    """The first ``req.members`` states of ``path`` (:func:`read_states`) for the rollout ``req``.
+
+    Raises ``ValueError`` naming the file when it holds fewer states than members, or its grid or
+    layer count differs from the rollout's (and as :func:`read_states` does).
+    """
+    q = read_states(path)
+    want = (req.config.nz, req.nx, req.nx)
+    if q.shape[1:] != want:
+        raise ValueError(f"initial states {path}: states of shape {q.shape[1:]} (lev, y, x), the rollout's are "
+                         f"{want}; make states on this grid (e.g. with `roteq rollout ... --nx {req.nx}`)")
+    if q.shape[0] < req.members:
+        raise ValueError(f"initial states {path}: {q.shape[0]} states for {req.members} members; ask for at "
+                         f"most {q.shape[0]} members or store more states")
+    return list(q[: req.members])
 
 
 def _monitor(req: RolloutRequest, engine, st: _State) -> None:
