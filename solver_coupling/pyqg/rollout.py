@@ -61,8 +61,10 @@ from solver_coupling.pyqg import fftw_plans
 from solver_coupling.pyqg.baselines import BASELINES, pyqg_baseline, torch_baseline
 from solver_coupling.pyqg.config import YEAR, PyqgConfig
 from solver_coupling.pyqg.data import initial_pv
+from solver_coupling.pyqg.operator_plugin import OperatorParameterization
 from solver_coupling.pyqg.plugin import Ensemble, RotEqParameterization
 from solver_coupling.pyqg.state import velocity
+from solver_coupling.torchqg.operator_store import is_operator_model
 
 __all__ = ["RolloutRequest", "load_initial_states", "read_states", "rollout"]
 
@@ -97,6 +99,8 @@ class RolloutRequest:
                 raise ValueError(f"unknown closure to add {self.add_closure!r}; expected one of {sorted(BASELINES)}")
             if self.model is None or self.model in BASELINES:
                 raise ValueError("add_closure adds a built-in closure to a trained network's forcing: give a model")
+            if is_operator_model(self.model):
+                raise ValueError("add_closure adds to a flux network's forcing; an operator closure is one already")
             if self.engine != "pyqg":
                 raise ValueError("add_closure runs on the pyqg engine (pyqg's own classes); use --engine pyqg")
         if self.precision not in ("float64", "float32") or (self.engine == "pyqg" and self.precision != "float64"):
@@ -109,6 +113,8 @@ class RolloutRequest:
                              f"{self.config.nz}-layer LayeredModel: use --engine pyqg")
         if self.engine == "pyqg" and self.device != "cpu" and self.model is None:
             raise ValueError("the pyqg engine steps on the CPU; use --engine torch to run the solver on a GPU")
+        if self.call_interval != 1 and is_operator_model(self.model):
+            raise ValueError("an operator closure costs one spectral multiply per step: it runs at call_interval 1")
         if self.members < 1:
             raise ValueError(f"members must be >= 1, got {self.members}")
         for name in ("years", "snapshot_days", "energy_limit", "check_hours", "checkpoint_years"):
@@ -167,6 +173,10 @@ class _PyqgEngine(_Engine):
         elif req.model in BASELINES:
             self.members = [solver(parameterization=pyqg_baseline(req.model), **kwargs)
                             for _ in range(req.members)]
+        elif is_operator_model(req.model):
+            # stateless apart from its multipliers, which are built per member: one object serves all
+            self.param = OperatorParameterization(req.model, allow_out_of_regime=req.allow_out_of_regime)
+            self.members = [solver(parameterization=self.param, **kwargs) for _ in range(req.members)]
         else:
             self.param = RotEqParameterization(req.model, device=req.device, call_interval=req.call_interval,
                                                allow_out_of_regime=req.allow_out_of_regime)
@@ -260,6 +270,10 @@ class _TorchEngine(_Engine):
         closure = None
         if req.model in BASELINES:
             closure = torch_baseline(req.model)
+        elif is_operator_model(req.model):
+            self.param = OperatorParameterization(req.model, allow_out_of_regime=req.allow_out_of_regime)
+            self.param.check_solver(pyqg.QGModel(**kwargs))
+            closure = self.param.closure.to(req.device)
         elif req.model is not None:
             # the same pre-flight checks as the pyqg engine: a probe pyqg model of this configuration
             self.param = RotEqParameterization(req.model, allow_out_of_regime=req.allow_out_of_regime)

@@ -1,0 +1,98 @@
+"""A saved operator closure (``roteq train-operator``) as a pyqg ``QParameterization``.
+
+The closure's PV tendency is ``dq_i = sum_j A_ij q_j``, each ``A_ij`` a radial kernel, i.e. a real
+Fourier multiplier ``M_ij(|k|)`` on pyqg's own spectral PV ``m.qh`` (s^-1). The plugin builds the
+multipliers once for the model's grid (from the same profiles the torch twin trains, so both solvers
+apply the same operator), and each step costs one complex multiply-add and the inverse transform
+pyqg's interface wants (pyqg transforms the returned ``dq`` back itself). Usage::
+
+    import pyqg
+    from solver_coupling.pyqg.operator_plugin import OperatorParameterization
+    m = pyqg.QGModel(nx=64, parameterization=OperatorParameterization("eddy-operator"))
+
+Like :class:`~solver_coupling.pyqg.plugin.RotEqParameterization`, it refuses a solver whose grid or
+physical regime differs from the one it was trained in (``ModelMismatchError`` naming the setting),
+unless ``allow_out_of_regime=True`` (then it warns).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import pyqg
+import torch
+
+from solver_coupling.pyqg.config import solver_config_of, regime_keys
+from solver_coupling.pyqg.family import regime_mismatches
+from solver_coupling.pyqg.plugin import ModelMismatchError, ModelFileChangedError, OutOfRegimeWarning
+from solver_coupling.torchqg.operator_store import load_operator_closure
+from roteq_param.integrity import sha256_file
+from roteq_param.models import model_dir
+
+__all__ = ["OperatorParameterization"]
+
+
+class OperatorParameterization(pyqg.QParameterization):
+    """A trained operator closure (a name under ``trained_models/`` or a folder) in pyqg's hook.
+
+    Returns ``dq`` in s^-2, shape ``(nz, ny, nx)``, which pyqg adds to dq/dt.
+    """
+
+    def __init__(self, model: str | Any = "eddy-operator", *, allow_out_of_regime: bool = False) -> None:
+        self.path = model_dir(model) / "operator.pt"
+        self.closure, self.card, self.weights_sha256 = load_operator_closure(model)
+        self.allow_out_of_regime = bool(allow_out_of_regime)
+        self._bound: tuple[int, np.ndarray] | None = None  # (id of the model, multipliers)
+
+    @property
+    def parameterization_type(self) -> str:
+        return "q_parameterization"
+
+    @property
+    def training_config(self) -> dict:
+        return dict(self.card.get("training", {}).get("solver", {}))
+
+    def verify_model_file(self) -> None:
+        """Raise :class:`ModelFileChangedError` if ``operator.pt`` changed since it was loaded."""
+        if sha256_file(self.path) != self.weights_sha256:
+            raise ModelFileChangedError(f"{self.path} changed on disk since it was loaded (sha256 differs); "
+                                        "restart with the intended weights")
+
+    def check_solver(self, m: pyqg.QGModel) -> None:
+        """Refuse a grid the kernels were not built for, and (unless allowed) another physical regime."""
+        c = self.closure
+        if not isinstance(m, pyqg.QGModel):
+            raise ModelMismatchError(f"the operator closure runs in pyqg's two-layer QGModel, got {type(m).__name__}")
+        if (m.nx, m.ny, m.nz) != (c.nx, c.nx, c.nz) or abs(m.L - c.L) > 1e-9 * c.L or m.W != m.L:
+            raise ModelMismatchError(f"grid: the operator closure was trained for nx = ny = {c.nx}, L = W = {c.L:g} m, "
+                                     f"nz = {c.nz}; the solver has nx={m.nx}, ny={m.ny}, L={m.L:g}, W={m.W:g}, "
+                                     f"nz={m.nz}. Train one on data of this grid (`roteq train-operator`)")
+        actual = solver_config_of(m)
+        off = regime_mismatches(self.training_config, actual, regime_keys(actual))
+        if off:
+            msg = ("the solver runs outside the operator closure's training configuration (" + "; ".join(off) + ")")
+            if not self.allow_out_of_regime:
+                raise ModelMismatchError(msg + ". Train one on data from this configuration (`roteq train-operator`), "
+                                         "or pass allow_out_of_regime=True to run anyway")
+            warnings.warn(msg, OutOfRegimeWarning, stacklevel=3)
+
+    def multipliers(self, m: pyqg.QGModel) -> np.ndarray:
+        """``[nz, nz, nl, nk]`` real multipliers on pyqg's ``qh`` layout (s^-1), built and checked once per model."""
+        if self._bound is None or self._bound[0] != id(m):
+            self.check_solver(m)
+            with torch.no_grad():
+                mult = self.closure.multiplier(torch.float64).numpy()
+            if mult.shape[-2:] != m.qh.shape[-2:]:
+                raise ModelMismatchError(f"pyqg's spectral layout {m.qh.shape[-2:]} is not the closure's {mult.shape[-2:]}")
+            self._bound = (id(m), np.ascontiguousarray(mult))
+        return self._bound[1]
+
+    def __call__(self, m: pyqg.QGModel) -> np.ndarray:
+        mult = self.multipliers(m)
+        dqh = np.einsum("ijkl,jkl->ikl", mult, m.qh, optimize=False)
+        return m.ifft(dqh)
+
+    def __repr__(self) -> str:
+        return f"OperatorParameterization({self.card.get('name', str(self.path.parent))!r})"
