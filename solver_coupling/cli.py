@@ -434,7 +434,7 @@ def _cmd_train_online(args: argparse.Namespace) -> int:
             checkpoint_every=args.checkpoint_every, threads=args.threads,
             progress=False if args.no_progress else None, offline_weight=args.offline_weight,
             offline_batch=args.offline_batch, scales=args.scales,
-            spectral_weight=args.spectral_weight))
+            spectral_weight=args.spectral_weight, call_interval=args.call_interval))
     except (ValueError, FileNotFoundError, OutputLocked) as e:
         _fail("train-online", e)
     print(json.dumps(summary, indent=2, default=str))
@@ -468,6 +468,9 @@ def add_train_online_parser(subparsers) -> argparse.ArgumentParser:
                    help="add this multiple of a phase-blind term: the squared log-ratio of the twin's PV power to "
                         "the truth's per isotropic wavenumber shell (default 0: off; measured online, it "
                         "over-energised the long runs: README)")
+    p.add_argument("--call-interval", type=int, default=1, metavar="K",
+                   help="train for the cadence the closure will run at: the twin evaluates the network every K "
+                        "steps and holds its forcing in between, as `roteq rollout --call-interval K` does")
     p.add_argument("--checkpoint-every", type=int, default=8, help="steps per gradient-checkpoint block")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

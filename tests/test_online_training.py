@@ -55,6 +55,20 @@ def test_a_gradient_step_through_the_twin_lowers_the_trajectory_loss(windows_fil
     assert float(after) < float(loss), (float(after), float(loss))
 
 
+def test_training_for_a_cadence_holds_the_forcing_and_its_gradient_reaches_the_network(windows_file):
+    """call_interval k: the twin holds the network's forcing for k steps, so the unroll differs from k = 1
+    after the first step and equals it on the first; the gradient still reaches every evaluation."""
+    w = load_windows(windows_file)
+    net = _net()
+    runs, starts = torch.tensor([0, 1]), torch.tensor([0, 0])
+    one = window_loss(net, w, runs, starts, 1, call_interval=1)
+    assert float(window_loss(net, w, runs, starts, 1, call_interval=3)) == pytest.approx(float(one), rel=1e-12)
+    held, fresh = window_loss(net, w, runs, starts, 4, call_interval=3), window_loss(net, w, runs, starts, 4)
+    assert abs(float(held) - float(fresh)) > 1e-9 * float(fresh)
+    grads = torch.autograd.grad(held, [p for p in net.parameters() if p.requires_grad])
+    assert all(torch.isfinite(g).all() for g in grads) and any(float(g.abs().max()) > 0 for g in grads)
+
+
 def test_train_online_writes_a_model_with_its_history(windows_file, tmp_path):
     start = models.save_model(_net().eval(), tmp_path / "start", inference_cost={})
     summary = train_online(OnlineOptions(data=windows_file, init=str(start), out=str(tmp_path / "run"),

@@ -109,7 +109,7 @@ def shell_power(zh: torch.Tensor, weight: torch.Tensor, shells: torch.Tensor, n_
 
 def window_loss(net: models.FluxNet, windows: TrajectoryWindows, runs: torch.Tensor, starts: torch.Tensor,
                 n: int, *, checkpoint_every: int | None = None, scales: str = "resolved",
-                spectral_weight: float = 0.0) -> torch.Tensor:
+                spectral_weight: float = 0.0, call_interval: int = 1) -> torch.Tensor:
     """Normalised trajectory loss of ``net`` in the twin over ``n`` steps from the given windows.
 
     ``runs`` and ``starts`` index the windows (one twin member each); the twin and the network run in
@@ -130,13 +130,15 @@ def window_loss(net: models.FluxNet, windows: TrajectoryWindows, runs: torch.Ten
     if not spectral_weight >= 0:
         raise ValueError(f"spectral_weight must be >= 0, got {spectral_weight!r}")
     traj_loss, spectral_loss = window_terms(net, windows, runs, starts, n, checkpoint_every=checkpoint_every,
-                                            scales=scales, spectral=spectral_weight > 0)
+                                            scales=scales, spectral=spectral_weight > 0,
+                                            call_interval=call_interval)
     return traj_loss if spectral_weight == 0 else traj_loss + spectral_weight * spectral_loss
 
 
 def unroll_misfit(parameterization: Any, windows: TrajectoryWindows, runs: torch.Tensor, starts: torch.Tensor,
                   n: int, *, dtype: torch.dtype, device: Any = None, checkpoint_every: int | None = None,
-                  scales: str = "resolved") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                  scales: str = "resolved", call_interval: int = 1,
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Unroll the twin with ``parameterization`` for ``n`` steps from the truth at each window start.
 
     Returns ``(traj, ref, weight, traj_loss)``: the twin's trajectory ``[n, B, nz, y, x]``, the truth's
@@ -144,6 +146,8 @@ def unroll_misfit(parameterization: Any, windows: TrajectoryWindows, runs: torch
     (``scales``: those the filter leaves alone, or all), and the trajectory loss, the mean over steps,
     members and layers of ``sum_k |q_twin - q_truth|^2 / sum_k |q_truth|^2`` (dimensionless). Every
     closure trained through the twin (the flux network, the operator closure) is scored by it.
+    ``call_interval``: the twin evaluates the parameterization every k steps and holds it in between,
+    as the pyqg plugin does at that setting, so a closure can be trained for the cadence it will run at.
     """
     if scales not in SCALES:
         raise ValueError(f"scales must be one of {SCALES}, got {scales!r}")
@@ -153,7 +157,7 @@ def unroll_misfit(parameterization: Any, windows: TrajectoryWindows, runs: torch
         raise ValueError(f"unroll length {n} must be between 1 and the windows' {windows.steps} steps")
     truth = windows.q[runs, starts, : n + 1].to(device=device, dtype=dtype)  # [B, n+1, nz, y, x]
     twin = TorchQGModel(len(runs), device=device, dtype=dtype, parameterization=parameterization,
-                        **windows.twin_kwargs)
+                        call_interval=call_interval, **windows.twin_kwargs)
     twin.q = truth[:, 0]
     traj = twin.unroll(n, save_every=1, checkpoint_every=checkpoint_every)  # [n, B, nz, y, x]
     target = truth[:, 1:].transpose(0, 1)
@@ -168,7 +172,7 @@ def unroll_misfit(parameterization: Any, windows: TrajectoryWindows, runs: torch
 
 def window_terms(net: models.FluxNet, windows: TrajectoryWindows, runs: torch.Tensor, starts: torch.Tensor,
                  n: int, *, checkpoint_every: int | None = None, scales: str = "resolved",
-                 spectral: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+                 spectral: bool = True, call_interval: int = 1) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The two terms of :func:`window_loss` from one unroll: the trajectory loss and, with ``spectral``,
     the shell-power term (else None). Both are dimensionless."""
     from solver_coupling.torchqg.closures import FluxNetClosure
@@ -176,7 +180,8 @@ def window_terms(net: models.FluxNet, windows: TrajectoryWindows, runs: torch.Te
     dtype, device = net.in_scale.dtype, net.in_scale.device
     traj, ref, weight, traj_loss = unroll_misfit(FluxNetClosure(net, dtype=dtype, differentiable=True), windows,
                                                  runs, starts, n, dtype=dtype, device=device,
-                                                 checkpoint_every=checkpoint_every, scales=scales)
+                                                 checkpoint_every=checkpoint_every, scales=scales,
+                                                 call_interval=call_interval)
     if not spectral:
         return traj_loss, None
     shells_np = fluxform.shell_index(traj.shape[-1], 1.0)  # on a square grid the index does not depend on L
@@ -223,6 +228,7 @@ class OnlineOptions:
     offline_weight: float = 0.0
     offline_batch: int = 16
     scales: str = "resolved"
+    call_interval: int = 1
     spectral_weight: float = 0.0
 
 
@@ -296,7 +302,8 @@ def _train_online(opts: OnlineOptions) -> dict[str, Any]:
 
     def held_out(n: int) -> tuple[float, float | None]:
         with torch.no_grad():
-            traj, spec = window_terms(net, windows, *val_idx, n, scales=opts.scales, spectral=spectral)
+            traj, spec = window_terms(net, windows, *val_idx, n, scales=opts.scales, spectral=spectral,
+                                      call_interval=opts.call_interval)
         return float(traj), None if spec is None else float(spec)
 
     history = []
@@ -307,7 +314,8 @@ def _train_online(opts: OnlineOptions) -> dict[str, Any]:
             runs = torch.randint(train_runs, (opts.batch,), generator=gen)
             starts = torch.randint(W, (opts.batch,), generator=gen)
             loss = window_loss(net, windows, runs, starts, n, checkpoint_every=opts.checkpoint_every,
-                               scales=opts.scales, spectral_weight=opts.spectral_weight)
+                               scales=opts.scales, spectral_weight=opts.spectral_weight,
+                               call_interval=opts.call_interval)
             if offline is not None:
                 loss = loss + opts.offline_weight * offline.loss(net, gen)
             optim.zero_grad(set_to_none=True)
@@ -326,6 +334,7 @@ def _train_online(opts: OnlineOptions) -> dict[str, Any]:
                            "iterations": opts.iterations, "batch": opts.batch, "lr": opts.lr, "seed": opts.seed,
                            "offline_weight": opts.offline_weight, "offline_batch": opts.offline_batch,
                            "scales": opts.scales, "spectral_weight": opts.spectral_weight,
+                           "call_interval": opts.call_interval,
                            "val_runs": val_runs.tolist(), "history": history}}
     target = opts.name if opts.name else Path(opts.out) / "model"
     # the offline metrics of the starting model do not describe this one: its own held-out R^2 on the
