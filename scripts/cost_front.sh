@@ -23,11 +23,13 @@ CEILING=${CEILING:-data/eddy_truth4_seed2.nc}
 
 mkdir -p "$OUT" "$(dirname "$CEILING")"
 wait_slot() { while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do sleep 5; done; }
-roll() {  # DIR MODEL K SEED (a finished rollout resumes as a no-op)
+roll() {  # DIR MODEL K SEED (a finished rollout is skipped; an interrupted one resumes)
+  [ -f "$1/rollout.nc" ] && grep -q "^wrote" "$1.log" 2>/dev/null && return
   $R rollout --model "$2" --call-interval "$3" --members "$MEMBERS" --years 10 --seed "$4" --no-progress \
     --out "$1" $([ -f "$1/checkpoint.npz" ] && echo --resume || echo --overwrite) > "$1.log" 2>&1
 }
-[ -f "$CEILING" ] || { wait_slot; $R generate --members 4 --years 10 --spinup-years 5 --snapshot-hours 250 \
+# (not twice: an interrupted script re-run while the first generation still runs)
+[ -f "$CEILING" ] || pgrep -f -- "--out-file $CEILING" > /dev/null || { wait_slot; $R generate --members 4 --years 10 --spinup-years 5 --snapshot-hours 250 \
   --seed 2 --workers 1 --out-file "$CEILING" > "$OUT/ceiling.log" 2>&1 & }
 ENTRIES=(none=none $CLOSURES)
 for s in $SEEDS; do  # seed-major, so a partial front already has every closure on the first seeds
