@@ -123,6 +123,29 @@ class ChannelBalance:
         stretch = self.centres_to_corners(db) * np.array([-self.F[0], self.F[1]])[:, None, None]
         return self.curl(du, dv) + stretch
 
+    def _odd_laplacian(self, z: np.ndarray) -> np.ndarray:
+        """5-point Laplacian at interior corners of a corner field that is odd about the walls (0 on them)."""
+        ny = self.ny
+        ext = np.zeros((*z.shape[:-2], 2 * ny, self.nx))
+        ext[..., 1:ny, :] = z[..., 1:ny, :]
+        ext[..., ny + 1 :, :] = -z[..., ny - 1 : 0 : -1, :]
+        lap = (np.roll(ext, 1, -1) + np.roll(ext, -1, -1) + np.roll(ext, 1, -2) + np.roll(ext, -1, -2) - 4 * ext)
+        out = np.zeros_like(z)
+        out[..., 1:ny, :] = lap[..., 1:ny, :] / self.dx**2
+        return out
+
+    def vorticity_damping(self, u: np.ndarray, v: np.ndarray, rate: float) -> np.ndarray:
+        """PV forcing ``-nu4 lap^2 zeta`` [s^-2] at corners of a biharmonic viscosity on the vorticity of (u, v).
+
+        pyqg's fixed closure term ``grid_damping`` (roteq_param/fluxform.py): a vorticity mode at the
+        grid's Nyquist wavenumber decays at ``rate`` [1/s]. On this 5-point grid that mode's ``lap^2`` is
+        ``16 / dx^4``, so ``nu4 = rate dx^4 / 16`` [m^4 s^-1]. ``zeta`` [s^-1] is the curl of the C-grid
+        velocities ``u``, ``v`` (2, ny + 1, nx) [m s^-1] at interior corners and 0 on the walls (free slip),
+        and so is its Laplacian (odd about the walls), as for a free-slip wall in a QG channel.
+        """
+        zeta = self.curl(self._check(u, "u"), self._check(v, "v"))
+        return -(float(rate) * self.dx**4 / 16.0) * self._odd_laplacian(self._odd_laplacian(zeta))
+
     def invert(self, S: np.ndarray) -> np.ndarray:
         """Streamfunction tendency ``dpsi`` (2, ny + 1, nx) [m^2 s^-2] at corners for PV forcing S [s^-2].
 

@@ -113,6 +113,12 @@ class VerosClosure:
         parts of ``-div tau``, which training never constrained (pyqg sees only the curl), are dropped.
         Needs a channel without islands; ``F_i = f0^2 / (g' H_i)`` with ``g'`` from the layers' mean
         densities when the closure attaches.
+    grid_damping:
+        With ``injection="balanced"``: the decay rate [1/s] of the grid-scale vorticity mode under the
+        biharmonic vorticity damping ``-nu4 lap^2 zeta`` added to S (pyqg's fixed closure term of the same
+        name, :meth:`~solver_coupling.cgrid.balanced.ChannelBalance.vorticity_damping`). ``None``
+        (default): the model's own (``closure["grid_damping"]`` of its card, the term it was trained and
+        run with in pyqg; 0 for a flux model).
     inputs:
         ``"veros"`` (default): the network sees Veros's layer velocities. ``"geostrophic"``: it sees the
         thickness-weighted depth-mean velocity plus the thermal wind of b (``u_1 - u_2 = -d_y b``,
@@ -140,7 +146,7 @@ class VerosClosure:
     INPUTS = ("veros", "geostrophic")
 
     def __init__(self, model=DEFAULT_MODEL, interfaces=(500.0,), *, flux_model: FluxModel | None = None,
-                 terms=TERMS, injection: str = "fluxes", inputs: str = "veros"):
+                 terms=TERMS, injection: str = "fluxes", inputs: str = "veros", grid_damping: float | None = None):
         if injection not in self.INJECTIONS:
             raise ValueError(f"injection must be one of {self.INJECTIONS}; got {injection!r}")
         if inputs not in self.INPUTS:
@@ -159,6 +165,11 @@ class VerosClosure:
                 raise ValueError(f"the model is a {n}-layer QG model; the Veros coupling runs two-layer models "
                                  "(one interface variable b): pass a two-layer model such as "
                                  f"{DEFAULT_MODEL!r}")
+        closure = {} if self.model is None else dict(getattr(self.model, "closure", {}) or {})
+        self.grid_damping = float(closure.get("grid_damping", 0.0) if grid_damping is None else grid_damping)
+        if injection == "balanced" and float(closure.get("energy_backscatter", 0.0)) > 0.0:
+            raise ValueError("the model's closure has an energy backscatter term, which injection='balanced' "
+                             "does not apply")
         if len(self.interfaces) + 1 != 2:
             raise ValueError(f"interfaces={list(self.interfaces)} splits the levels into {len(self.interfaces) + 1} "
                              "layers, but the network has 2 layers: give one interface depth [m]")
@@ -331,7 +342,10 @@ class VerosClosure:
         nz = self.nz
         if self.balance is not None:
             # the terms choose what enters S; what Veros gets is then balanced, momentum and buoyancy
-            du, dv, db, _ = self.balance(du * momentum, dv * momentum, db * buoyancy)
+            S = self.balance.pv_forcing(du * momentum, dv * momentum, db * buoyancy)
+            if self.grid_damping > 0.0:  # the model's fixed term, as pyqg adds it to S (roteq_param/forcing.py)
+                S = S + self.balance.vorticity_damping(cg.u, cg.v, self.grid_damping)
+            du, dv, db = self.balance.tendencies(self.balance.invert(S))
             u_src, v_src = left_to_faces(du, dv, self.nx, self.ny)
             t_src = centres_to_veros(db, self.nx, self.ny)[..., None] * self.balanced_temp_per_b
             return VerosSources(self.groups.spread(np.moveaxis(u_src, -1, 0), nz) * maskU,
