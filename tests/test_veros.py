@@ -319,3 +319,25 @@ def test_balanced_inversion_is_exact_on_the_adapter_grid():
     np.testing.assert_array_equal(dpsi[:, ny], dpsi[:, ny, :1] * np.ones(nx))
     with pytest.raises(ValueError, match="shape"):
         bal.pv_forcing(du[:, :ny], dv, db)
+
+
+def test_balanced_vorticity_damping_is_the_biharmonic_of_a_free_slip_mode():
+    from solver_coupling.cgrid.balanced import ChannelBalance
+    nx, ny, dx, rate = 16, 10, 1.0e4, 1.0e-6
+    bal = ChannelBalance(nx, ny, dx, 3e-9, 1e-9)
+    j, i = np.arange(ny + 1)[:, None], np.arange(nx)[None, :]
+    m, k = 3, 2
+    psi = np.sin(np.pi * m * j / ny) * np.cos(2 * np.pi * k * i / nx) * np.ones((2, 1, 1))  # 0 on the walls
+    u, v, _ = bal.tendencies(psi)  # the velocities of psi (the same differences)
+    lam = -(4.0 / dx**2) * (np.sin(np.pi * m / (2 * ny)) ** 2 + np.sin(np.pi * k / nx) ** 2)  # 5-point eigenvalue
+    zeta = lam * psi
+    S = bal.vorticity_damping(u, v, rate)
+    np.testing.assert_allclose(S[:, 1:ny], -(rate * dx**4 / 16.0) * lam**2 * zeta[:, 1:ny], rtol=1e-10,
+                               atol=1e-12 * np.abs(rate * zeta).max())
+    # the grid's Nyquist mode (x) decays at `rate`
+    psi = np.sin(np.pi * j / ny) * np.cos(np.pi * i) * np.ones((2, 1, 1))
+    u, v, _ = bal.tendencies(psi)
+    zeta = bal.curl(u, v)
+    S = bal.vorticity_damping(u, v, rate)
+    ratio = S[:, 1:ny] / zeta[:, 1:ny]
+    np.testing.assert_allclose(ratio, -rate * (1 + np.sin(np.pi / (2 * ny)) ** 2) ** 2, rtol=1e-10)
