@@ -259,14 +259,16 @@ class VerosClosure:
         return out
 
     def _stretching(self, state) -> tuple[float, float]:
-        """``F_i = f0^2 / (g' H_i)`` [m^-2], ``g' = g (rho_2 - rho_1) / rho_0`` from the wet-mean layer densities now."""
+        """``F_i = f0^2 / (g' H_i)`` [m^-2], ``g' = g (rho_2 - rho_1) / rho_0`` from the wet-mean layer densities
+        now (when the closure attaches: the initial state)."""
         vs = state.variables
         wet = np.asarray(vs.maskT)[..., -1].astype(bool)  # a flat bottom: one mask for every level
         rho = self._eos.linear_eq_of_state_rho(np.asarray(vs.salt[..., vs.tau]), np.asarray(vs.temp[..., vs.tau]))
         rho_l = self.groups.layer_mean(rho)[:, wet].mean(axis=1)
         g_reduced = self.grav * float(rho_l[1] - rho_l[0]) / self.rho_0
         if not g_reduced > 0:
-            raise ValueError(f"the layers are not stably stratified (g' = {g_reduced:g} m s^-2): no QG balance to inject")
+            raise ValueError(f"the layers are not stably stratified (g' = {g_reduced:g} m s^-2): "
+                             "there is no QG balance to inject")
         return tuple(self.f0**2 / (g_reduced * H) for H in self.groups.thickness)
 
     # ------------------------------------------------------------------ each step

@@ -89,7 +89,11 @@ def main(argv=None) -> int:
                     help="how the closure's tendencies reach Veros: fluxes (as they are) or balanced (QG-balanced, "
                          "docs/veros.md)")
     ap.add_argument("--inputs", default="veros", choices=VerosClosure.INPUTS,
-                    help="the network's velocities: veros (Veros's layer means) or geostrophic (depth mean + thermal wind of b)")
+                    help="the network's velocities: veros (Veros's layer means) or geostrophic "
+                         "(depth mean + thermal wind of b)")
+    ap.add_argument("--grid-damping", type=float, default=None,
+                    help="with --injection balanced: the vorticity damping rate at the grid scale [1/s] added to S "
+                         "(default: the model's own grid_damping)")
     ap.add_argument("--years", type=float, default=5.0, help="run length in 360-day years")
     ap.add_argument("--sample-days", type=float, default=30.0)
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
@@ -111,7 +115,8 @@ def main(argv=None) -> int:
     from veros import logs
     logs.setup_logging(loglevel="warning")
     closure = None if args.closure == "none" else VerosClosure(args.closure, terms=args.terms.split(","),
-                                                               injection=args.injection, inputs=args.inputs)
+                                                               injection=args.injection, inputs=args.inputs,
+                                                               grid_damping=args.grid_damping)
     sim = ChannelSetup(closure, years=args.years, **params)
     sim.setup()
     vs, s = sim.state.variables, sim.state.settings
@@ -119,6 +124,7 @@ def main(argv=None) -> int:
     cor = np.asarray(vs.coriolis_t)[2:-2, 2:-2]
     f0 = float(cor.mean())
     record = {"closure": args.closure, "terms": args.terms, "injection": args.injection, "inputs": args.inputs,
+              "grid_damping": None if closure is None else closure.grid_damping,
               "years": args.years, "params": sim.p, "samples": [], "status": "running"}
     n_steps = int(round(s.runlen / s.dt_tracer))
     every = max(1, int(round(args.sample_days * 86400.0 / s.dt_tracer)))
