@@ -341,3 +341,27 @@ def test_balanced_vorticity_damping_is_the_biharmonic_of_a_free_slip_mode():
     S = bal.vorticity_damping(u, v, rate)
     ratio = S[:, 1:ny] / zeta[:, 1:ny]
     np.testing.assert_allclose(ratio, -rate * (1 + np.sin(np.pi / (2 * ny)) ** 2) ** 2, rtol=1e-10)
+
+
+def test_geostrophic_inputs_are_the_depth_mean_flow_plus_the_thermal_wind_of_b():
+    n = 32
+    dx = L / n
+    sim = channel(VerosClosure(flux_model=GradientModel(dx, dx, delta=2 * dx), inputs="geostrophic"), n)
+    write_analytic_state(sim)
+    closure = sim.closure
+    cg = closure.read_state(sim.state)
+    closure.inputs = "veros"
+    raw = closure.read_state(sim.state)
+    w = closure.groups.thickness / closure.groups.thickness.sum()
+    np.testing.assert_allclose(np.tensordot(w, cg.u, axes=1), np.tensordot(w, raw.u, axes=1), atol=1e-15)
+    np.testing.assert_allclose(np.tensordot(w, cg.v, axes=1), np.tensordot(w, raw.v, axes=1), atol=1e-15)
+    # the shear is the thermal wind of b: u_1 - u_2 = -d_y b (u-faces), v_1 - v_2 = d_x b (v-faces), inside
+    b = cg.b
+    gy = (np.roll(b, -1, 0) - np.roll(b, 1, 0) + np.roll(np.roll(b, -1, 0) - np.roll(b, 1, 0), 1, 1)) / (4 * dx)
+    gx = (b - np.roll(b, 1, 1) + np.roll(b - np.roll(b, 1, 1), 1, 0)) / (2 * dx)  # at south-face points, x-centred
+    gx = np.roll(gx, -1, 1)
+    inner = slice(4, n - 4)
+    scale = np.abs(gy[inner]).max()
+    assert scale > 0
+    np.testing.assert_allclose((cg.u[0] - cg.u[1])[inner], -gy[inner], atol=0.05 * scale)
+    np.testing.assert_allclose((cg.v[0] - cg.v[1])[inner], gx[inner], atol=0.05 * scale)
