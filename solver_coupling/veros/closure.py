@@ -303,6 +303,9 @@ class VerosClosure:
         u_left = np.where(self.mask_u, u_left - U[:, None, None], 0.0)
         b = b + (U[0] - U[1]) * self.y_anomaly  # remove the background -(U_1 - U_2) (y - y_mean)
         b = np.where(self.mask, b - b[self.mask].mean(), 0.0)
+        # Veros's own layer velocities, kept for the grid damping, which must damp Veros's flow
+        # whatever the network is shown
+        self._veros_velocity = (u_left, v_left)
         if self.inputs == "geostrophic":
             u_left, v_left = self._geostrophic(u_left, v_left, b)
         return CGridState(u_left, v_left, b, U)
@@ -346,7 +349,7 @@ class VerosClosure:
             # the terms choose what enters S; what Veros gets is then balanced, momentum and buoyancy
             S = self.balance.pv_forcing(du * momentum, dv * momentum, db * buoyancy)
             if self.grid_damping > 0.0:  # the model's fixed term, as pyqg adds it to S (roteq_param/forcing.py)
-                S = S + self.balance.vorticity_damping(cg.u, cg.v, self.grid_damping)
+                S = S + self.balance.vorticity_damping(*self._veros_velocity, self.grid_damping)
             du, dv, db = self.balance.tendencies(self.balance.invert(S))
             u_src, v_src = left_to_faces(du, dv, self.nx, self.ny)
             t_src = centres_to_veros(db, self.nx, self.ny)[..., None] * self.balanced_temp_per_b
