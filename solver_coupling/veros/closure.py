@@ -22,7 +22,9 @@ step, before momentum and thermodynamics). Each call
 4. returns ``u_source``, ``v_source`` [m s^-2] and ``temp_source`` [K s^-1] on Veros's points, zero on
    land; the buoyancy tendency ``db_i`` [m^2 s^-2] becomes temperature through
    ``dT_i = db_i f0 / (g beta_T D)``, where ``D`` [m] is the distance between the layers' centres
-   (a uniform ``dT`` on both layers changes ``b`` by exactly ``g beta_T D dT / f0``).
+   (a uniform ``dT`` on both layers changes ``b`` by exactly ``g beta_T D dT / f0``). With
+   ``injection="balanced"`` the tendencies are first reduced to their QG-balanced part
+   (:mod:`solver_coupling.cgrid.balanced`; see :class:`VerosClosure`).
 
 A NaN or inf in the state or the network's output stops the run with :class:`VerosClosureError`
 naming the field and the model time.
@@ -109,16 +111,19 @@ class VerosClosure:
         ``"balanced"``: Veros gets only what pyqg would feel, QG-balanced
         (:class:`~solver_coupling.cgrid.balanced.ChannelBalance`): the PV forcing S of those tendencies
         is inverted for a streamfunction tendency ``dpsi_i``, and Veros gets ``du_i = -d_y dpsi_i``,
-        ``dv_i = d_x dpsi_i`` and ``db = dpsi_1 - dpsi_2`` on both layers. The divergent and isotropic
+        ``dv_i = d_x dpsi_i`` and ``db = dpsi_1 - dpsi_2`` as temperature on the level just above the
+        interface (``balanced_temp_per_b`` [K per m^2 s^-1], per level). The divergent and isotropic
         parts of ``-div tau``, which training never constrained (pyqg sees only the curl), are dropped.
         Needs a channel without islands; ``F_i = f0^2 / (g' H_i)`` with ``g'`` from the layers' mean
-        densities when the closure attaches.
+        densities when the closure attaches. In the channel of docs/veros.md it delays the blow-up
+        (day 9.35 instead of 4.9) but does not remove it (measured there).
     grid_damping:
         With ``injection="balanced"``: the decay rate [1/s] of the grid-scale vorticity mode under the
         biharmonic vorticity damping ``-nu4 lap^2 zeta`` added to S (pyqg's fixed closure term of the same
         name, :meth:`~solver_coupling.cgrid.balanced.ChannelBalance.vorticity_damping`). ``None``
         (default): the model's own (``closure["grid_damping"]`` of its card, the term it was trained and
-        run with in pyqg; 0 for a flux model).
+        run with in pyqg; 0 for a flux model). It damps Veros's own layer vorticity, whatever
+        ``inputs`` shows the network. Not applied with ``injection="fluxes"``.
     inputs:
         ``"veros"`` (default): the network sees Veros's layer velocities. ``"geostrophic"``: it sees the
         thickness-weighted depth-mean velocity plus the thermal wind of b (``u_1 - u_2 = -d_y b``,
