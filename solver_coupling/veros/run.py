@@ -69,6 +69,8 @@ def summarize(paths, from_day: float, to_day: float = np.inf) -> str:
         name = r["closure"] + ("" if r.get("terms", "momentum,buoyancy") == "momentum,buoyancy" else f" ({r['terms']})")
         name += "".join(f", {r[k]}" for k, default in (("injection", "fluxes"), ("inputs", "veros"))
                         if r.get(k, default) != default)
+        if r.get("injection") == "balanced" and r.get("grid_damping") is not None:
+            name += f", grid damping {r['grid_damping']:g}/s"
         if not s:
             rows.append(f"| {name} | {r['status'][:60]} | none | | | | | |")
             continue
