@@ -206,3 +206,177 @@ def test_bad_input_gets_a_clear_error():
     assign(sim.state, temp=temp)
     with pytest.raises(VerosClosureError, match=r"'temp' is not finite .* model time 0 s"):
         sim.closure.tendencies(sim.state)
+
+
+# ---------------------------------------------------------------- the balanced injection (injection="balanced")
+
+
+def to_adapter(closure, s):
+    """Balanced sources back on the adapter's grid: layer-mean du, dv [m s^-2], the interface tendency db [m^2 s^-2]."""
+    from solver_coupling.veros.convention import faces_to_left
+    g, nx, ny = closure.groups, closure.nx, closure.ny
+    du, dv = faces_to_left(np.moveaxis(g.layer_mean(np.asarray(s.u_source)), 0, -1),
+                           np.moveaxis(g.layer_mean(np.asarray(s.v_source)), 0, -1), nx, ny)
+    k = int(np.flatnonzero(closure.balanced_temp_per_b)[0])  # the one level that gets the buoyancy tendency
+    db = np.zeros((ny + 1, nx))
+    db[:ny] = np.asarray(s.temp_source)[2:-2, 2:-2, k].T / closure.balanced_temp_per_b[k]
+    return du, dv, db
+
+
+def balanced_channel(n=32, ny=24, flux_model=None):
+    dx = L / n
+    flux_model = flux_model or GradientModel(dx, dx, delta=2 * dx)
+    sim = channel(VerosClosure(flux_model=flux_model, injection="balanced"), n, ny)
+    write_analytic_state(sim, ny * dx)
+    return sim
+
+
+def test_balanced_injection_is_non_divergent_with_no_flow_through_the_walls_and_conserves():
+    sim = balanced_channel()
+    closure, vs = sim.closure, sim.state.variables
+    s = closure.tendencies(sim.state)
+    dx, nx, ny = closure.dx, closure.nx, closure.ny
+    # F_i = f0^2 / (g' H_i) of the channel: g' = (rd f0)^2 H / (H1 H2), so F_i = H_j / (rd^2 H)
+    np.testing.assert_allclose(closure.balance.F, [2000.0 / (15e3**2 * 2500.0), 500.0 / (15e3**2 * 2500.0)], rtol=1e-6)
+    u, v = s.u_source[2:-2, 2:-2], s.v_source[2:-2, 1:-2]  # v with the southern wall face (Veros j = 1)
+    div = (u - np.roll(u, 1, axis=0)) / dx + (v[:, 1:] - v[:, :-1]) / dx  # C-grid divergence at every cell, level
+    assert np.abs(u).max() > 0
+    assert np.abs(div).max() < 1e-12 * np.abs(u).max() / dx
+    assert not v[:, 0].any() and not v[:, -1].any()  # no flow through the southern and northern walls
+    for src, mask in ((s.u_source, vs.maskU), (s.v_source, vs.maskV), (s.temp_source, vs.maskT)):
+        interior = (src * mask)[2:-2, 2:-2]
+        for k in range(interior.shape[-1]):
+            assert abs(interior[..., k].sum()) <= 1e-12 * np.abs(interior[..., k]).sum()
+        assert not src[~mask.astype(bool)].any()
+    # the buoyancy tendency is one interface tendency, on the level above the interface (the top one here):
+    # the lower layer stays uniform, as the one lower-layer velocity tendency's thermal wind asks
+    t = s.temp_source[2:-2, 2:-2]
+    assert np.abs(t[..., -1]).max() > 0 and not t[..., :-1].any()
+    # b changes by exactly db: the closure's own reading of b, before and after adding the source
+    cg0 = closure.read_state(sim.state)
+    assign(sim.state, temp=np.asarray(vs.temp)[..., vs.tau] + 1e3 * s.temp_source)
+    db = to_adapter(closure, s)[2]
+    np.testing.assert_allclose(closure.read_state(sim.state).b - cg0.b, 1e3 * (db - db[:ny].mean()) * closure.mask,
+                               rtol=0, atol=1e-9 * np.abs(1e3 * db).max())
+
+
+def balanced_pv_errors(n, ny):
+    """The PV tendency of the balanced sources against S at interior corners: (exact part, Veros's part)."""
+    sim = balanced_channel(n, ny, GradientModel(L / n, L / n, delta=L / 16))  # fixed filter width
+    closure = sim.closure
+    cg = closure.read_state(sim.state)
+    bal = closure.balance
+    S = bal.pv_forcing(*closure.adapter(cg.u, cg.v, cg.b))  # what pyqg would get from the same fluxes
+    du, dv, db = to_adapter(closure, closure.tendencies(sim.state))
+    F = np.array([-bal.F[0], bal.F[1]])[:, None, None]
+    curl = bal.curl(du, dv)
+    dpsi = bal.invert(S)
+    inner = slice(1, ny)
+    # exact: the returned velocity tendencies' curl plus the stretching of corner dpsi_1 - dpsi_2
+    exact = np.abs((curl + F * (dpsi[0] - dpsi[1]))[:, inner] - S[:, inner]).max() / np.abs(S).max()
+    # Veros's own PV tendency (the centre buoyancy tendency averaged back to corners): S to second order
+    q = curl + F * bal.centres_to_corners(db)[None]
+    away = slice(ny // 4, ny - ny // 4 + 1)  # away from the walls
+    return exact, np.abs(q[:, away] - S[:, away]).max() / np.abs(S[:, away]).max()
+
+
+def test_balanced_injection_reproduces_the_pv_forcing():
+    (exact_1, e1), (exact_2, e2) = balanced_pv_errors(32, 24), balanced_pv_errors(64, 48)
+    assert max(exact_1, exact_2) < 1e-10
+    assert e2 < 0.03 and np.log2(e1 / e2) > 1.8, (e1, e2)  # measured 0.095, 0.026
+
+
+def test_balanced_injection_drops_the_isotropic_and_divergent_momentum_flux():
+    def isotropic(u_c, v_c, b_c):
+        p = u_c**2 + v_c**2  # any isotropic tau = p I: its divergence is a gradient, which pyqg never sees
+        tau = np.stack([p, np.zeros_like(p), p], axis=1)
+        return tau, np.zeros((u_c.shape[0], 2, *u_c.shape[1:]))
+    sim = balanced_channel(flux_model=isotropic)
+    s = sim.closure.tendencies(sim.state)
+    raw = sim.closure.adapter(*sim.closure.read_state(sim.state)[:3])
+    scale = np.abs(raw.du).max()
+    assert scale > 0
+    for a in s:
+        assert np.abs(a).max() < 1e-12 * max(scale, 1.0)
+
+
+def test_balanced_inversion_is_exact_on_the_adapter_grid():
+    from solver_coupling.cgrid.balanced import ChannelBalance
+    nx, ny, dx = 12, 9, 1.0e4
+    bal = ChannelBalance(nx, ny, dx, 3e-9, 1e-9)
+    rng = np.random.default_rng(0)
+    du, dv, db = (rng.standard_normal((2, ny + 1, nx)) for _ in range(3))
+    du[:, ny] = 0.0
+    dv[:, 0] = dv[:, ny] = 0.0
+    db[:, ny] = 0.0
+    bu, bv, bb, dpsi = bal(du, dv, db)
+    S = bal.pv_forcing(du, dv, db)
+    q = bal.curl(bu, bv) + np.array([-3e-9, 1e-9])[:, None, None] * (dpsi[0] - dpsi[1])
+    np.testing.assert_allclose(q[:, 1:ny], S[:, 1:ny], rtol=0, atol=1e-12 * np.abs(S).max())
+    assert abs(bb[:ny].sum()) < 1e-12 * np.abs(bb).sum()  # mass (heat) is conserved
+    assert abs(bu[:, :ny].sum()) < 1e-12 * np.abs(bu).sum()  # and each layer's zonal momentum
+    np.testing.assert_array_equal(dpsi[:, 0], dpsi[:, 0, :1] * np.ones(nx))  # dpsi constant along each wall
+    np.testing.assert_array_equal(dpsi[:, ny], dpsi[:, ny, :1] * np.ones(nx))
+    with pytest.raises(ValueError, match="shape"):
+        bal.pv_forcing(du[:, :ny], dv, db)
+
+
+def test_balanced_vorticity_damping_is_the_biharmonic_of_a_free_slip_mode():
+    from solver_coupling.cgrid.balanced import ChannelBalance
+    nx, ny, dx, rate = 16, 10, 1.0e4, 1.0e-6
+    bal = ChannelBalance(nx, ny, dx, 3e-9, 1e-9)
+    j, i = np.arange(ny + 1)[:, None], np.arange(nx)[None, :]
+    m, k = 3, 2
+    psi = np.sin(np.pi * m * j / ny) * np.cos(2 * np.pi * k * i / nx) * np.ones((2, 1, 1))  # 0 on the walls
+    u, v, _ = bal.tendencies(psi)  # the velocities of psi (the same differences)
+    lam = -(4.0 / dx**2) * (np.sin(np.pi * m / (2 * ny)) ** 2 + np.sin(np.pi * k / nx) ** 2)  # 5-point eigenvalue
+    zeta = lam * psi
+    S = bal.vorticity_damping(u, v, rate)
+    np.testing.assert_allclose(S[:, 1:ny], -(rate * dx**4 / 16.0) * lam**2 * zeta[:, 1:ny], rtol=1e-10,
+                               atol=1e-12 * np.abs(rate * zeta).max())
+    # the grid's Nyquist mode (x) decays at `rate`
+    psi = np.sin(np.pi * j / ny) * np.cos(np.pi * i) * np.ones((2, 1, 1))
+    u, v, _ = bal.tendencies(psi)
+    zeta = bal.curl(u, v)
+    S = bal.vorticity_damping(u, v, rate)
+    ratio = S[:, 1:ny] / zeta[:, 1:ny]
+    np.testing.assert_allclose(ratio, -rate * (1 + np.sin(np.pi / (2 * ny)) ** 2) ** 2, rtol=1e-10)
+
+
+def test_geostrophic_inputs_are_the_depth_mean_flow_plus_the_thermal_wind_of_b():
+    n = 32
+    dx = L / n
+    sim = channel(VerosClosure(flux_model=GradientModel(dx, dx, delta=2 * dx), inputs="geostrophic"), n)
+    write_analytic_state(sim)
+    closure = sim.closure
+    cg = closure.read_state(sim.state)
+    closure.inputs = "veros"
+    raw = closure.read_state(sim.state)
+    w = closure.groups.thickness / closure.groups.thickness.sum()
+    np.testing.assert_allclose(np.tensordot(w, cg.u, axes=1), np.tensordot(w, raw.u, axes=1), atol=1e-15)
+    np.testing.assert_allclose(np.tensordot(w, cg.v, axes=1), np.tensordot(w, raw.v, axes=1), atol=1e-15)
+    # the shear is the thermal wind of b: u_1 - u_2 = -d_y b (u-faces), v_1 - v_2 = d_x b (v-faces), inside
+    b = cg.b
+    gy = (np.roll(b, -1, 0) - np.roll(b, 1, 0) + np.roll(np.roll(b, -1, 0) - np.roll(b, 1, 0), 1, 1)) / (4 * dx)
+    gx = (b - np.roll(b, 1, 1) + np.roll(b - np.roll(b, 1, 1), 1, 0)) / (2 * dx)  # at south-face points, x-centred
+    gx = np.roll(gx, -1, 1)
+    inner = slice(4, n - 4)
+    scale = np.abs(gy[inner]).max()
+    assert scale > 0
+    np.testing.assert_allclose((cg.u[0] - cg.u[1])[inner], -gy[inner], atol=0.05 * scale)
+    np.testing.assert_allclose((cg.v[0] - cg.v[1])[inner], gx[inner], atol=0.05 * scale)
+
+
+def test_balanced_grid_damping_damps_veros_flow_whatever_the_network_sees():
+    def zero(u_c, v_c, b_c):
+        return np.zeros((u_c.shape[0], 3, *u_c.shape[1:])), np.zeros((u_c.shape[0], 2, *u_c.shape[1:]))
+    out = []
+    for inputs in ("veros", "geostrophic"):
+        sim = channel(VerosClosure(flux_model=zero, injection="balanced", inputs=inputs, grid_damping=1e-5), 16)
+        write_analytic_state(sim)
+        out.append(sim.closure.tendencies(sim.state))
+        vs = sim.state.variables
+        u, v = np.asarray(vs.u[..., vs.tau]), np.asarray(vs.v[..., vs.tau])
+        assert np.sum(out[-1].u_source * u) + np.sum(out[-1].v_source * v) < 0  # it drains Veros's kinetic energy
+    for a, b in zip(*out):
+        np.testing.assert_array_equal(a, b)

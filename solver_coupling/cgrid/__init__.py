@@ -5,5 +5,6 @@ its face velocities and centre tracers to :class:`CGridAdapter`.
 """
 
 from solver_coupling.cgrid.adapter import CGridAdapter, CGridTendencies, FluxModel, GradientModel, NetworkClosure
+from solver_coupling.cgrid.balanced import ChannelBalance
 
-__all__ = ["CGridAdapter", "CGridTendencies", "FluxModel", "GradientModel", "NetworkClosure"]
+__all__ = ["CGridAdapter", "CGridTendencies", "ChannelBalance", "FluxModel", "GradientModel", "NetworkClosure"]

@@ -22,7 +22,9 @@ step, before momentum and thermodynamics). Each call
 4. returns ``u_source``, ``v_source`` [m s^-2] and ``temp_source`` [K s^-1] on Veros's points, zero on
    land; the buoyancy tendency ``db_i`` [m^2 s^-2] becomes temperature through
    ``dT_i = db_i f0 / (g beta_T D)``, where ``D`` [m] is the distance between the layers' centres
-   (a uniform ``dT`` on both layers changes ``b`` by exactly ``g beta_T D dT / f0``).
+   (a uniform ``dT`` on both layers changes ``b`` by exactly ``g beta_T D dT / f0``). With
+   ``injection="balanced"`` the tendencies are first reduced to their QG-balanced part
+   (:mod:`solver_coupling.cgrid.balanced`; see :class:`VerosClosure`).
 
 A NaN or inf in the state or the network's output stops the run with :class:`VerosClosureError`
 naming the field and the model time.
@@ -37,6 +39,7 @@ import numpy as np
 from roteq_param.fields import qg_nlayers
 from roteq_param.models.store import DEFAULT_MODEL, load_model
 from solver_coupling.cgrid.adapter import CGridAdapter, FluxModel, NetworkClosure
+from solver_coupling.cgrid.balanced import ChannelBalance
 from solver_coupling.veros.convention import (
     LevelGroups,
     adapter_mask,
@@ -101,7 +104,31 @@ class VerosClosure:
     terms:
         Which tendencies Veros gets: ``("momentum", "buoyancy")`` (default), or one of them. In the
         channel of docs/veros.md the momentum tendency destabilises Veros within days while the
-        buoyancy tendency alone runs stably (measured there); the sources not applied are 0.
+        buoyancy tendency alone runs stably (measured there); the sources not applied are 0. With
+        ``injection="balanced"`` it says which of the network's tendencies enter the PV forcing S.
+    injection:
+        ``"fluxes"`` (default): Veros gets ``du = -div tau`` and ``db_i = -div Fb_i`` as they are.
+        ``"balanced"``: Veros gets only what pyqg would feel, QG-balanced
+        (:class:`~solver_coupling.cgrid.balanced.ChannelBalance`): the PV forcing S of those tendencies
+        is inverted for a streamfunction tendency ``dpsi_i``, and Veros gets ``du_i = -d_y dpsi_i``,
+        ``dv_i = d_x dpsi_i`` and ``db = dpsi_1 - dpsi_2`` as temperature on the level just above the
+        interface (``balanced_temp_per_b`` [K per m^2 s^-1], per level). The divergent and isotropic
+        parts of ``-div tau``, which training never constrained (pyqg sees only the curl), are dropped.
+        Needs a channel without islands; ``F_i = f0^2 / (g' H_i)`` with ``g'`` from the layers' mean
+        densities when the closure attaches. In the channel of docs/veros.md it delays the blow-up
+        (day 9.35 instead of 4.9) but does not remove it (measured there).
+    grid_damping:
+        With ``injection="balanced"``: the decay rate [1/s] of the grid-scale vorticity mode under the
+        biharmonic vorticity damping ``-nu4 lap^2 zeta`` added to S (pyqg's fixed closure term of the same
+        name, :meth:`~solver_coupling.cgrid.balanced.ChannelBalance.vorticity_damping`). ``None``
+        (default): the model's own (``closure["grid_damping"]`` of its card, the term it was trained and
+        run with in pyqg; 0 for a flux model). It damps Veros's own layer vorticity, whatever
+        ``inputs`` shows the network. Not applied with ``injection="fluxes"``.
+    inputs:
+        ``"veros"`` (default): the network sees Veros's layer velocities. ``"geostrophic"``: it sees the
+        thickness-weighted depth-mean velocity plus the thermal wind of b (``u_1 - u_2 = -d_y b``,
+        ``v_1 - v_2 = d_x b``), so that its velocities and b are related as in pyqg, without Veros's
+        ageostrophic (inertia-gravity) motion. Needs a channel without islands.
 
     Use::
 
@@ -120,8 +147,16 @@ class VerosClosure:
 
     TERMS = ("momentum", "buoyancy")
 
+    INJECTIONS = ("fluxes", "balanced")
+    INPUTS = ("veros", "geostrophic")
+
     def __init__(self, model=DEFAULT_MODEL, interfaces=(500.0,), *, flux_model: FluxModel | None = None,
-                 terms=TERMS):
+                 terms=TERMS, injection: str = "fluxes", inputs: str = "veros", grid_damping: float | None = None):
+        if injection not in self.INJECTIONS:
+            raise ValueError(f"injection must be one of {self.INJECTIONS}; got {injection!r}")
+        if inputs not in self.INPUTS:
+            raise ValueError(f"inputs must be one of {self.INPUTS}; got {inputs!r}")
+        self.injection, self.inputs = injection, inputs
         self.terms = tuple(terms)
         if not self.terms or set(self.terms) - set(self.TERMS):
             raise ValueError(f"terms must be a non-empty subset of {self.TERMS}; got {terms!r}")
@@ -135,6 +170,11 @@ class VerosClosure:
                 raise ValueError(f"the model is a {n}-layer QG model; the Veros coupling runs two-layer models "
                                  "(one interface variable b): pass a two-layer model such as "
                                  f"{DEFAULT_MODEL!r}")
+        closure = {} if self.model is None else dict(getattr(self.model, "closure", {}) or {})
+        self.grid_damping = float(closure.get("grid_damping", 0.0) if grid_damping is None else grid_damping)
+        if injection == "balanced" and float(closure.get("energy_backscatter", 0.0)) > 0.0:
+            raise ValueError("the model's closure has an energy backscatter term, which injection='balanced' "
+                             "does not apply")
         if len(self.interfaces) + 1 != 2:
             raise ValueError(f"interfaces={list(self.interfaces)} splits the levels into {len(self.interfaces) + 1} "
                              "layers, but the network has 2 layers: give one interface depth [m]")
@@ -195,7 +235,46 @@ class VerosClosure:
         else:
             self.network, flux_model = None, self.flux_model
         self.adapter = CGridAdapter(flux_model, dx, dx, mask=self.mask)
+        self.balance = None
+        if (self.injection == "balanced" or self.inputs == "geostrophic") and not self.mask[: self.ny].all():
+            raise ValueError(f"injection={self.injection!r}, inputs={self.inputs!r} need a channel without islands "
+                             "(every interior column wet)")
+        if self.injection == "balanced":
+            self.balance = ChannelBalance(self.nx, self.ny, dx, *self._stretching(state))
+            self.balanced_temp_per_b = self._interface_temperature(np.asarray(vs.dzw))
         self._attached_to = id(state)
+
+    def _interface_temperature(self, dzw) -> np.ndarray:
+        """Temperature per unit b [K per m^2 s^-1] on each level (nz,) that changes b but keeps both layers uniform.
+
+        Veros's discrete thermal wind ties ``u_k - u_(k-1)`` to the horizontal gradient of
+        ``rho_k + rho_(k-1)``; the balanced velocity tendency is one value per layer, so a balanced
+        temperature tendency is 0 in the lower layer and sits on the level just above the interface
+        (exactly so when the upper layer is one level, as in the channel). A uniform ``dT`` on the
+        whole column (``temp_per_b``) would instead ask for a shear inside the lower layer that the
+        injected momentum does not have.
+        """
+        k = int(self.groups.levels[0][-1])  # the lowest level of layer 1
+        rho = np.zeros(self.nz)
+        rho[k] = float(self._eos.linear_eq_of_state_rho(self._eos.S0, self._eos.theta0 + 1.0))  # 1 K warmer
+        p = self.groups.layer_mean(hydrostatic_pressure(rho, dzw, self.grav, self.rho_0))
+        db_per_K = float(p[0] - p[1]) / self.f0
+        out = np.zeros(self.nz)
+        out[k] = 1.0 / db_per_K
+        return out
+
+    def _stretching(self, state) -> tuple[float, float]:
+        """``F_i = f0^2 / (g' H_i)`` [m^-2], ``g' = g (rho_2 - rho_1) / rho_0`` from the wet-mean layer densities
+        now (when the closure attaches: the initial state)."""
+        vs = state.variables
+        wet = np.asarray(vs.maskT)[..., -1].astype(bool)  # a flat bottom: one mask for every level
+        rho = self._eos.linear_eq_of_state_rho(np.asarray(vs.salt[..., vs.tau]), np.asarray(vs.temp[..., vs.tau]))
+        rho_l = self.groups.layer_mean(rho)[:, wet].mean(axis=1)
+        g_reduced = self.grav * float(rho_l[1] - rho_l[0]) / self.rho_0
+        if not g_reduced > 0:
+            raise ValueError(f"the layers are not stably stratified (g' = {g_reduced:g} m s^-2): "
+                             "there is no QG balance to inject")
+        return tuple(self.f0**2 / (g_reduced * H) for H in self.groups.thickness)
 
     # ------------------------------------------------------------------ each step
     def _check_finite(self, vs, name, a, mask):
@@ -229,7 +308,32 @@ class VerosClosure:
         u_left = np.where(self.mask_u, u_left - U[:, None, None], 0.0)
         b = b + (U[0] - U[1]) * self.y_anomaly  # remove the background -(U_1 - U_2) (y - y_mean)
         b = np.where(self.mask, b - b[self.mask].mean(), 0.0)
+        # Veros's own layer velocities, kept for the grid damping, which must damp Veros's flow
+        # whatever the network is shown
+        self._veros_velocity = (u_left, v_left)
+        if self.inputs == "geostrophic":
+            u_left, v_left = self._geostrophic(u_left, v_left, b)
         return CGridState(u_left, v_left, b, U)
+
+    def _geostrophic(self, u, v, b):
+        """Depth-mean face velocity plus the thermal wind of ``b`` split by layer thickness (``inputs="geostrophic"``).
+
+        b goes to corners (mean of four centres; on a wall row, of the two wet centres beside it, so the
+        wall itself adds no shear), and its differences give the shear on the faces, 0 on wall faces.
+        """
+        ny = self.ny
+        w = self.groups.thickness / self.groups.thickness.sum()
+        bb = b + np.roll(b, 1, axis=-1)
+        bz = np.empty_like(b)
+        bz[1:ny] = 0.25 * (bb[: ny - 1] + bb[1:ny])
+        bz[0], bz[ny] = 0.5 * bb[0], 0.5 * bb[ny - 1]
+        gy = np.zeros_like(b)  # d_y b on u-points [m s^-1]
+        gy[:ny] = (bz[1:] - bz[:ny]) / self.dx
+        gx = np.zeros_like(b)  # d_x b on v-points, 0 on the wall faces
+        gx[1:ny] = (np.roll(bz, -1, axis=-1)[1:ny] - bz[1:ny]) / self.dx
+        u_bt, v_bt = np.tensordot(w, u, axes=1), np.tensordot(w, v, axes=1)
+        return (np.where(self.mask_u, np.stack([u_bt - w[1] * gy, u_bt + w[0] * gy]), 0.0),
+                np.stack([v_bt + w[1] * gx, v_bt - w[0] * gx]))
 
     def tendencies(self, state) -> VerosSources:
         """The closure's sources for Veros's current state (see :class:`VerosSources`)."""
@@ -243,11 +347,21 @@ class VerosClosure:
             if "non-finite" in str(err):
                 raise VerosClosureError(f"the closure's output is not finite: {err}, at {_model_time(vs)}") from err
             raise
-        u_src, v_src = left_to_faces(du, dv, self.nx, self.ny)
-        t_src = centres_to_veros(db * self.temp_per_b, self.nx, self.ny)
+        momentum, buoyancy = (float(t in self.terms) for t in self.TERMS)
         maskU, maskV, maskT = self.masks
         nz = self.nz
-        momentum, buoyancy = (float(t in self.terms) for t in self.TERMS)
+        if self.balance is not None:
+            # the terms choose what enters S; what Veros gets is then balanced, momentum and buoyancy
+            S = self.balance.pv_forcing(du * momentum, dv * momentum, db * buoyancy)
+            if self.grid_damping > 0.0:  # the model's fixed term, as pyqg adds it to S (roteq_param/forcing.py)
+                S = S + self.balance.vorticity_damping(*self._veros_velocity, self.grid_damping)
+            du, dv, db = self.balance.tendencies(self.balance.invert(S))
+            u_src, v_src = left_to_faces(du, dv, self.nx, self.ny)
+            t_src = centres_to_veros(db, self.nx, self.ny)[..., None] * self.balanced_temp_per_b
+            return VerosSources(self.groups.spread(np.moveaxis(u_src, -1, 0), nz) * maskU,
+                                self.groups.spread(np.moveaxis(v_src, -1, 0), nz) * maskV, t_src * maskT)
+        u_src, v_src = left_to_faces(du, dv, self.nx, self.ny)
+        t_src = centres_to_veros(db * self.temp_per_b, self.nx, self.ny)
         return VerosSources(
             self.groups.spread(np.moveaxis(u_src, -1, 0), nz) * (maskU * momentum),
             self.groups.spread(np.moveaxis(v_src, -1, 0), nz) * (maskV * momentum),

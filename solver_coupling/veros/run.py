@@ -67,6 +67,10 @@ def summarize(paths, from_day: float, to_day: float = np.inf) -> str:
             r = json.load(f)
         s = [x for x in r["samples"] if from_day <= x["day"] <= to_day]
         name = r["closure"] + ("" if r.get("terms", "momentum,buoyancy") == "momentum,buoyancy" else f" ({r['terms']})")
+        name += "".join(f", {r[k]}" for k, default in (("injection", "fluxes"), ("inputs", "veros"))
+                        if r.get(k, default) != default)
+        if r.get("injection") == "balanced" and r.get("grid_damping") is not None:
+            name += f", grid damping {r['grid_damping']:g}/s"
         if not s:
             rows.append(f"| {name} | {r['status'][:60]} | none | | | | | |")
             continue
@@ -83,6 +87,15 @@ def main(argv=None) -> int:
                     help="a trained model name or directory, or 'none' for the bare channel")
     ap.add_argument("--terms", default="momentum,buoyancy",
                     help="the closure's tendencies Veros gets: momentum,buoyancy (default), momentum or buoyancy")
+    ap.add_argument("--injection", default="fluxes", choices=VerosClosure.INJECTIONS,
+                    help="how the closure's tendencies reach Veros: fluxes (as they are) or balanced (QG-balanced, "
+                         "docs/veros.md)")
+    ap.add_argument("--inputs", default="veros", choices=VerosClosure.INPUTS,
+                    help="the network's velocities: veros (Veros's layer means) or geostrophic "
+                         "(depth mean + thermal wind of b)")
+    ap.add_argument("--grid-damping", type=float, default=None,
+                    help="with --injection balanced: the vorticity damping rate at the grid scale [1/s] added to S "
+                         "(default: the model's own grid_damping)")
     ap.add_argument("--years", type=float, default=5.0, help="run length in 360-day years")
     ap.add_argument("--sample-days", type=float, default=30.0)
     ap.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
@@ -103,14 +116,18 @@ def main(argv=None) -> int:
         params[name] = float(value)
     from veros import logs
     logs.setup_logging(loglevel="warning")
-    closure = None if args.closure == "none" else VerosClosure(args.closure, terms=args.terms.split(","))
+    closure = None if args.closure == "none" else VerosClosure(args.closure, terms=args.terms.split(","),
+                                                               injection=args.injection, inputs=args.inputs,
+                                                               grid_damping=args.grid_damping)
     sim = ChannelSetup(closure, years=args.years, **params)
     sim.setup()
     vs, s = sim.state.variables, sim.state.settings
     groups = LevelGroups.split(np.asarray(vs.dzt), (sim.p["H1"],))
     cor = np.asarray(vs.coriolis_t)[2:-2, 2:-2]
     f0 = float(cor.mean())
-    record = {"closure": args.closure, "terms": args.terms, "years": args.years, "params": sim.p, "samples": [], "status": "running"}
+    record = {"closure": args.closure, "terms": args.terms, "injection": args.injection, "inputs": args.inputs,
+              "grid_damping": None if closure is None else closure.grid_damping,
+              "years": args.years, "params": sim.p, "samples": [], "status": "running"}
     n_steps = int(round(s.runlen / s.dt_tracer))
     every = max(1, int(round(args.sample_days * 86400.0 / s.dt_tracer)))
     t0 = time.perf_counter()
