@@ -600,7 +600,9 @@ def add_rollout_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--diag-start-years", type=float, default=5.0,
                    help=f"start of pyqg's time-averaged diagnostics, in {YEARS}")
     p.add_argument("--seed", type=int, default=0, help="seed of the initial conditions")
-    p.add_argument("--call-interval", type=int, default=1, help="evaluate the network every k steps")
+    p.add_argument("--call-interval", type=int, default=None, metavar="K",
+                   help="evaluate the network every K steps and hold its forcing in between (default: the cadence "
+                        "the model was trained for, from its card; 1 for a model trained without one)")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--engine", choices=["pyqg", "torch"], default="pyqg",
                    help="pyqg itself (CPU) or its torch twin (batched; CPU or --device cuda)")

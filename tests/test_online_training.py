@@ -84,6 +84,19 @@ def test_train_online_writes_a_model_with_its_history(windows_file, tmp_path):
                                                       models.load_model(start).state_dict().values()))
 
 
+def test_a_model_trained_for_a_cadence_runs_at_it_by_default(windows_file, tmp_path):
+    from solver_coupling.pyqg.plugin import RotEqParameterization
+
+    start = models.save_model(_net().eval(), tmp_path / "start", inference_cost={})
+    summary = train_online(OnlineOptions(data=windows_file, init=str(start), out=str(tmp_path / "run"),
+                                         name=str(tmp_path / "k2"), unroll=(3,), iterations=1, batch=2,
+                                         lr=1e-3, progress=False, call_interval=2))
+    assert models.load_card(summary["model_dir"])["training"]["online"]["call_interval"] == 2
+    assert RotEqParameterization(summary["model_dir"]).call_interval == 2
+    assert RotEqParameterization(summary["model_dir"], call_interval=1).call_interval == 1
+    assert RotEqParameterization(str(start)).call_interval == 1
+
+
 def test_offline_regulariser_adds_the_offline_loss_of_the_same_dataset(windows_file, tmp_path):
     """With offline_weight, every iteration adds the offline (flux + S) loss on snapshots of the training
     runs: a huge weight makes the fine-tuning follow the offline gradient, so the offline loss falls."""

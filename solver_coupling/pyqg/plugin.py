@@ -110,7 +110,8 @@ class RotEqParameterization(pyqg.QParameterization):
         ``"cpu"`` or ``"cuda"``; the network and the flux-to-forcing transform run there.
     call_interval:
         Evaluate the network every ``call_interval`` steps and reuse the forcing in
-        between (1 = every step).
+        between (1 = every step). Default: the cadence the model was trained for
+        (``roteq train-online --call-interval``, recorded in its card), else 1.
     dtype:
         Inference precision inside the float64 solver (default float32).
     allow_out_of_regime:
@@ -131,14 +132,16 @@ class RotEqParameterization(pyqg.QParameterization):
     :class:`ExtrapolationWarning` that names the setting.
     """
 
-    def __init__(self, model: str | Any = models.DEFAULT_MODEL, *, device: str = "cpu", call_interval: int = 1,
+    def __init__(self, model: str | Any = models.DEFAULT_MODEL, *, device: str = "cpu", call_interval: int | None = None,
                  dtype: torch.dtype = torch.float32, allow_out_of_regime: bool = False):
-        if int(call_interval) != call_interval or call_interval < 1:
+        if call_interval is not None and (int(call_interval) != call_interval or call_interval < 1):
             raise ValueError(f"call_interval must be a positive integer, got {call_interval!r}")
         # checked before the model is loaded: a bad device or precision is refused here, not at the first step
         self.device = str(torch_device(device))
         self.dtype = torch_float_dtype(dtype, models.Predictor.DTYPES)
         self._loaded = _load(model)
+        if call_interval is None:  # the cadence it was trained for through the solver, if it was
+            call_interval = self._loaded.card.get("training", {}).get("online", {}).get("call_interval", 1)
         self.call_interval = int(call_interval)
         self.allow_out_of_regime = allow_out_of_regime
         self._forcing: PVForcing | None = None

@@ -81,7 +81,7 @@ class RolloutRequest:
     years: float = 10.0
     snapshot_days: float = 5.0
     seed: int = 0
-    call_interval: int = 1
+    call_interval: int | None = None  # the network every k steps; None: the model's own cadence (its card), else 1
     device: str = "cpu"
     energy_limit: float = 1.0
     check_hours: float = 24.0
@@ -113,7 +113,7 @@ class RolloutRequest:
                              f"{self.config.nz}-layer LayeredModel: use --engine pyqg")
         if self.engine == "pyqg" and self.device != "cpu" and self.model is None:
             raise ValueError("the pyqg engine steps on the CPU; use --engine torch to run the solver on a GPU")
-        if self.call_interval != 1 and is_operator_model(self.model):
+        if self.call_interval not in (None, 1) and is_operator_model(self.model):
             raise ValueError("an operator closure costs one spectral multiply per step: it runs at call_interval 1")
         if self.members < 1:
             raise ValueError(f"members must be >= 1, got {self.members}")
@@ -279,7 +279,8 @@ class _TorchEngine(_Engine):
             self.param = RotEqParameterization(req.model, allow_out_of_regime=req.allow_out_of_regime)
             self.param.check_solver(pyqg.QGModel(**kwargs))
             closure = FluxNetClosure(self.param.network)
-        self.twin = TorchQGModel(req.members, device=req.device, call_interval=req.call_interval,
+        cadence = req.call_interval or (self.param.call_interval if isinstance(self.param, RotEqParameterization) else 1)
+        self.twin = TorchQGModel(req.members, device=req.device, call_interval=cadence,
                                  dtype=getattr(torch, req.precision), parameterization=closure, **kwargs)
         self.diag = SpectralDiagnostics(self.twin)
         self._ke: tuple[int, np.ndarray] | None = None
