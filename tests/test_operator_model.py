@@ -139,7 +139,7 @@ def test_shipped_operator_closure_damps_no_resolved_mode_into_growth(states):
 
     param = OperatorParameterization("eddy-operator")
     with warnings.catch_warnings():
-        warnings.simplefilter("error")
+        warnings.simplefilter("error", UserWarning)  # the regime warnings are UserWarnings
         dq = _dq(param, states["spun-up"])
     assert np.isfinite(dq).all() and np.abs(dq).max() > 0
     rate = np.abs(param.multipliers(pyqg.QGModel(**EDDY))).max()
