@@ -503,12 +503,13 @@ def _cmd_train_operator(args: argparse.Namespace) -> int:
         held = {n: {name: float(closure_window_loss(c, windows, runs, starts, n)) for name, c in
                     (("none", None), ("operator", closure))} for n in args.unroll}
     solver = solver_config_of(pyqg.QGModel(log_level=0, **{k: v for k, v in kw.items() if k != "dt"}))
-    training = {"data": str(args.data), "data_sha256": windows.sha256, "holdout_runs": held_runs,
+    training = {"dataset": str(args.data), "dataset_sha256": windows.sha256, "dataset_command": windows.command,
+                "holdout_runs": held_runs,
                 "unroll": list(args.unroll), "iterations": args.iterations, "batch": args.batch, "seed": args.seed,
                 "history": history, "held_out_loss": held, "command": "roteq " + " ".join(args.argv)}
     args.out.mkdir(parents=True, exist_ok=True)
     target = args.name or args.out / "model"
-    folder = save_operator_closure(closure, target, solver=solver, training=training,
+    folder = save_operator_closure(closure, target, solver=solver, training=portable(training),
                                    name=Path(target).name)
     print(f"held-out trajectory loss (resolved band), runs {held_runs} of {args.data}:")
     print("| unroll (steps) | no closure | operator closure |\n|---|---|---|")

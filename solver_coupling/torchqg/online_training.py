@@ -62,6 +62,7 @@ class TrajectoryWindows:
     twin_kwargs: dict[str, Any]
     path: str = ""
     sha256: str = ""
+    command: str = ""  # the `roteq generate` command that made the dataset (its attribute), for model cards
 
     @property
     def steps(self) -> int:
@@ -89,7 +90,7 @@ def load_windows(path: str | os.PathLike) -> TrajectoryWindows:
         if "filterfac" in config:
             kwargs["filterfac"] = float(config["filterfac"])
         q = torch.from_numpy(np.ascontiguousarray(ds["q_traj"].values, dtype=np.float32))
-    return TrajectoryWindows(q, kwargs, path, ds.encoding["sha256"])
+    return TrajectoryWindows(q, kwargs, path, ds.encoding["sha256"], str(ds.attrs.get("command", "")))
 
 
 SCALES = ("resolved", "all")

@@ -53,7 +53,7 @@ def _card_markdown(card: Mapping[str, Any]) -> str:
              f"* grid: {c['nx']}² over L = {c['L'] / 1e3:g} km, {c['nz']} layers; kernel radius "
              f"{c['radius_cells']:g} cells, {c['n_basis']} hat functions per profile, rate scale {c['rate']:g} s⁻¹",
              "* trained through the torch twin (`roteq train-operator`) on coarse-grained truth windows: "
-             f"`{t.get('data', '?')}`, held-out runs {t.get('holdout_runs', '?')}",
+             f"`{t.get('dataset', '?')}` (made by `{t.get('dataset_command', '?')}`), held-out runs {t.get('holdout_runs', '?')}",
              "* training solver configuration: " + ", ".join(f"{k} = {v:g}" if isinstance(v, float) else f"{k} = {v}"
                                                             for k, v in sorted(solver.items()))]
     held = t.get("held_out_loss")
