@@ -167,3 +167,12 @@ def test_train_operator_command_writes_a_model_the_hook_and_rollout_load(tmp_pat
     assert np.isfinite(param(m)).all()
     with pytest.raises(ModelMismatchError, match="nx=64"):
         param(pyqg.QGModel(**EDDY))
+
+
+def test_one_hook_serves_an_ensemble_building_each_members_multipliers_once(saved):
+    param = OperatorParameterization(saved)
+    members = [pyqg.QGModel(parameterization=param, **EDDY) for _ in range(2)]
+    for _ in range(3):
+        for m in members:
+            m._step_forward()
+    assert len(param._bound) == 2 and all(param._bound[id(m)][0] is m for m in members)

@@ -44,7 +44,9 @@ class OperatorParameterization(pyqg.QParameterization):
         self.path = model_dir(model) / "operator.pt"
         self.closure, self.card, self.weights_sha256 = load_operator_closure(model)
         self.allow_out_of_regime = bool(allow_out_of_regime)
-        self._bound: tuple[int, np.ndarray] | None = None  # (id of the model, multipliers)
+        # (model, multipliers) per model id: one plugin object may serve every member of an ensemble; the
+        # model is held so that its id cannot be reused by another model while the entry exists
+        self._bound: dict[int, tuple[pyqg.QGModel, np.ndarray]] = {}
 
     @property
     def parameterization_type(self) -> str:
@@ -79,15 +81,17 @@ class OperatorParameterization(pyqg.QParameterization):
             warnings.warn(msg, OutOfRegimeWarning, stacklevel=3)
 
     def multipliers(self, m: pyqg.QGModel) -> np.ndarray:
-        """``[nz, nz, nl, nk]`` real multipliers on pyqg's ``qh`` layout (s^-1), built and checked once per model."""
-        if self._bound is None or self._bound[0] != id(m):
-            self.check_solver(m)
-            with torch.no_grad():
-                mult = self.closure.multiplier(torch.float64).numpy()
-            if mult.shape[-2:] != m.qh.shape[-2:]:
-                raise ModelMismatchError(f"pyqg's spectral layout {m.qh.shape[-2:]} is not the closure's {mult.shape[-2:]}")
-            self._bound = (id(m), np.ascontiguousarray(mult))
-        return self._bound[1]
+        """``[nz, nz, nl, nk]`` multipliers on pyqg's ``qh`` layout (s^-1), built and checked once per model."""
+        bound = self._bound.get(id(m))
+        if bound is not None:
+            return bound[1]
+        self.check_solver(m)
+        with torch.no_grad():
+            mult = np.ascontiguousarray(self.closure.multiplier(torch.float64).numpy())
+        if mult.shape[-2:] != m.qh.shape[-2:]:
+            raise ModelMismatchError(f"pyqg's spectral layout {m.qh.shape[-2:]} is not the closure's {mult.shape[-2:]}")
+        self._bound[id(m)] = (m, mult)
+        return mult
 
     def __call__(self, m: pyqg.QGModel) -> np.ndarray:
         mult = self.multipliers(m)
