@@ -48,6 +48,7 @@ from solver_coupling.pyqg.state import constants, stratification
 
 __all__ = [
     "RotEqParameterization",
+    "default_call_interval",
     "ModelMismatchError",
     "ModelFileChangedError",
     "OutOfRegimeWarning",
@@ -98,6 +99,16 @@ OUT_OF_REGIME_MEASURED = ("outside its regime a model can be worse than no closu
 """What the regime refusal says was measured when the check was overridden."""
 
 
+def default_call_interval(card: dict) -> int:
+    """The cadence a model runs at unless told otherwise: its card's ``inference.call_interval`` (set where
+    holding the forcing was measured to keep the online skill), else the cadence it was trained for
+    through the solver (``training.online.call_interval``), else 1 (every step)."""
+    declared = card.get("inference", {}).get("call_interval")
+    if declared is None:
+        declared = card.get("training", {}).get("online", {}).get("call_interval", 1)
+    return int(declared)
+
+
 class RotEqParameterization(pyqg.QParameterization):
     """A trained rotation-equivariant flux network as a pyqg PV parameterization.
 
@@ -110,8 +121,8 @@ class RotEqParameterization(pyqg.QParameterization):
         ``"cpu"`` or ``"cuda"``; the network and the flux-to-forcing transform run there.
     call_interval:
         Evaluate the network every ``call_interval`` steps and reuse the forcing in
-        between (1 = every step). Default: the cadence the model was trained for
-        (``roteq train-online --call-interval``, recorded in its card), else 1.
+        between (1 = every step). Default: the model's own, from its card
+        (:func:`default_call_interval`).
     dtype:
         Inference precision inside the float64 solver (default float32).
     allow_out_of_regime:
@@ -140,9 +151,7 @@ class RotEqParameterization(pyqg.QParameterization):
         self.device = str(torch_device(device))
         self.dtype = torch_float_dtype(dtype, models.Predictor.DTYPES)
         self._loaded = _load(model)
-        if call_interval is None:  # the cadence it was trained for through the solver, if it was
-            call_interval = self._loaded.card.get("training", {}).get("online", {}).get("call_interval", 1)
-        self.call_interval = int(call_interval)
+        self.call_interval = int(default_call_interval(self._loaded.card) if call_interval is None else call_interval)
         self.allow_out_of_regime = allow_out_of_regime
         self._forcing: PVForcing | None = None
         self.matched_elements: tuple[Element, ...] = ()
