@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The cost front: 16-member online skill (MEMBERS members for each seed in SEEDS, 10 years, scored over
 # years 5-10) of every closure in CLOSURES, in ONE `roteq evaluate` table with no closure and the noise
-# ceiling, against the default's stored truth reference. Costs come from `roteq bench` (same names).
+# ceiling, against the default's stored truth reference. Costs: benchmarks/bench_cost_front.py (same entries).
 # CLOSURES (and EXTRA, added to them) entries are LABEL=MODEL or LABEL=MODEL:K, K the call interval (network every K steps);
 # MODEL is a shipped name, a model folder, 'backscatter' or 'smagorinsky'.
-#   bash scripts/cost_front.sh                                   # the Results page's Pareto table
-#   EXTRA="op=eddy-operator" bash scripts/cost_front.sh   # one more closure; the finished rollouts are reused
+#   bash scripts/cost_front.sh                                   # 16 members of the default's closures
+#   EXTRA="op=eddy-operator k8trained=runs/cadence_k8_long/model:8" SEEDS="3 4 5 6 7 8" \
+#       bash scripts/cost_front.sh     # the Results page's table (12 members); finished rollouts are reused
 # Every rollout resumes (or is skipped when finished) if re-run; JOBS rollouts run at once, one thread each.
 # The noise ceiling needs 4 independent high-res runs (seed 2, 0.41 core-hours), generated when absent.
 set -euo pipefail
@@ -13,7 +14,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PYTHONHASHSEED=0 OMP_NUM_THREADS=1
 R=".venv/bin/python -m solver_coupling.cli"
 DEFAULT=eddy-c4-dilated-apost2
-CLOSURES="${CLOSURES:-backscatter=backscatter default=$DEFAULT default-k4=$DEFAULT:4 default-k8=$DEFAULT:8} ${EXTRA:-}"
+CLOSURES="${CLOSURES:-backscatter=backscatter default=$DEFAULT default-k8=$DEFAULT:8} ${EXTRA:-}"
 SEEDS=${SEEDS:-3 4 5 6 7 8 9 10}
 MEMBERS=${MEMBERS:-2}
 JOBS=${JOBS:-2}
