@@ -4,7 +4,8 @@
 pyqg "eddy" runs at 32^2 (400 h, spin-up 200 h, a snapshot every 50 h: 5 snapshots each),
 coarse-grained to 16^2 with the spectral operator by ``solver_coupling.pyqg.data``. It takes
 about a second. ``eddy64_model()`` is the stored spun-up 64^2 eddy state in a pyqg model (SI units),
-and ``physical_normalization(net, state)`` scales a fresh network to such a state.
+and ``physical_normalization(net, state)`` scales a fresh network to such a state;
+``operator_closure_64(seed)`` is a randomly weighted 64^2 operator closure.
 """
 
 from __future__ import annotations
@@ -76,3 +77,18 @@ def named_inputs(schema: Schema, n: int = 16, seed: int = 0, dtype=np.float64) -
         shape = (f.n_components,) if not f.gridded else ((f.n_components,) if f.n_components > 1 else ()) + (n, n)
         out[f.name] = rng.standard_normal(shape).astype(dtype)
     return out
+
+
+def operator_closure_64(weights_seed: int | None, L: float = 1.0e6):
+    """A 64^2, 2-layer operator closure (3-cell kernels, 7 hat functions, rate 1e-6 s^-1) with random
+    profile weights drawn from ``weights_seed``, or all zero (no closure) for None."""
+    from solver_coupling.torchqg.operator_closure import OperatorClosure
+
+    closure = OperatorClosure(L, 64, radius_cells=3.0, n_basis=7, rate=1e-6)
+    if weights_seed is not None:
+        g = torch.Generator().manual_seed(weights_seed)
+        with torch.no_grad():
+            for op in closure.ops:
+                op.profile.weight.copy_(0.3 * torch.randn(op.profile.weight.shape, generator=g, dtype=torch.float64))
+                op.profile.origin.copy_(-torch.rand(op.profile.origin.shape, generator=g, dtype=torch.float64))
+    return closure

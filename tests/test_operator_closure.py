@@ -10,7 +10,8 @@ import torch
 from roteq_param.symmetry import Group, Kind, act
 from solver_coupling.torchqg import TorchQGModel
 from solver_coupling.torchqg.online_training import TrajectoryWindows
-from solver_coupling.torchqg.operator_closure import OperatorClosure, closure_window_loss, train_operator_closure
+from conftest_models import operator_closure_64
+from solver_coupling.torchqg.operator_closure import closure_window_loss, train_operator_closure
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -23,17 +24,6 @@ def state_q():
     return torch.as_tensor(np.load(Path(__file__).parent / "data" / "eddy64_state.npz")["q"])
 
 
-def _closure(weights_seed: int | None, L: float = 1.0e6) -> OperatorClosure:
-    closure = OperatorClosure(L, 64, radius_cells=3.0, n_basis=7, rate=1e-6)
-    if weights_seed is not None:
-        g = torch.Generator().manual_seed(weights_seed)
-        with torch.no_grad():
-            for op in closure.ops:
-                op.profile.weight.copy_(0.3 * torch.randn(op.profile.weight.shape, generator=g, dtype=torch.float64))
-                op.profile.origin.copy_(-torch.rand(op.profile.origin.shape, generator=g, dtype=torch.float64))
-    return closure
-
-
 def _twin(closure, state_q) -> TorchQGModel:
     """One eddy twin member with ``closure``, at the stored spun-up state."""
     twin = TorchQGModel(1, dtype=torch.float64, parameterization=closure, **EDDY)
@@ -42,7 +32,7 @@ def _twin(closure, state_q) -> TorchQGModel:
 
 
 def test_closure_is_exactly_equivariant_and_adds_no_mean_pv(state_q):
-    closure = _closure(1)
+    closure = operator_closure_64(1)
     twin = _twin(closure, state_q)
     with torch.no_grad():
         dq = closure(twin)
@@ -58,7 +48,7 @@ def test_closure_is_exactly_equivariant_and_adds_no_mean_pv(state_q):
 
 def test_cached_multiplier_follows_the_weights(state_q):
     """Without autograd the multiplier is cached; changing a weight in place must rebuild it."""
-    closure = _closure(2)
+    closure = operator_closure_64(2)
     twin = _twin(closure, state_q)
     with torch.no_grad():
         first = closure(twin)
@@ -73,7 +63,7 @@ def test_cached_multiplier_follows_the_weights(state_q):
 def test_closure_refuses_another_grid():
     twin = TorchQGModel(1, dtype=torch.float64, nx=32)
     with pytest.raises(ValueError, match="built for nx=64"):
-        _closure(0)(twin)
+        operator_closure_64(0)(twin)
 
 
 def _truth_windows(state_q, closure, runs=3, windows=2, steps=6, gap=24):
@@ -94,9 +84,9 @@ def test_training_through_the_twin_recovers_a_known_operator_closure(state_q):
     """Twin experiment: trajectories made with a known closure; a closure trained from zero through
     the twin on them brings the held-out loss down by orders of magnitude and reproduces the known
     multipliers on the wavenumbers the loss sees."""
-    truth = _closure(3)
+    truth = operator_closure_64(3)
     windows = _truth_windows(state_q, truth)
-    learner = _closure(None)
+    learner = operator_closure_64(None)
     history = train_operator_closure(learner, windows, unroll=(3, 6), iterations=40, batch=2, val_runs=1)
     assert history[0]["val_loss_before"] > 0
     assert history[-1]["val_loss"] <= 1e-3 * history[0]["val_loss_before"], history
@@ -109,12 +99,12 @@ def test_training_through_the_twin_recovers_a_known_operator_closure(state_q):
 def test_window_loss_tells_the_true_closure_from_none(state_q):
     """On windows made with a closure, the loss of that closure is only the restart's (the twin starts each
     window with Euler/AB2 steps where the truth had an AB3 history): far below the loss of no closure."""
-    closure = _closure(5)
+    closure = operator_closure_64(5)
     windows = _truth_windows(state_q, closure, runs=1, windows=1, steps=3)
     idx = torch.tensor([0]), torch.tensor([0])
     with torch.no_grad():
         own = float(closure_window_loss(closure, windows, *idx, 3))
-        none = float(closure_window_loss(_closure(None), windows, *idx, 3))
+        none = float(closure_window_loss(operator_closure_64(None), windows, *idx, 3))
     assert own <= 1e-3 * none, (own, none)
 
 

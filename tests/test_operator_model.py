@@ -9,17 +9,16 @@ import numpy as np
 import pyqg
 import pytest
 import torch
+from conftest_models import operator_closure_64
 
 from roteq_param.integrity import CorruptFileError
 from roteq_param.symmetry import Group, Kind, act
 from solver_coupling.pyqg.data import initial_pv
-from solver_coupling.pyqg.config import solver_config_of
+from solver_coupling.pyqg.config import get_config, solver_config_of
 from solver_coupling.pyqg.operator_plugin import OperatorParameterization
 from solver_coupling.pyqg.plugin import ModelMismatchError, OutOfRegimeWarning
 from solver_coupling.pyqg.rollout import RolloutRequest, rollout
-from solver_coupling.pyqg.config import get_config
 from solver_coupling.torchqg import TorchQGModel
-from solver_coupling.torchqg.operator_closure import OperatorClosure
 from solver_coupling.torchqg.operator_store import is_operator_model, load_operator_closure, save_operator_closure
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -28,21 +27,11 @@ EDDY = {"nx": 64, "dt": 3600.0, "log_level": 0}  # pyqg's defaults otherwise: th
 SHIPPED = Path(__file__).resolve().parents[1] / "trained_models" / "eddy-operator"
 
 
-def _random_closure(seed: int) -> OperatorClosure:
-    closure = OperatorClosure(1.0e6, 64)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for op in closure.ops:
-            op.profile.weight.copy_(0.3 * torch.randn(op.profile.weight.shape, generator=g, dtype=torch.float64))
-            op.profile.origin.copy_(-torch.rand(op.profile.origin.shape, generator=g, dtype=torch.float64))
-    return closure
-
-
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     """A randomly weighted 64^2 eddy operator closure, saved as a model folder."""
     folder = tmp_path_factory.mktemp("op") / "random-operator"
-    save_operator_closure(_random_closure(3), folder, solver=solver_config_of(pyqg.QGModel(**EDDY)),
+    save_operator_closure(operator_closure_64(3), folder, solver=solver_config_of(pyqg.QGModel(**EDDY)),
                           training={"data": "none: random weights"})
     return folder
 
@@ -66,7 +55,7 @@ def _dq(param, q) -> np.ndarray:
 def test_save_and_load_give_the_same_operator(saved):
     closure, card, digest = load_operator_closure(saved)
     assert card["kind"] == "operator-closure" and len(digest) == 64 and is_operator_model(saved)
-    assert torch.equal(closure.multiplier(), _random_closure(3).multiplier())
+    assert torch.equal(closure.multiplier(), operator_closure_64(3).multiplier())
     assert not is_operator_model(Path(__file__).resolve().parents[1] / "trained_models" / "eddy-c4")
 
 
