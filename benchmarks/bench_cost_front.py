@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
-from statistics import median
 
 import torch
 
 from solver_coupling.pyqg.baselines import BASELINES, pyqg_baseline
-from solver_coupling.pyqg.config import get_config
+from solver_coupling.pyqg.bench import interleaved, spun_up
 from solver_coupling.pyqg.operator_plugin import OperatorParameterization
 from solver_coupling.pyqg.plugin import RotEqParameterization
 from solver_coupling.torchqg.operator_store import is_operator_model
@@ -38,27 +36,13 @@ def closure_for(spec: str):
     return RotEqParameterization(model, call_interval=int(k or 1))
 
 
-def spun_up(nx: int, param=None, threads: int = 1, steps: int = 100):
-    m = get_config("eddy", {"nx": nx}, coarse_nx=nx).make_model(log_level=0, tmax=1e12, tavestart=1e12, ntd=threads,
-                                                                 parameterization=param)
-    for _ in range(steps):
-        m._step_forward()
-    return m
-
-
 def measure(closures: dict[str, str], *, steps: int, repeats: int, threads: int) -> dict:
     torch.set_num_threads(threads)
-    cases = {"bare 64²": spun_up(64, threads=threads), "bare 256²": spun_up(256, threads=threads, steps=10)}
-    cases.update({label: spun_up(64, closure_for(spec), threads) for label, spec in closures.items()})
-    samples = {k: [] for k in cases}
-    for _ in range(repeats):
-        for name, m in cases.items():
-            n = max(1, steps // 8) if name == "bare 256²" else steps
-            t0 = time.perf_counter()
-            for _ in range(n):
-                m._step_forward()
-            samples[name].append((time.perf_counter() - t0) / n)
-    t = {k: median(v) for k, v in samples.items()}
+    models = {"bare 64²": spun_up(64, steps=100, threads=threads),
+              "bare 256²": spun_up(256, steps=10, threads=threads)}
+    models.update({label: spun_up(64, closure_for(spec), steps=100, threads=threads)
+                   for label, spec in closures.items()})
+    t = interleaved({name: m._step_forward for name, m in models.items()}, steps, repeats)
     return {"threads": threads, "steps": steps, "repeats": repeats, "closures": closures, "seconds_per_step": t,
             "ratio_to_bare_64": {k: v / t["bare 64²"] for k, v in t.items()},
             "bare_256_over_step": {k: t["bare 256²"] / v for k, v in t.items()}}

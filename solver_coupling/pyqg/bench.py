@@ -29,12 +29,13 @@ from solver_coupling.pyqg.baselines import pyqg_baseline
 from solver_coupling.pyqg.config import YEAR, get_config
 from solver_coupling.pyqg.plugin import Ensemble, RotEqParameterization
 
-__all__ = ["bench"]
+__all__ = ["bench", "spun_up", "interleaved"]
 
 
-def _spun_up(nx: int, param=None, steps: int = 200) -> pyqg.QGModel:
+def spun_up(nx: int, param=None, steps: int = 200, threads: int = 1) -> pyqg.QGModel:
+    """An eddy ``nx``^2 pyqg model (with ``param``, FFTW on ``threads`` threads) after ``steps`` steps."""
     cfg = get_config("eddy", {"nx": nx}, coarse_nx=nx)
-    m = cfg.make_model(log_level=0, tmax=1e12, tavestart=1e12, parameterization=param)
+    m = cfg.make_model(log_level=0, tmax=1e12, tavestart=1e12, parameterization=param, ntd=threads)
     for _ in range(steps):
         m._step_forward()
     return m
@@ -47,7 +48,7 @@ def _time_steps(step: Callable[[], None], n: int) -> float:
     return (time.perf_counter() - start) / n
 
 
-def _interleaved(cases: dict[str, Callable[[], None]], steps: int, repeats: int) -> dict[str, float]:
+def interleaved(cases: dict[str, Callable[[], None]], steps: int, repeats: int) -> dict[str, float]:
     """Median seconds per step of each case, measured in alternating blocks."""
     samples: dict[str, list[float]] = {k: [] for k in cases}
     for _ in range(repeats):
@@ -60,15 +61,15 @@ def bench(model: str, *, steps: int = 200, repeats: int = 7, members: tuple[int,
           threads: int = 1, gpu_members: tuple[int, ...] = (1, 16, 64, 256, 1024, 4096)) -> dict[str, Any]:
     """Run the benchmark and return the figures (seconds and ratios)."""
     torch.set_num_threads(threads)
-    bare = _spun_up(64)
+    bare = spun_up(64)
     params = {k: RotEqParameterization(model, call_interval=k) for k in (1, 2, 4, 8)}
-    param_models = {k: _spun_up(64, p) for k, p in params.items()}
-    high = _spun_up(256, steps=20)
-    backscatter = _spun_up(64, pyqg_baseline("backscatter"))
+    param_models = {k: spun_up(64, p) for k, p in params.items()}
+    high = spun_up(256, steps=20)
+    backscatter = spun_up(64, pyqg_baseline("backscatter"))
     cases = {"bare_64": bare._step_forward, "highres_256": high._step_forward,
              "backscatter_64": backscatter._step_forward}
     cases.update({f"param_64_k{k}": m._step_forward for k, m in param_models.items()})
-    t = _interleaved(cases, steps, repeats)
+    t = interleaved(cases, steps, repeats)
     result: dict[str, Any] = {
         "threads": threads,
         "seconds_per_step": t,
