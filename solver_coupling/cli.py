@@ -479,64 +479,105 @@ def add_train_online_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _cmd_train_operator(args: argparse.Namespace) -> int:
+    import torch
+
+    from solver_coupling.torchqg.operator_closure import OperatorClosure
+    from solver_coupling.torchqg.operator_store import save_operator_closure
+
+    torch.set_num_threads(args.threads)
+    try:
+        fit = _fit_operator_transfer if args.method == "transfer" else _fit_operator_twin
+        closure_of = lambda L, nx: OperatorClosure(L, nx, radius_cells=args.radius_cells, n_basis=args.n_basis)  # noqa: E731
+        closure, solver, training, table = fit(args, closure_of)
+    except (ValueError, FileNotFoundError) as e:
+        _fail("train-operator", e)
+    training = {"method": args.method, "dataset": str(args.data), **training,
+                "command": "roteq " + " ".join(args.argv)}
+    args.out.mkdir(parents=True, exist_ok=True)
+    target = args.name or args.out / "model"
+    folder = save_operator_closure(closure, target, solver=solver, training=portable(training),
+                                   name=Path(target).name)
+    print(table)
+    print(f"saved {folder}")
+    return 0
+
+
+def _fit_operator_twin(args: argparse.Namespace, closure_of) -> tuple[Any, dict, dict, str]:
+    """``--method twin``: L-BFGS through the torch twin on trajectory windows."""
     import pyqg
     import torch
 
     from solver_coupling.pyqg.config import solver_config_of
     from solver_coupling.torchqg.online_training import load_windows
-    from solver_coupling.torchqg.operator_closure import OperatorClosure, closure_window_loss, train_operator_closure
-    from solver_coupling.torchqg.operator_store import save_operator_closure
+    from solver_coupling.torchqg.operator_closure import closure_window_loss, train_operator_closure
 
-    torch.set_num_threads(args.threads)
-    try:
-        windows = load_windows(args.data)
-        R, W = windows.q.shape[:2]
-        kw = windows.twin_kwargs
-        closure = OperatorClosure(float(kw["L"]), int(kw["nx"]), radius_cells=args.radius_cells, n_basis=args.n_basis)
-        history = train_operator_closure(closure, windows, unroll=args.unroll, iterations=args.iterations,
-                                         batch=args.batch, val_runs=args.holdout, seed=args.seed)
-    except (ValueError, FileNotFoundError) as e:
-        _fail("train-operator", e)
+    windows = load_windows(args.data)
+    R, W = windows.q.shape[:2]
+    kw = windows.twin_kwargs
+    closure = closure_of(float(kw["L"]), int(kw["nx"]))
+    history = train_operator_closure(closure, windows, unroll=args.unroll, iterations=args.iterations,
+                                     batch=args.batch, val_runs=args.holdout, seed=args.seed)
     held_runs = list(range(R - args.holdout, R))
     runs, starts = torch.tensor(held_runs).repeat_interleave(W), torch.arange(W).repeat(args.holdout)
     with torch.no_grad():
         held = {n: {name: float(closure_window_loss(c, windows, runs, starts, n)) for name, c in
                     (("none", None), ("operator", closure))} for n in args.unroll}
     solver = solver_config_of(pyqg.QGModel(log_level=0, **{k: v for k, v in kw.items() if k != "dt"}))
-    training = {"dataset": str(args.data), "dataset_sha256": windows.sha256, "dataset_command": windows.command,
-                "holdout_runs": held_runs,
+    training = {"dataset_sha256": windows.sha256, "dataset_command": windows.command, "holdout_runs": held_runs,
                 "unroll": list(args.unroll), "iterations": args.iterations, "batch": args.batch, "seed": args.seed,
-                "history": history, "held_out_loss": held, "command": "roteq " + " ".join(args.argv)}
-    args.out.mkdir(parents=True, exist_ok=True)
-    target = args.name or args.out / "model"
-    folder = save_operator_closure(closure, target, solver=solver, training=portable(training),
-                                   name=Path(target).name)
-    print(f"held-out trajectory loss (resolved band), runs {held_runs} of {args.data}:")
-    print("| unroll (steps) | no closure | operator closure |\n|---|---|---|")
-    for n, r in held.items():
-        print(f"| {n} | {r['none']:.4e} | {r['operator']:.4e} |")
-    print(f"saved {folder}")
-    return 0
+                "history": history, "held_out_loss": held}
+    table = "\n".join([f"held-out trajectory loss (resolved band), runs {held_runs} of {args.data}:",
+                        "| unroll (steps) | no closure | operator closure |", "|---|---|---|"]
+                       + [f"| {n} | {r['none']:.4e} | {r['operator']:.4e} |" for n, r in held.items()])
+    return closure, solver, training, table
+
+
+def _fit_operator_transfer(args: argparse.Namespace, closure_of) -> tuple[Any, dict, dict, str]:
+    """``--method transfer``: match the truth's subgrid energy and enstrophy transfer spectra (least squares)."""
+    import pyqg
+
+    from solver_coupling.pyqg.config import solver_config_of
+    from solver_coupling.torchqg.operator_fit import fit_transfer, load_transfer_data, transfer_mismatch
+
+    data = load_transfer_data(args.data, args.holdout)
+    closure = closure_of(float(data.model_kwargs["L"]), int(data.model_kwargs["nx"]))
+    train_fit = fit_transfer(closure, data.train)
+    held = {name: {"none": transfer_mismatch(None, data.held_out)[name], "operator": value}
+            for name, value in transfer_mismatch(closure, data.held_out).items()}
+    solver = solver_config_of(pyqg.QGModel(log_level=0, **{k: v for k, v in data.model_kwargs.items() if k != "dt"}))
+    training = {"dataset_sha256": data.sha256, "dataset_command": data.command, "holdout_runs": data.holdout_runs,
+                "snapshots": {"train": data.train.snapshots, "held_out": data.held_out.snapshots},
+                "train_transfer_mismatch": train_fit, "held_out_transfer_mismatch": held}
+    table = "\n".join([f"held-out transfer-spectrum mismatch ||T - T_truth|| / ||T_truth||, runs {data.holdout_runs} "
+                        f"of {args.data}:", "| budget, layer | no closure | operator closure |", "|---|---|---|"]
+                       + [f"| {n} | {r['none']:.3f} | {r['operator']:.3f} |" for n, r in held.items()])
+    return closure, solver, training, table
 
 
 def add_train_operator_parser(subparsers) -> argparse.ArgumentParser:
     p = _add(
-        subparsers, "train-operator", help="train an operator closure (learned isotropic PV operators) through the twin",
+        subparsers, "train-operator", help="fit an operator closure (learned isotropic PV operators)",
         description="Fit the radial profiles of an operator closure (dq_i = sum_j A_ij q_j, each A_ij a learned "
-                    "radial kernel; docs/operators.md) with L-BFGS through the torch twin, on coarse-grained truth "
-                    "windows (`roteq generate --window-steps`), one stage per unroll length; the last --holdout "
-                    "runs are held out and scored. Saves a model folder the rollout and the pyqg plugin load.")
-    p.add_argument("--data", required=True, type=Path, metavar="FILE", help="dataset with trajectory windows (q_traj)")
+                    "radial kernel; docs/operators.md). --method transfer (the default) matches the truth's subgrid "
+                    "energy and enstrophy transfer spectra per layer and shell, one least-squares solve on the "
+                    "dataset's q and S_direct (seconds). --method twin runs L-BFGS through the torch twin on "
+                    "trajectory windows (`roteq generate --window-steps`), one stage per unroll length. The last "
+                    "--holdout runs are held out and scored. Saves a model folder the rollout and the pyqg plugin load.")
+    p.add_argument("--data", required=True, type=Path, metavar="FILE",
+                   help="coarse-grained truth from `roteq generate` (with trajectory windows for --method twin)")
+    p.add_argument("--method", choices=("transfer", "twin"), default="transfer",
+                   help="transfer-spectrum least squares, or trajectory loss through the torch twin")
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="run folder")
     p.add_argument("--name", default=None,
                    help="save as trained_models/NAME (a path with a / is used as is) (default: OUT/model)")
-    p.add_argument("--unroll", type=_int_list, default=(4, 8, 16), help="unroll lengths in steps, one stage each")
-    p.add_argument("--iterations", type=int, default=40, help="L-BFGS evaluations per stage")
-    p.add_argument("--batch", type=int, default=4, help="training windows per stage")
+    p.add_argument("--unroll", type=_int_list, default=(4, 8, 16),
+                   help="--method twin: unroll lengths in steps, one stage each")
+    p.add_argument("--iterations", type=int, default=40, help="--method twin: L-BFGS evaluations per stage")
+    p.add_argument("--batch", type=int, default=4, help="--method twin: training windows per stage")
     p.add_argument("--holdout", type=int, default=1, metavar="N", help="number of runs held out: the last N")
     p.add_argument("--radius-cells", type=float, default=3.0, help="kernel support radius, in grid cells")
     p.add_argument("--n-basis", type=int, default=7, help="hat functions per radial profile")
-    p.add_argument("--seed", type=int, default=0, help="seed of the window draws")
+    p.add_argument("--seed", type=int, default=0, help="--method twin: seed of the window draws")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.set_defaults(func=_cmd_train_operator)
     return p

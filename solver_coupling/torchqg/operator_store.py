@@ -52,8 +52,10 @@ def _card_markdown(card: Mapping[str, Any]) -> str:
              "rotation-invariant at every angle by construction and conserves each layer's mean PV.", "",
              f"* grid: {c['nx']}² over L = {c['L'] / 1e3:g} km, {c['nz']} layers; kernel radius "
              f"{c['radius_cells']:g} cells, {c['n_basis']} hat functions per profile, rate scale {c['rate']:g} s⁻¹",
-             "* trained through the torch twin (`roteq train-operator`) on coarse-grained truth windows: "
-             f"`{t.get('dataset', '?')}` (made by `{t.get('dataset_command', '?')}`), held-out runs {t.get('holdout_runs', '?')}",
+             ("* fitted to the truth's subgrid energy and enstrophy transfer spectra (`roteq train-operator --method "
+              "transfer`) of coarse-grained truth: " if t.get("method") == "transfer" else
+              "* trained through the torch twin (`roteq train-operator --method twin`) on coarse-grained truth windows: ")
+             + f"`{t.get('dataset', '?')}` (made by `{t.get('dataset_command', '?')}`), held-out runs {t.get('holdout_runs', '?')}",
              "* training solver configuration: " + ", ".join(f"{k} = {v:g}" if isinstance(v, float) else f"{k} = {v}"
                                                             for k, v in sorted(solver.items()))]
     held = t.get("held_out_loss")
@@ -61,6 +63,11 @@ def _card_markdown(card: Mapping[str, Any]) -> str:
         lines += ["", "Held-out trajectory loss (resolved band, `train-online`'s loss):", "",
                   "| unroll (steps) | no closure | operator closure |", "|---|---|---|"]
         lines += [f"| {n} | {r['none']:.4e} | {r['operator']:.4e} |" for n, r in held.items()]
+    transfer = t.get("held_out_transfer_mismatch")
+    if transfer:
+        lines += ["", "Held-out transfer-spectrum mismatch `||T - T_truth|| / ||T_truth||` (1 = no closure):", "",
+                  "| budget, layer | no closure | operator closure |", "|---|---|---|"]
+        lines += [f"| {n} | {r['none']:.3f} | {r['operator']:.3f} |" for n, r in transfer.items()]
     for key, text in card.get("metrics", {}).items():
         lines += ["", f"**{key}**: {text}"]
     return "\n".join(lines) + "\n"
