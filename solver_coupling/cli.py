@@ -481,17 +481,17 @@ def add_train_online_parser(subparsers) -> argparse.ArgumentParser:
 def _cmd_train_operator(args: argparse.Namespace) -> int:
     import torch
 
-    from solver_coupling.torchqg.operator_closure import OperatorClosure
     from solver_coupling.torchqg.operator_store import save_operator_closure
 
     torch.set_num_threads(args.threads)
     try:
         fit = _fit_operator_transfer if args.method == "transfer" else _fit_operator_twin
-        closure_of = lambda L, nx: OperatorClosure(L, nx, radius_cells=args.radius_cells, n_basis=args.n_basis)  # noqa: E731
+        closure_of = lambda L, nx: _operator_start(args, L, nx)  # noqa: E731
         closure, solver, training, table = fit(args, closure_of)
     except (ValueError, FileNotFoundError) as e:
         _fail("train-operator", e)
     training = {"method": args.method, "dataset": str(args.data), **training,
+                **({"init": str(args.init)} if args.init else {}),
                 "command": "roteq " + " ".join(args.argv)}
     args.out.mkdir(parents=True, exist_ok=True)
     target = args.name or args.out / "model"
@@ -500,6 +500,19 @@ def _cmd_train_operator(args: argparse.Namespace) -> int:
     print(table)
     print(f"saved {folder}")
     return 0
+
+
+def _operator_start(args: argparse.Namespace, L: float, nx: int):
+    """A zero closure of the requested size, or ``--init``'s weights (its size) for the data's grid."""
+    from solver_coupling.torchqg.operator_closure import OperatorClosure
+    from solver_coupling.torchqg.operator_store import load_operator_closure
+
+    if args.init is None:
+        return OperatorClosure(L, nx, radius_cells=args.radius_cells, n_basis=args.n_basis)
+    start = load_operator_closure(args.init)[0]
+    if start.nx != nx or abs(start.L - L) > 1e-9 * L:
+        raise ValueError(f"--init {args.init} is for nx={start.nx}, L={start.L:g} m; the data is nx={nx}, L={L:g} m")
+    return start.train()
 
 
 def _fit_operator_twin(args: argparse.Namespace, closure_of) -> tuple[Any, dict, dict, str]:
@@ -575,8 +588,10 @@ def add_train_operator_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, default=40, help="--method twin: L-BFGS evaluations per stage")
     p.add_argument("--batch", type=int, default=4, help="--method twin: training windows per stage")
     p.add_argument("--holdout", type=int, default=1, metavar="N", help="number of runs held out: the last N")
-    p.add_argument("--radius-cells", type=float, default=3.0, help="kernel support radius, in grid cells")
-    p.add_argument("--n-basis", type=int, default=7, help="hat functions per radial profile")
+    p.add_argument("--init", default=None, metavar="MODEL",
+                   help="start from this operator closure's weights (its radius and basis; --method twin fine-tunes it)")
+    p.add_argument("--radius-cells", type=float, default=8.0, help="kernel support radius, in grid cells")
+    p.add_argument("--n-basis", type=int, default=17, help="hat functions per radial profile")
     p.add_argument("--seed", type=int, default=0, help="--method twin: seed of the window draws")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.set_defaults(func=_cmd_train_operator)

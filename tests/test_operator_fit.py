@@ -112,7 +112,7 @@ def test_train_operator_transfer_fits_real_truth_and_writes_a_model_pyqg_runs(tm
     spun-up truth.)"""
     from solver_coupling.cli import main
 
-    data = tiny_dataset(str(tmp_path / "tiny.nc"))
+    data = tiny_dataset(str(tmp_path / "tiny.nc"), window_steps=4)
     assert main(["train-operator", "--data", data, "--out", str(tmp_path / "run"), "--radius-cells", "3",
                  "--n-basis", "4"]) == 0
     out = capsys.readouterr().out
@@ -146,3 +146,23 @@ def test_train_operator_transfer_says_what_the_data_lacks(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["train-operator", "--data", str(stripped), "--out", str(tmp_path / "b")])
     assert "no S_direct" in capsys.readouterr().err
+
+
+def test_twin_fine_tuning_starts_from_a_fitted_closure(tmp_path, capsys):
+    """`--method twin --init MODEL` starts from MODEL's weights and size and records where it started; an
+    --init for another grid is refused by name."""
+    from solver_coupling.cli import main
+
+    data = tiny_dataset(str(tmp_path / "tiny.nc"), window_steps=4)
+    assert main(["train-operator", "--data", data, "--out", str(tmp_path / "fit"), "--radius-cells", "3",
+                 "--n-basis", "4"]) == 0
+    start = load_operator_closure(tmp_path / "fit" / "model")[0]
+    assert main(["train-operator", "--method", "twin", "--init", str(tmp_path / "fit" / "model"), "--data", data,
+                 "--out", str(tmp_path / "tuned"), "--unroll", "2", "--iterations", "3", "--batch", "2"]) == 0
+    tuned, card, _ = load_operator_closure(tmp_path / "tuned" / "model")
+    assert card["config"] == start.config() and card["training"]["init"].endswith("model")
+    assert not torch.equal(tuned.multiplier(), start.multiplier())  # trained, not copied
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["train-operator", "--init", "eddy-operator", "--data", data, "--out", str(tmp_path / "x")])
+    assert "--init eddy-operator is for nx=64" in capsys.readouterr().err

@@ -143,7 +143,7 @@ def test_train_operator_command_writes_a_model_the_hook_and_rollout_load(tmp_pat
 
     data = tiny_dataset(str(tmp_path / "tiny.nc"), window_steps=4)
     assert main(["train-operator", "--method", "twin", "--data", data, "--out", str(tmp_path / "run"), "--unroll", "2,4",
-                 "--iterations", "10", "--batch", "2"]) == 0
+                 "--iterations", "10", "--batch", "2", "--radius-cells", "3", "--n-basis", "7"]) == 0
     out = capsys.readouterr().out
     assert "| 4 |" in out and "saved" in out
     folder = tmp_path / "run" / "model"
