@@ -589,7 +589,7 @@ def add_train_operator_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=4, help="--method twin: training windows per stage")
     p.add_argument("--holdout", type=int, default=1, metavar="N", help="number of runs held out: the last N")
     p.add_argument("--init", default=None, metavar="MODEL",
-                   help="start from this operator closure's weights (its radius and basis; --method twin fine-tunes it)")
+                   help="start from this operator closure's weights (its radius and basis; --method twin fine-tunes it) (default: start from zero)")
     p.add_argument("--radius-cells", type=float, default=8.0, help="kernel support radius, in grid cells")
     p.add_argument("--n-basis", type=int, default=17, help="hat functions per radial profile")
     p.add_argument("--seed", type=int, default=0, help="--method twin: seed of the window draws")
