@@ -280,6 +280,13 @@ def add_coarsen_parser(subparsers) -> argparse.ArgumentParser:
 # train
 # ---------------------------------------------------------------------------------------------
 
+def _budget_list(text: str) -> tuple[str, ...]:
+    names = tuple(v.strip() for v in text.split(",") if v.strip())
+    if not names or set(names) - {"energy", "enstrophy"}:
+        raise argparse.ArgumentTypeError(f"expected energy, enstrophy or energy,enstrophy; got {text!r}")
+    return names
+
+
 def _int_list(text: str) -> tuple[int, ...]:
     try:
         values = tuple(int(v) for v in text.split(",") if v.strip())
@@ -554,12 +561,12 @@ def _fit_operator_transfer(args: argparse.Namespace, closure_of) -> tuple[Any, d
 
     data = load_transfer_data(args.data, args.holdout)
     closure = closure_of(float(data.model_kwargs["L"]), int(data.model_kwargs["nx"]))
-    train_fit = fit_transfer(closure, data.train)
+    train_fit = fit_transfer(closure, data.train, budgets=args.budgets, coupled=args.layers == "coupled")
     held = {name: {"none": transfer_mismatch(None, data.held_out)[name], "operator": value}
             for name, value in transfer_mismatch(closure, data.held_out).items()}
     solver = solver_config_of(pyqg.QGModel(log_level=0, **{k: v for k, v in data.model_kwargs.items() if k != "dt"}))
     training = {"dataset_sha256": data.sha256, "dataset_command": data.command, "holdout_runs": data.holdout_runs,
-                "snapshots": {"train": data.train.snapshots, "held_out": data.held_out.snapshots},
+                "budgets": list(args.budgets), "layers": args.layers, "snapshots": {"train": data.train.snapshots, "held_out": data.held_out.snapshots},
                 "train_transfer_mismatch": train_fit, "held_out_transfer_mismatch": held}
     table = "\n".join([f"held-out transfer-spectrum mismatch ||T - T_truth|| / ||T_truth||, runs {data.holdout_runs} "
                         f"of {args.data}:", "| budget, layer | no closure | operator closure |", "|---|---|---|"]
@@ -588,6 +595,11 @@ def add_train_operator_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--iterations", type=int, default=40, help="--method twin: L-BFGS evaluations per stage")
     p.add_argument("--batch", type=int, default=4, help="--method twin: training windows per stage")
     p.add_argument("--holdout", type=int, default=1, metavar="N", help="number of runs held out: the last N")
+    p.add_argument("--budgets", type=_budget_list, default=("energy", "enstrophy"), metavar="LIST",
+                   help="--method transfer: the transfer spectra matched, comma-separated (default: energy,enstrophy)")
+    p.add_argument("--layers", choices=("coupled", "separate"), default="coupled",
+                   help="--method transfer: fit the cross-layer operators too, or keep each layer's PV forcing "
+                        "only itself (default: coupled)")
     p.add_argument("--init", default=None, metavar="MODEL",
                    help="start from this operator closure's weights (its radius and basis; --method twin fine-tunes it) (default: start from zero)")
     p.add_argument("--radius-cells", type=float, default=8.0, help="kernel support radius, in grid cells")

@@ -132,18 +132,31 @@ def transfer_mismatch(closure: OperatorClosure | None, stats: TransferStatistics
     return out
 
 
-def fit_transfer(closure: OperatorClosure, stats: TransferStatistics, *, ridge: float = 1e-9) -> dict[str, float]:
+def fit_transfer(closure: OperatorClosure, stats: TransferStatistics, *, ridge: float = 1e-9,
+                 budgets: tuple[str, ...] = _QUANTITIES, coupled: bool = True) -> dict[str, float]:
     """Set ``closure``'s weights to those whose transfer spectra best match ``stats.target``.
 
     The multiplier is linear in the weights, so each weight's unit multiplier is built once and the
     scaled residual is minimised by one regularised normal-equation solve (``ridge`` relative to the
-    mean diagonal of the normal matrix; it only keeps the solve well posed). Returns the fit's
-    :func:`transfer_mismatch` on ``stats``.
+    mean diagonal of the normal matrix; it only keeps the solve well posed). ``budgets``: which spectra
+    are matched (``"energy"``, ``"enstrophy"``); ``coupled=False`` keeps the cross-layer operators at
+    zero, so each layer's PV forces only itself. (On the jet the coupled fit drove the lower layer's
+    energy up tenfold online; the per-layer fits did not: docs/results.md.) Returns the fit's
+    :func:`transfer_mismatch` on ``stats``, over every budget.
     """
     if closure.nz != stats.target.shape[1] or abs(closure.L - stats.L) > 1e-9 * stats.L:
         raise ValueError(f"the closure (nz={closure.nz}, L={closure.L:g} m) does not match the statistics "
                          f"(nz={stats.target.shape[1]}, L={stats.L:g} m)")
-    params = [p for p in closure.parameters() if p.requires_grad]
+    unknown = sorted(set(budgets) - set(_QUANTITIES))
+    if unknown or not budgets:
+        raise ValueError(f"budgets must be among {_QUANTITIES}; got {tuple(budgets)}")
+    with torch.no_grad():
+        for k, op in enumerate(closure.ops):
+            if not coupled and k // closure.nz != k % closure.nz:
+                for p in op.parameters():
+                    p.zero_()
+    fitted_ops = [op for k, op in enumerate(closure.ops) if coupled or k // closure.nz == k % closure.nz]
+    params = [p for op in fitted_ops for p in op.parameters() if p.requires_grad]
     sizes = [p.numel() for p in params]
     n = sum(sizes)
 
@@ -157,8 +170,9 @@ def fit_transfer(closure: OperatorClosure, stats: TransferStatistics, *, ridge: 
         set_weights(np.eye(n)[index])
         columns.append(closure_transfer(_real_multiplier(closure), stats))
     keep = _fitted_shells(stats)
-    design = np.stack(columns, -1)[:, :, keep]  # [2, nz, shells, n]
-    target = stats.target[:, :, keep]
+    rows = [_QUANTITIES.index(b) for b in budgets]
+    design = np.stack(columns, -1)[rows][:, :, keep]  # [budgets, nz, shells, n]
+    target = stats.target[rows][:, :, keep]
     scale = np.sqrt(np.mean(target**2, axis=-1, keepdims=True))
     A = (design / scale[..., None]).reshape(-1, n)
     b = (target / scale).ravel()
