@@ -43,6 +43,7 @@ def main() -> None:
         from matplotlib.figure import Figure
 
         k = stats.k_r * stats.L / (2 * np.pi)  # cycles per domain
+        spectra = {label: closure_transfer(closure, stats) for label, closure in closures.items()}
         fig = Figure(figsize=(10, 6.5), layout="constrained")
         axes = fig.subplots(2, 2, sharex=True)
         for b, budget in enumerate(("energy", "enstrophy")):
@@ -50,9 +51,7 @@ def main() -> None:
                 ax = axes[b, i]
                 ax.axhline(0.0, color="0.6", lw=0.8)
                 ax.plot(k[1:], stats.target[b, i, 1:], "k-", lw=2, label="truth's subgrid forcing")
-                for label, closure in closures.items():
-                    with np.errstate(all="ignore"):
-                        t = closure_transfer(closure.multiplier().detach().numpy().real, stats)
+                for label, t in spectra.items():
                     ax.plot(k[1:], t[b, i, 1:], lw=1.3, label=label)
                 ax.set_title(f"{budget} transfer, layer {i + 1}")
                 ax.set_xlabel("wavenumber (cycles per domain)")

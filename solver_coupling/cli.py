@@ -493,8 +493,7 @@ def _cmd_train_operator(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     try:
         fit = _fit_operator_transfer if args.method == "transfer" else _fit_operator_twin
-        closure_of = lambda L, nx: _operator_start(args, L, nx)  # noqa: E731
-        closure, solver, training, table = fit(args, closure_of)
+        closure, solver, training, table = fit(args)
     except (ValueError, FileNotFoundError) as e:
         _fail("train-operator", e)
     training = {"method": args.method, "dataset": str(args.data), **training,
@@ -522,7 +521,7 @@ def _operator_start(args: argparse.Namespace, L: float, nx: int):
     return start.train()
 
 
-def _fit_operator_twin(args: argparse.Namespace, closure_of) -> tuple[Any, dict, dict, str]:
+def _fit_operator_twin(args: argparse.Namespace) -> tuple[Any, dict, dict, str]:
     """``--method twin``: L-BFGS through the torch twin on trajectory windows."""
     import pyqg
     import torch
@@ -534,7 +533,7 @@ def _fit_operator_twin(args: argparse.Namespace, closure_of) -> tuple[Any, dict,
     windows = load_windows(args.data)
     R, W = windows.q.shape[:2]
     kw = windows.twin_kwargs
-    closure = closure_of(float(kw["L"]), int(kw["nx"]))
+    closure = _operator_start(args, float(kw["L"]), int(kw["nx"]))
     history = train_operator_closure(closure, windows, unroll=args.unroll, iterations=args.iterations,
                                      batch=args.batch, val_runs=args.holdout, seed=args.seed)
     held_runs = list(range(R - args.holdout, R))
@@ -552,7 +551,7 @@ def _fit_operator_twin(args: argparse.Namespace, closure_of) -> tuple[Any, dict,
     return closure, solver, training, table
 
 
-def _fit_operator_transfer(args: argparse.Namespace, closure_of) -> tuple[Any, dict, dict, str]:
+def _fit_operator_transfer(args: argparse.Namespace) -> tuple[Any, dict, dict, str]:
     """``--method transfer``: match the truth's subgrid energy and enstrophy transfer spectra (least squares)."""
     import pyqg
 
@@ -560,13 +559,15 @@ def _fit_operator_transfer(args: argparse.Namespace, closure_of) -> tuple[Any, d
     from solver_coupling.torchqg.operator_fit import fit_transfer, load_transfer_data, transfer_mismatch
 
     data = load_transfer_data(args.data, args.holdout)
-    closure = closure_of(float(data.model_kwargs["L"]), int(data.model_kwargs["nx"]))
+    closure = _operator_start(args, float(data.model_kwargs["L"]), int(data.model_kwargs["nx"]))
     train_fit = fit_transfer(closure, data.train, budgets=args.budgets, coupled=args.layers == "coupled")
-    held = {name: {"none": transfer_mismatch(None, data.held_out)[name], "operator": value}
+    none = transfer_mismatch(None, data.held_out)
+    held = {name: {"none": none[name], "operator": value}
             for name, value in transfer_mismatch(closure, data.held_out).items()}
     solver = solver_config_of(pyqg.QGModel(log_level=0, **{k: v for k, v in data.model_kwargs.items() if k != "dt"}))
     training = {"dataset_sha256": data.sha256, "dataset_command": data.command, "holdout_runs": data.holdout_runs,
-                "budgets": list(args.budgets), "layers": args.layers, "snapshots": {"train": data.train.snapshots, "held_out": data.held_out.snapshots},
+                "budgets": list(args.budgets), "layers": args.layers,
+                "snapshots": {"train": data.train.snapshots, "held_out": data.held_out.snapshots},
                 "train_transfer_mismatch": train_fit, "held_out_transfer_mismatch": held}
     table = "\n".join([f"held-out transfer-spectrum mismatch ||T - T_truth|| / ||T_truth||, runs {data.holdout_runs} "
                         f"of {args.data}:", "| budget, layer | no closure | operator closure |", "|---|---|---|"]
@@ -601,7 +602,8 @@ def add_train_operator_parser(subparsers) -> argparse.ArgumentParser:
                    help="--method transfer: fit the cross-layer operators too, or keep each layer's PV forcing "
                         "only itself (default: coupled)")
     p.add_argument("--init", default=None, metavar="MODEL",
-                   help="start from this operator closure's weights (its radius and basis; --method twin fine-tunes it) (default: start from zero)")
+                   help="start from this operator closure's weights (its radius and basis; --method twin fine-tunes "
+                        "it) (default: start from zero)")
     p.add_argument("--radius-cells", type=float, default=8.0, help="kernel support radius, in grid cells")
     p.add_argument("--n-basis", type=int, default=17, help="hat functions per radial profile")
     p.add_argument("--seed", type=int, default=0, help="--method twin: seed of the window draws")
