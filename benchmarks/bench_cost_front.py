@@ -23,7 +23,7 @@ from solver_coupling.pyqg.baselines import BASELINES, pyqg_baseline
 from solver_coupling.pyqg.bench import interleaved, spun_up
 from solver_coupling.pyqg.operator_plugin import OperatorParameterization
 from solver_coupling.pyqg.plugin import RotEqParameterization
-from solver_coupling.torchqg.operator_store import is_operator_model
+from solver_coupling.torchqg.operator_family import is_operator
 
 
 def closure_for(spec: str):
@@ -31,7 +31,7 @@ def closure_for(spec: str):
     model, _, k = spec.partition(":")
     if model in BASELINES:
         return pyqg_baseline(model)
-    if is_operator_model(model):
+    if is_operator(model):
         return OperatorParameterization(model)
     return RotEqParameterization(model, call_interval=int(k or 1))
 

@@ -612,6 +612,35 @@ def add_train_operator_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+def _cmd_combine_operators(args: argparse.Namespace) -> int:
+    from solver_coupling.torchqg.operator_family import load_operator_family, save_operator_family
+
+    try:
+        folder = save_operator_family(args.anchors, args.name, command="roteq " + " ".join(args.argv))
+        family, card = load_operator_family(folder)
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        _fail("combine-operators", e)
+    print(f"wrote {folder}: {len(family.anchors)} anchors; accepts " + ", ".join(
+        f"{k} in [{v[0]:g}, {v[1]:g}]" for k, v in card["regime"].items() if isinstance(v, list))
+          + " (every other setting as the anchors)")
+    return 0
+
+
+def add_combine_operators_parser(subparsers) -> argparse.ArgumentParser:
+    p = _add(
+        subparsers, "combine-operators", help="make an operator family from closures fitted in several configurations",
+        description="Save an operator family over operator closures of one grid fitted in different configurations "
+                    "(`roteq train-operator`): the pyqg plugin accepts any solver inside the box the anchors span "
+                    "and blends their multipliers by inverse-distance weights in log parameters; at an anchor it is "
+                    "that closure (docs/operators.md).")
+    p.add_argument("--anchor", dest="anchors", action="append", required=True, metavar="MODEL",
+                   help="an operator closure, a name under trained_models/ or a folder (repeat, at least twice)")
+    p.add_argument("--name", required=True,
+                   help="save as trained_models/NAME (a path with a / is used as is)")
+    p.set_defaults(func=_cmd_combine_operators)
+    return p
+
+
 def _cmd_score(args: argparse.Namespace) -> int:
     from roteq_param.train import load_dataset, r2_scores
 
@@ -658,9 +687,10 @@ def add_rollout_parser(subparsers) -> argparse.ArgumentParser:
         subparsers, "rollout", help="run coarse pyqg ensembles online, with or without a trained model",
         description=f"Runs M coarse pyqg members for Y years ({YEARS}), with the trained "
                     "parameterization (--model) or without (--model none), and writes OUT/rollout.nc.")
-    p.add_argument("--model", default=DEFAULT_MODEL,
-                   help="trained model name or directory, 'none', or a pyqg baseline closure: "
-                        "'backscatter' (Ross et al.'s tuning) or 'smagorinsky' (default: %(default)s)")
+    p.add_argument("--model", default="auto",
+                   help="'auto' (the shipped closure that accepts this configuration and grid, "
+                        "trained_models/defaults.json), a trained model name or directory, 'none', or a pyqg baseline "
+                        "closure: 'backscatter' (Ross et al.'s tuning) or 'smagorinsky' (default: %(default)s)")
     p.add_argument("--config", default="eddy", choices=sorted(CONFIGS), help="named configuration")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
                    help="override a pyqg parameter (repeatable) (default: none)")
@@ -721,6 +751,8 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
     except (ValueError, FileExistsError, FileNotFoundError, RuntimeError) as e:
         _fail("rollout", e)
     failed = int(ds["failed"].sum())
+    if args.model == "auto":
+        print(f"closure: {req.model} (the shipped choice for this configuration, trained_models/defaults.json)")
     print(f"wrote {args.out / 'rollout.nc'}: {req.members} members x {req.years:g} years, "
           f"{req.members - failed} finished stable, {failed} stopped by the monitor")
     for i in np.flatnonzero(ds["failed"].values):
@@ -1002,6 +1034,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(sub)
     add_train_online_parser(sub)
     add_train_operator_parser(sub)
+    add_combine_operators_parser(sub)
     add_score_parser(sub)
     add_rollout_parser(sub)
     add_evaluate_parser(sub)

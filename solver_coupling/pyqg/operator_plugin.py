@@ -10,9 +10,13 @@ pyqg's interface wants (pyqg transforms the returned ``dq`` back itself). Usage:
     from solver_coupling.pyqg.operator_plugin import OperatorParameterization
     m = pyqg.QGModel(nx=64, parameterization=OperatorParameterization("eddy-operator"))
 
+An operator family (``roteq combine-operators``, e.g. ``trained_models/operators-64``) loads the same
+way: its multipliers are its anchors' blended for the solver's settings
+(:mod:`solver_coupling.torchqg.operator_family`), built once per model.
+
 Like :class:`~solver_coupling.pyqg.plugin.RotEqParameterization`, it refuses a solver whose grid or
-physical regime differs from the one it was trained in (``ModelMismatchError`` naming the setting),
-unless ``allow_out_of_regime=True`` (then it warns).
+physical regime differs from the one it was trained in (a family: outside the box its anchors span;
+``ModelMismatchError`` naming the setting), unless ``allow_out_of_regime=True`` (then it warns).
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ import torch
 from solver_coupling.pyqg.config import solver_config_of, regime_keys
 from solver_coupling.pyqg.family import regime_mismatches
 from solver_coupling.pyqg.plugin import ModelMismatchError, ModelFileChangedError, OutOfRegimeWarning
+from solver_coupling.torchqg.operator_closure import OperatorClosure
+from solver_coupling.torchqg.operator_family import is_operator_family, load_operator_family
 from solver_coupling.torchqg.operator_store import load_operator_closure
 from roteq_param.integrity import sha256_file
 from roteq_param.models import model_dir
@@ -41,8 +47,13 @@ class OperatorParameterization(pyqg.QParameterization):
     """
 
     def __init__(self, model: str | Any = "eddy-operator", *, allow_out_of_regime: bool = False) -> None:
-        self.path = model_dir(model) / "operator.pt"
-        self.closure, self.card, self.weights_sha256 = load_operator_closure(model)
+        self.model = model
+        if is_operator_family(model):
+            self.family, self.card = load_operator_family(model)
+            self.closure, self.weights_sha256 = self.family.anchors[0], self.family.weights_sha256
+        else:
+            self.family = None
+            self.closure, self.card, self.weights_sha256 = load_operator_closure(model)
         self.allow_out_of_regime = bool(allow_out_of_regime)
         # (model, multipliers) per model id: one plugin object may serve every member of an ensemble; the
         # model is held so that its id cannot be reused by another model while the entry exists
@@ -54,13 +65,23 @@ class OperatorParameterization(pyqg.QParameterization):
 
     @property
     def training_config(self) -> dict:
+        """The solver settings the closure accepts (a family: ``[lo, hi]`` where its anchors differ)."""
+        if self.family is not None:
+            return dict(self.card["regime"])
         return dict(self.card.get("training", {}).get("solver", {}))
 
     def verify_model_file(self) -> None:
-        """Raise :class:`ModelFileChangedError` if ``operator.pt`` changed since it was loaded."""
-        if sha256_file(self.path) != self.weights_sha256:
-            raise ModelFileChangedError(f"{self.path} changed on disk since it was loaded (sha256 differs); "
-                                        "restart with the intended weights")
+        """Raise :class:`ModelFileChangedError` if ``operator.pt`` (a family: any anchor's) changed since it
+        was loaded."""
+        names = self.family.anchor_names if self.family is not None else [self.model]
+        now = "+".join(sha256_file(model_dir(n) / "operator.pt") for n in names)
+        if now != self.weights_sha256:
+            raise ModelFileChangedError(f"the weights of {', '.join(map(str, names))} changed on disk since they were "
+                                        "loaded (sha256 differs); restart with the intended weights")
+
+    def closure_for(self, m: pyqg.QGModel) -> OperatorClosure:
+        """The closure this solver gets (a family: its anchors blended for the solver's settings)."""
+        return self.closure if self.family is None else self.family.closure_for(solver_config_of(m))
 
     def check_solver(self, m: pyqg.QGModel) -> None:
         """Refuse a grid the kernels were not built for, and (unless allowed) another physical regime."""
@@ -87,7 +108,7 @@ class OperatorParameterization(pyqg.QParameterization):
             return bound[1]
         self.check_solver(m)
         with torch.no_grad():
-            mult = np.ascontiguousarray(self.closure.multiplier(torch.float64).numpy())
+            mult = np.ascontiguousarray(self.closure_for(m).multiplier(torch.float64).numpy())
         if mult.shape[-2:] != m.qh.shape[-2:]:
             raise ModelMismatchError(f"pyqg's spectral layout {m.qh.shape[-2:]} is not the closure's {mult.shape[-2:]}")
         self._bound[id(m)] = (m, mult)
@@ -99,4 +120,4 @@ class OperatorParameterization(pyqg.QParameterization):
         return m.ifft(dqh)
 
     def __repr__(self) -> str:
-        return f"OperatorParameterization({self.card.get('name', str(self.path.parent))!r})"
+        return f"OperatorParameterization({self.card.get('name', str(self.model))!r})"

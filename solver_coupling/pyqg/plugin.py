@@ -21,9 +21,16 @@ Usage::
 
     import pyqg
     from solver_coupling.pyqg.plugin import RotEqParameterization
-    P = RotEqParameterization("eddy-c4")            # a name under trained_models/ or a path
+    P = RotEqParameterization()                     # the shipped closure for the solver it is plugged into
     m = pyqg.QGModel(nx=64, parameterization=P)     # also works with 0.5 * P + other
     m.run()
+    RotEqParameterization("eddy-c4")                # or a name under trained_models/, or a folder
+
+With no model (``"auto"``) the plugin chooses at the first step, from the solver it is plugged into, the
+first shipped closure in ``trained_models/defaults.json`` that accepts it
+(:func:`solver_coupling.pyqg.selection.choose_closure`): the eddy network, the operator family between
+eddy and jet, the 48^2 and 96^2 operator closures. A solver none of them accepts is refused, naming each
+one's reason.
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ from solver_coupling.pyqg.family import regime_mismatches
 from solver_coupling.pyqg.state import constants, stratification
 
 __all__ = [
+    "AUTO",
     "RotEqParameterization",
     "default_call_interval",
     "ModelMismatchError",
@@ -73,6 +81,10 @@ class OutOfRegimeWarning(UserWarning):
 class ExtrapolationWarning(UserWarning):
     """The solver lies inside a family model's trained ranges but outside what its training runs held:
     the network extrapolates there (on the first family models, measured online: README)."""
+
+
+AUTO = "auto"
+"""The model argument that lets the plugin choose the shipped closure for the solver it is plugged into."""
 
 
 @dataclass
@@ -115,8 +127,10 @@ class RotEqParameterization(pyqg.QParameterization):
     Parameters
     ----------
     model:
-        Name of a model under ``trained_models/``, a model directory, or a
-        :class:`roteq_param.models.FluxNet` (then no solver configuration is checked).
+        ``"auto"`` (default): the shipped closure for the solver, chosen at the first step
+        (:mod:`solver_coupling.pyqg.selection`; :attr:`chosen` names it, and it may be an operator
+        closure, which then computes the forcing). Else the name of a model under ``trained_models/``, a
+        model directory, or a :class:`roteq_param.models.FluxNet` (then no solver configuration is checked).
     device:
         ``"cpu"`` or ``"cuda"``; the network and the flux-to-forcing transform run there.
     call_interval:
@@ -143,15 +157,25 @@ class RotEqParameterization(pyqg.QParameterization):
     :class:`ExtrapolationWarning` that names the setting.
     """
 
-    def __init__(self, model: str | Any = models.DEFAULT_MODEL, *, device: str = "cpu", call_interval: int | None = None,
+    def __init__(self, model: str | Any = AUTO, *, device: str = "cpu", call_interval: int | None = None,
                  dtype: torch.dtype = torch.float32, allow_out_of_regime: bool = False):
         if call_interval is not None and (int(call_interval) != call_interval or call_interval < 1):
             raise ValueError(f"call_interval must be a positive integer, got {call_interval!r}")
         # checked before the model is loaded: a bad device or precision is refused here, not at the first step
         self.device = str(torch_device(device))
         self.dtype = torch_float_dtype(dtype, models.Predictor.DTYPES)
-        self._loaded = _load(model)
-        self.call_interval = int(default_call_interval(self._loaded.card) if call_interval is None else call_interval)
+        self._auto = isinstance(model, str) and model == AUTO
+        if self._auto and allow_out_of_regime:
+            raise ValueError("allow_out_of_regime overrides one model's regime check: name the model to run "
+                             "outside its regime (the automatic choice only picks closures that accept the solver)")
+        self._requested_interval = call_interval
+        self.chosen: str | None = None  # the shipped closure the automatic choice picked (None before the first step)
+        self._chosen_for: dict | None = None  # the solver settings it was chosen for
+        self._operator: Any = None  # an operator closure the automatic choice picked: it computes the forcing
+        self._loaded: _Loaded | None = None
+        self.call_interval = 1
+        if not self._auto:
+            self._use(_load(model))
         self.allow_out_of_regime = allow_out_of_regime
         self._forcing: PVForcing | None = None
         self.matched_elements: tuple[Element, ...] = ()
@@ -160,27 +184,70 @@ class RotEqParameterization(pyqg.QParameterization):
         self._constants: tuple[np.ndarray, np.ndarray] | None = None
         self._calls = 0
 
+    def _use(self, loaded: _Loaded) -> None:
+        self._loaded = loaded
+        self.call_interval = int(default_call_interval(loaded.card) if self._requested_interval is None
+                                 else self._requested_interval)
+
+    def _choose(self, m: pyqg.QGModel) -> None:
+        """The automatic choice for solver ``m``: load the first shipped closure that accepts it."""
+        # imported here: the selection tries this class and the operator plugin, both of which import this module
+        from solver_coupling.pyqg.selection import choose_closure
+
+        settings = solver_config_of(m)
+        if settings == self._chosen_for:  # every member of an ensemble: one choice
+            return
+        choice = choose_closure(m, device=self.device, dtype=self.dtype, call_interval=self._requested_interval)
+        self._chosen_for, self.chosen, chosen = settings, choice.name, choice.parameterization
+        if isinstance(chosen, RotEqParameterization):
+            self._operator = None
+            self._use(chosen._loaded)
+        else:
+            self._operator, self._loaded, self.call_interval = chosen, None, 1
+
+    def _require_network(self, what: str) -> _Loaded:
+        if self._loaded is None:
+            raise RuntimeError(f"{what}: " + ("the automatic choice has not seen a solver yet (it chooses at the first "
+                                              "step; call bind(m) first)" if self.chosen is None else
+                                              f"the solver's closure is the operator closure {self.chosen!r}, "
+                                              "not a network"))
+        return self._loaded
+
     @property
     def parameterization_type(self) -> str:
         return "q_parameterization"
 
     @property
+    def operator(self) -> Any:
+        """The operator closure plugin the automatic choice picked (None: a network computes the forcing)."""
+        return self._operator
+
+    @property
     def network(self) -> models.FluxNet:
         """The loaded flux network (for other engines, e.g. the torch twin's in-graph closure)."""
-        return self._loaded.model
+        return self._require_network("network").model
 
     @property
     def weights_sha256(self) -> str:
         """sha256 of the weights file as loaded ("" for an in-memory model)."""
-        return self._loaded.weights_sha256
+        if self._operator is not None:
+            return self._operator.weights_sha256
+        return self._require_network("weights_sha256").weights_sha256
 
     @property
     def training_config(self) -> dict:
         """The solver configuration the model card declares (empty if none)."""
-        return dict(self._loaded.card.get("training", {}).get("solver", {}))
+        if self._operator is not None:
+            return self._operator.training_config
+        return dict(self._require_network("training_config").card.get("training", {}).get("solver", {}))
 
     def verify_model_file(self) -> None:
         """Raise :class:`ModelFileChangedError` if the weights on disk differ from those loaded."""
+        if self._operator is not None:
+            self._operator.verify_model_file()
+            return
+        if self._loaded is None:
+            return
         path = self._loaded.weights_path
         if path is None:
             return
@@ -193,7 +260,13 @@ class RotEqParameterization(pyqg.QParameterization):
                 f"-> {now[:12]}...); reload the parameterization to use the new weights")
 
     def check_solver(self, m: pyqg.QGModel) -> None:
-        """Check the model against the solver before the first step (raises :class:`ModelMismatchError`)."""
+        """Check the model against the solver before the first step (raises :class:`ModelMismatchError`);
+        the automatic choice chooses here."""
+        if self._auto:
+            self._choose(m)
+            if self._operator is not None:
+                self._operator.check_solver(m)
+                return
         if not isinstance(m, (pyqg.QGModel, pyqg.LayeredModel)):
             raise ModelMismatchError(f"RotEqParameterization supports pyqg's layered models (QGModel, LayeredModel), "
                                      f"got {type(m).__name__}")
@@ -283,10 +356,14 @@ class RotEqParameterization(pyqg.QParameterization):
         frames = [(g, taken_back(g)) for g in self._symmetry_group().exact_elements()]
         return tuple((g, seen) for g, seen in frames if not regime_mismatches(declared, seen, list(seen)))
 
-    def bind(self, m: pyqg.QGModel) -> PVForcing:
-        """Check ``m`` and build the forcing operator for it (done on the first call)."""
+    def bind(self, m: pyqg.QGModel) -> PVForcing | None:
+        """Check ``m`` and build the forcing operator for it (done on the first call); None when the
+        automatic choice picked an operator closure, which computes the forcing itself."""
         if self._bound_to != id(m):
             self.check_solver(m)
+            if self._operator is not None:
+                self._bound_to, self._forcing = id(m), None
+                return None
             predictor = models.Predictor(self._loaded.model, device=self.device, dtype=self.dtype)
             self._forcing = PVForcing(predictor, strat=stratification(m), L=float(m.L), n=int(m.nx),
                                       drag=float(m.rek))
@@ -299,6 +376,8 @@ class RotEqParameterization(pyqg.QParameterization):
 
     def __call__(self, m: pyqg.QGModel) -> np.ndarray:
         forcing = self.bind(m)
+        if forcing is None:
+            return self._operator(m)
         if self._cached is None or self._calls % self.call_interval == 0:
             try:
                 self._cached = forcing.from_spectral(m.ph, *self._constants)
@@ -308,9 +387,14 @@ class RotEqParameterization(pyqg.QParameterization):
         return self._cached
 
     def __repr__(self) -> str:
+        if self._auto and self.chosen is None:
+            return f"RotEqParameterization('auto', device={self.device!r}: chooses at the first step)"
+        if self._operator is not None:
+            return f"RotEqParameterization('auto' -> {self._operator!r})"
         frame = (f", solver frame = {' = '.join(map(str, self.matched_elements))} of the training one"
                  if self.matched_elements else "")
-        return (f"RotEqParameterization({self._loaded.card.get('name', 'in-memory model')!r}, device={self.device!r}, "
+        name = self._loaded.card.get("name", "in-memory model")
+        return (f"RotEqParameterization({('auto -> ' if self._auto else '') + name!r}, device={self.device!r}, "
                 f"call_interval={self.call_interval}{frame})")
 
 
@@ -354,7 +438,7 @@ class Ensemble:
                              "is filled by the ensemble)")
         self.members = list(members)
         self.param = param
-        self.forcing = param.bind(members[0])
+        self.forcing = param.bind(members[0])  # None: the automatic choice picked an operator closure
         for m in members[1:]:
             param.check_solver(m)
         self._slots = slots
@@ -384,7 +468,11 @@ class Ensemble:
         idx = [i for i in range(len(self.members)) if active is None or active[i]]
         if not idx:
             return
-        if self._steps % self.param.call_interval == 0:
+        if self.forcing is None:  # an operator closure: one spectral multiply per member, nothing to batch
+            for i in idx:
+                self.members[i]._invert()  # the same inversion _step_forward starts with: qh is current
+                self._slots[i].dq = self.param.operator(self.members[i])
+        elif self._steps % self.param.call_interval == 0:
             for i in idx:
                 self.members[i]._invert()  # the same inversion _step_forward starts with: ph is current
             m0 = self.members[idx[0]]

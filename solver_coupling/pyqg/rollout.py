@@ -62,9 +62,10 @@ from solver_coupling.pyqg.baselines import BASELINES, pyqg_baseline, torch_basel
 from solver_coupling.pyqg.config import YEAR, PyqgConfig
 from solver_coupling.pyqg.data import initial_pv
 from solver_coupling.pyqg.operator_plugin import OperatorParameterization
-from solver_coupling.pyqg.plugin import Ensemble, RotEqParameterization
+from solver_coupling.pyqg.plugin import AUTO, Ensemble, RotEqParameterization
+from solver_coupling.pyqg.selection import choose_closure
 from solver_coupling.pyqg.state import velocity
-from solver_coupling.torchqg.operator_store import is_operator_model
+from solver_coupling.torchqg.operator_family import is_operator
 
 __all__ = ["RolloutRequest", "load_initial_states", "read_states", "rollout"]
 
@@ -76,7 +77,7 @@ class RolloutRequest:
     """What to run. Times in model years (360 days) / days / hours; energies in m^2/s^2."""
 
     config: PyqgConfig  # the coarse model's configuration: config.nx is the rollout grid
-    model: str | None = None
+    model: str | None = None  # a name or folder, None (no closure), a baseline, or "auto": the shipped choice
     members: int = 3
     years: float = 10.0
     snapshot_days: float = 5.0
@@ -94,12 +95,18 @@ class RolloutRequest:
     initial_states: str | None = None  # netCDF with q (run, lev, y, x) [1/s]: member i starts from run i
 
     def __post_init__(self) -> None:
+        if self.model == AUTO:  # the shipped closure for this configuration, named in the request and the file
+            if self.allow_out_of_regime:
+                raise ValueError("allow_out_of_regime overrides one model's regime check: name the model (--model) "
+                                 "to run it outside its regime")
+            probe = self.config.make_model(nx=self.config.nx, log_level=0)
+            object.__setattr__(self, "model", choose_closure(probe).name)
         if self.add_closure is not None:
             if self.add_closure not in BASELINES:
                 raise ValueError(f"unknown closure to add {self.add_closure!r}; expected one of {sorted(BASELINES)}")
             if self.model is None or self.model in BASELINES:
                 raise ValueError("add_closure adds a built-in closure to a trained network's forcing: give a model")
-            if is_operator_model(self.model):
+            if is_operator(self.model):
                 raise ValueError("add_closure adds to a flux network's forcing; an operator closure is one already")
             if self.engine != "pyqg":
                 raise ValueError("add_closure runs on the pyqg engine (pyqg's own classes); use --engine pyqg")
@@ -113,7 +120,7 @@ class RolloutRequest:
                              f"{self.config.nz}-layer LayeredModel: use --engine pyqg")
         if self.engine == "pyqg" and self.device != "cpu" and self.model is None:
             raise ValueError("the pyqg engine steps on the CPU; use --engine torch to run the solver on a GPU")
-        if self.call_interval not in (None, 1) and is_operator_model(self.model):
+        if self.call_interval not in (None, 1) and is_operator(self.model):
             raise ValueError("an operator closure costs one spectral multiply per step: it runs at call_interval 1")
         if self.members < 1:
             raise ValueError(f"members must be >= 1, got {self.members}")
@@ -173,7 +180,7 @@ class _PyqgEngine(_Engine):
         elif req.model in BASELINES:
             self.members = [solver(parameterization=pyqg_baseline(req.model), **kwargs)
                             for _ in range(req.members)]
-        elif is_operator_model(req.model):
+        elif is_operator(req.model):
             # stateless apart from its multipliers, which are built per member: one object serves all
             self.param = OperatorParameterization(req.model, allow_out_of_regime=req.allow_out_of_regime)
             self.members = [solver(parameterization=self.param, **kwargs) for _ in range(req.members)]
@@ -270,10 +277,11 @@ class _TorchEngine(_Engine):
         closure = None
         if req.model in BASELINES:
             closure = torch_baseline(req.model)
-        elif is_operator_model(req.model):
+        elif is_operator(req.model):
             self.param = OperatorParameterization(req.model, allow_out_of_regime=req.allow_out_of_regime)
-            self.param.check_solver(pyqg.QGModel(**kwargs))
-            closure = self.param.closure.to(req.device)
+            probe = pyqg.QGModel(**kwargs)
+            self.param.check_solver(probe)
+            closure = self.param.closure_for(probe).to(req.device)
         elif req.model is not None:
             # the same pre-flight checks as the pyqg engine: a probe pyqg model of this configuration
             self.param = RotEqParameterization(req.model, allow_out_of_regime=req.allow_out_of_regime)
