@@ -38,3 +38,58 @@ if [ "$STAGE" = data ] || [ "$STAGE" = all ]; then
     gen data/mid_ceil.nc 2 2 10 $MID
   fi
 fi
+
+# Rollouts: 8 members of seed 3 per closure; eddy 48^2 / 96^2 10 years, mid 15 years. ROLL picks a
+# subset, e.g. ROLL="48 96" (default: every table).
+roll() {  # DIR MODEL ARGS...
+  [ -f "$1/rollout.nc" ] && grep -q "^wrote" "$1.log" 2>/dev/null && return
+  $R rollout --model "$2" --members 8 --seed 3 --no-progress --out "$1" "${@:3}" \
+    $([ -f "$1/checkpoint.npz" ] && echo --resume || echo --overwrite) > "$1.log" 2>&1
+}
+fit() {  # NAME DATA ARGS...: an operator closure fitted to DATA's transfer spectra (run 1 held out)
+  [ -f "trained_models/$1/operator.pt" ] || $R train-operator --data "$2" --holdout 1 --out "$OUT/fit-$1" --name "$1" "${@:3}"
+}
+if [ "$STAGE" = fit ] || [ "$STAGE" = all ]; then
+  fit eddy-operator-48 data/eddy48_fit.nc
+  fit eddy-operator-96 data/eddy96_fit.nc
+fi
+if [ "$STAGE" = roll ] || [ "$STAGE" = all ]; then
+  for grid in ${ROLL:-48 96 mid jet}; do
+    case $grid in
+      mid) args="--years 15 $MID"; closures="auto none backscatter smagorinsky" ;;
+      # the jet's none, backscatter and operator rollouts are scripts/jet_operator.sh's (same seed and length)
+      jet) args="--years 15 --config jet"; closures="smagorinsky" ;;
+      *) args="--years 10 --nx $grid"; closures="none backscatter smagorinsky auto" ;;
+    esac
+    for c in $closures; do roll "$OUT/$grid-$c" "$c" $args; done
+  done
+fi
+
+# Stability: 5 members x 20 years of the default's choice on jet (seeds 1 and 2, as the eddy runs)
+if [ "$STAGE" = stability ] || [ "$STAGE" = all ]; then
+  for s in 1 2; do
+    d=$OUT/jet-stab20-s$s
+    [ -f "$d/rollout.nc" ] && grep -q "^wrote" "$d.log" 2>/dev/null && continue
+    $R rollout --config jet --members $((s == 1 ? 3 : 2)) --years 20 --seed $s --no-progress --out "$d" \
+      $([ -f "$d/checkpoint.npz" ] && echo --resume || echo --overwrite) > "$d.log" 2>&1
+  done
+fi
+
+# One `roteq evaluate` table per flow and grid, each with the noise ceiling (independent high-res runs)
+if [ "$STAGE" = evaluate ] || [ "$STAGE" = all ]; then
+  for grid in 48 96; do
+    $R evaluate --truth data/eddy${grid}_truth.nc --truth-b data/eddy${grid}_ceil.nc --baseline $OUT/$grid-none/rollout.nc \
+      --run eddy-operator-$grid=$OUT/$grid-auto/rollout.nc --run backscatter=$OUT/$grid-backscatter/rollout.nc \
+      --run smagorinsky=$OUT/$grid-smagorinsky/rollout.nc --last-years 5 --out $OUT/evaluate-$grid
+  done
+  $R evaluate --truth data/mid_truth.nc --truth-b data/mid_ceil.nc --baseline $OUT/mid-none/rollout.nc \
+    --run operators-64=$OUT/mid-auto/rollout.nc --run backscatter=$OUT/mid-backscatter/rollout.nc \
+    --run smagorinsky=$OUT/mid-smagorinsky/rollout.nc \
+    --last-years 10 --out $OUT/evaluate-mid
+  J=runs/jetop
+  $R evaluate --truth data/jet3_seed1.nc --truth-b data/jet_fit_seed0.nc --baseline $J/none/rollout.nc \
+    --run operators-64=$J/op-energy/rollout.nc --run energy-coupled=$J/op-Ecoupled/rollout.nc \
+    --run energy-radius4=$J/op-Er4/rollout.nc --run coupled=$J/op-coupled/rollout.nc \
+    --run backscatter=$J/backscatter/rollout.nc --run smagorinsky=$OUT/jet-smagorinsky/rollout.nc \
+    --last-years 4 --out $OUT/evaluate-jet
+fi
