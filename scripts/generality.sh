@@ -7,10 +7,12 @@
 # geometric midpoint of eddy and jet in every setting they differ in (beta 1.22e-11 m-1 s-1, rek
 # 2.0e-7 s-1, delta 0.16; rd, H1, U1, U2, L as both). No training run is drawn from it.
 #
-# Data (256^2 high-res runs, spectral coarse-graining, snapshots every 250 h after 5 years of spin-up):
-#   eddy48_fit / eddy96_fit   seed 0, 2 runs x 5 years, coarse 48^2 / 96^2: operator fits (run 1 held out)
-#   eddy48_truth / ..._ceil   seed 1 (truth) and seed 2 (noise ceiling), 2 runs x 5 years each
-#   mid_truth / mid_ceil      seed 1 / seed 2, 2 runs x 10 years, coarse 64^2
+# Data: 256^2 high-res runs of 10 years (`--years` is the whole run), spectral coarse-graining, a snapshot
+# every 250 h over years 5-10 (173 per run):
+#   eddy48_fit / eddy96_fit     seed 0, 2 runs, coarse 48^2 / 96^2: operator fits (run 1 held out); as
+#                               independent high-res runs they are also the tables' noise ceiling
+#   eddy48_truth / eddy96_truth seed 1, 2 runs: the truth
+#   mid_truth / mid_ceil        seed 1 / seed 2, 2 runs each, coarse 64^2
 # Stages: STAGE=data (default all) | fit | roll | evaluate.   Q=1 or Q=2 picks one data queue (run both at once).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -19,19 +21,17 @@ R=.venv/bin/roteq
 OUT=${OUT:-runs/gen}
 MID="--set beta=1.22e-11 --set rek=2e-7 --set delta=0.16"
 mkdir -p "$OUT" data
-gen() {  # FILE MEMBERS SEED YEARS ARGS...
+gen() {  # FILE MEMBERS SEED YEARS ARGS... (YEARS: the whole run, spin-up included)
   [ -f "$1" ] || $R generate --members "$2" --seed "$3" --years "$4" --spinup-years 5 --snapshot-hours 250 \
     --serial "${@:5}" --out-file "$1" > "$OUT/gen_$(basename "$1" .nc).log" 2>&1
 }
 STAGE=${STAGE:-all}
 if [ "$STAGE" = data ] || [ "$STAGE" = all ]; then
   if [ "${Q:-1}" = 1 ]; then
-    gen data/eddy48_fit.nc 2 0 5 --coarse-nx 48
-    gen data/eddy96_fit.nc 2 0 5 --coarse-nx 96
-    gen data/eddy48_truth.nc 2 1 5 --coarse-nx 48
-    gen data/eddy96_truth.nc 2 1 5 --coarse-nx 96
-    gen data/eddy48_ceil.nc 2 2 5 --coarse-nx 48
-    gen data/eddy96_ceil.nc 2 2 5 --coarse-nx 96
+    gen data/eddy48_fit.nc 2 0 10 --coarse-nx 48
+    gen data/eddy96_fit.nc 2 0 10 --coarse-nx 96
+    gen data/eddy48_truth.nc 2 1 10 --coarse-nx 48
+    gen data/eddy96_truth.nc 2 1 10 --coarse-nx 96
   fi
   if [ "${Q:-2}" = 2 ]; then
     gen data/mid_truth.nc 2 1 10 $MID
@@ -39,8 +39,8 @@ if [ "$STAGE" = data ] || [ "$STAGE" = all ]; then
   fi
 fi
 
-# Rollouts: 8 members of seed 3 per closure; eddy 48^2 / 96^2 10 years, mid 15 years. ROLL picks a
-# subset, e.g. ROLL="48 96" (default: every table).
+# Rollouts: 8 members of seed 3 per closure, 10 years (scored over years 5-10, as the truth), jet 15 years
+# (scored over the last 4, as scripts/jet_operator.sh). ROLL picks a subset, e.g. ROLL="48 96" (default: all).
 roll() {  # DIR MODEL ARGS...
   [ -f "$1/rollout.nc" ] && grep -q "^wrote" "$1.log" 2>/dev/null && return
   $R rollout --model "$2" --members 8 --seed 3 --no-progress --out "$1" "${@:3}" \
@@ -56,7 +56,7 @@ fi
 if [ "$STAGE" = roll ] || [ "$STAGE" = all ]; then
   for grid in ${ROLL:-48 96 mid jet}; do
     case $grid in
-      mid) args="--years 15 $MID"; closures="auto none backscatter smagorinsky" ;;
+      mid) args="--years 10 $MID"; closures="auto none backscatter smagorinsky" ;;
       # the jet's none, backscatter and operator rollouts are scripts/jet_operator.sh's (same seed and length)
       jet) args="--years 15 --config jet"; closures="smagorinsky" ;;
       *) args="--years 10 --nx $grid"; closures="none backscatter smagorinsky auto" ;;
@@ -78,14 +78,13 @@ fi
 # One `roteq evaluate` table per flow and grid, each with the noise ceiling (independent high-res runs)
 if [ "$STAGE" = evaluate ] || [ "$STAGE" = all ]; then
   for grid in 48 96; do
-    $R evaluate --truth data/eddy${grid}_truth.nc --truth-b data/eddy${grid}_ceil.nc --baseline $OUT/$grid-none/rollout.nc \
+    $R evaluate --truth data/eddy${grid}_truth.nc --truth-b data/eddy${grid}_fit.nc --baseline $OUT/$grid-none/rollout.nc \
       --run eddy-operator-$grid=$OUT/$grid-auto/rollout.nc --run backscatter=$OUT/$grid-backscatter/rollout.nc \
       --run smagorinsky=$OUT/$grid-smagorinsky/rollout.nc --last-years 5 --out $OUT/evaluate-$grid
   done
   $R evaluate --truth data/mid_truth.nc --truth-b data/mid_ceil.nc --baseline $OUT/mid-none/rollout.nc \
     --run operators-64=$OUT/mid-auto/rollout.nc --run backscatter=$OUT/mid-backscatter/rollout.nc \
-    --run smagorinsky=$OUT/mid-smagorinsky/rollout.nc \
-    --last-years 10 --out $OUT/evaluate-mid
+    --run smagorinsky=$OUT/mid-smagorinsky/rollout.nc --last-years 5 --out $OUT/evaluate-mid
   J=runs/jetop
   $R evaluate --truth data/jet3_seed1.nc --truth-b data/jet_fit_seed0.nc --baseline $J/none/rollout.nc \
     --run operators-64=$J/op-energy/rollout.nc --run energy-coupled=$J/op-Ecoupled/rollout.nc \
