@@ -184,3 +184,21 @@ def test_choice_reports_why_earlier_closures_declined():
     choice = choose_closure(m)
     assert choice.name == "operators-64"
     assert any(d.startswith("eddy-c4-dilated-apost2: ") and "rek" in d for d in choice.declined)
+
+
+def test_auto_rollout_runs_the_family_blend_alike_on_both_engines(tmp_path):
+    """`roteq rollout` (model "auto") at the mid configuration runs operators-64 blended for it: the pyqg
+    plugin and the torch twin's closure give the same 2-member rollout, which differs from no closure."""
+    from solver_coupling.pyqg.rollout import rollout
+
+    def request(**kw):
+        return RolloutRequest(config=get_config("eddy", {**MID, "nx": 64}, coarse_nx=64), members=2, years=0.02,
+                              snapshot_days=2.0, checkpoint_years=0.01, diag_start_years=0.01, **kw)
+
+    a = rollout(request(model="auto"), tmp_path / "pyqg", progress=False)
+    b = rollout(request(model="auto", engine="torch"), tmp_path / "torch", progress=False)
+    assert a.attrs["model"] == "operators-64" and not a["failed"].any()
+    scale = np.abs(a["q"].values).max()
+    np.testing.assert_allclose(b["q"].values, a["q"].values, rtol=0, atol=1e-6 * scale)
+    bare = rollout(request(model=None), tmp_path / "none", progress=False)
+    assert np.abs(bare["q"].values - a["q"].values).max() > 1e-5 * scale

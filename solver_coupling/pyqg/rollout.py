@@ -281,7 +281,8 @@ class _TorchEngine(_Engine):
             self.param = OperatorParameterization(req.model, allow_out_of_regime=req.allow_out_of_regime)
             probe = pyqg.QGModel(**kwargs)
             self.param.check_solver(probe)
-            closure = self.param.closure_for(probe).to(req.device)
+            # a rollout trains nothing: without this the twin's state carries a graph to the weights
+            closure = self.param.closure_for(probe).to(req.device).requires_grad_(False)
         elif req.model is not None:
             # the same pre-flight checks as the pyqg engine: a probe pyqg model of this configuration
             self.param = RotEqParameterization(req.model, allow_out_of_regime=req.allow_out_of_regime)
