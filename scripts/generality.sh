@@ -88,9 +88,12 @@ if [ "$STAGE" = evaluate ] || [ "$STAGE" = all ]; then
     --run operators-64=$OUT/mid-auto/rollout.nc --run backscatter=$OUT/mid-backscatter/rollout.nc \
     --run smagorinsky=$OUT/mid-smagorinsky/rollout.nc --last-years 5 --out $OUT/evaluate-mid
   J=runs/jetop
-  $R evaluate --truth data/jet3_seed1.nc --truth-b data/jet_fit_seed0.nc --baseline $J/none/rollout.nc \
+  # the jet truth: the stored reference of 16 high-res runs (references/jet16.nc, scripts/jet_transfer.sh);
+  # ceiling: the 2 independent seed-0 runs the jet operator was fitted to
+  $R evaluate --reference references/jet16.nc --truth-b data/jet_fit_seed0.nc --baseline $J/none/rollout.nc \
     --run operators-64=$J/op-energy/rollout.nc --run energy-coupled=$J/op-Ecoupled/rollout.nc \
     --run energy-radius4=$J/op-Er4/rollout.nc --run coupled=$J/op-coupled/rollout.nc \
+    --run separate=$J/op-separate/rollout.nc \
     --run backscatter=$J/backscatter/rollout.nc --run smagorinsky=$OUT/jet-smagorinsky/rollout.nc \
     --last-years 4 --out $OUT/evaluate-jet
 fi
