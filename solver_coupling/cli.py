@@ -51,6 +51,7 @@ from solver_coupling.pyqg.evaluate import (BASELINE, CEILING, TRUTH, EvaluateCon
                                             write_results)
 from solver_coupling.pyqg.family import FAMILY_PARAMETERS, Family, parse_range
 from solver_coupling.pyqg.rollout import RolloutRequest, rollout
+from solver_coupling.torchqg.operator_fit import LAYER_CHOICES
 
 
 # ---------------------------------------------------------------------------------------------
@@ -560,7 +561,7 @@ def _fit_operator_transfer(args: argparse.Namespace) -> tuple[Any, dict, dict, s
 
     data = load_transfer_data(args.data, args.holdout)
     closure = _operator_start(args, float(data.model_kwargs["L"]), int(data.model_kwargs["nx"]))
-    train_fit = fit_transfer(closure, data.train, budgets=args.budgets, coupled=args.layers == "coupled")
+    train_fit = fit_transfer(closure, data.train, budgets=args.budgets, layers=args.layers)
     none = transfer_mismatch(None, data.held_out)
     held = {name: {"none": none[name], "operator": value}
             for name, value in transfer_mismatch(closure, data.held_out).items()}
@@ -598,9 +599,9 @@ def add_train_operator_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--holdout", type=int, default=1, metavar="N", help="number of runs held out: the last N")
     p.add_argument("--budgets", type=_budget_list, default=("energy", "enstrophy"), metavar="LIST",
                    help="--method transfer: the transfer spectra matched, comma-separated (default: energy,enstrophy)")
-    p.add_argument("--layers", choices=("coupled", "separate"), default="coupled",
-                   help="--method transfer: fit the cross-layer operators too, or keep each layer's PV forcing "
-                        "only itself (default: coupled)")
+    p.add_argument("--layers", choices=LAYER_CHOICES, default="coupled",
+                   help="--method transfer: fit the cross-layer operators too, keep each layer's PV forcing "
+                        "only itself, or fit the upper layer's own operator alone (default: coupled)")
     p.add_argument("--init", default=None, metavar="MODEL",
                    help="start from this operator closure's weights (its radius and basis; --method twin fine-tunes "
                         "it) (default: start from zero)")

@@ -93,7 +93,7 @@ def test_a_closure_of_the_family_is_recovered_from_its_own_forcing(states):
 
 
 def test_a_per_layer_fit_keeps_the_layers_apart_and_matches_the_chosen_budgets(states):
-    """``coupled=False`` leaves the cross-layer operators exactly zero and recovers a per-layer closure from its
+    """``layers="separate"`` leaves the cross-layer operators exactly zero and recovers a per-layer closure from its
     own forcing; ``budgets=("energy",)`` matches the energy spectra alone, to round-off."""
     truth = operator_closure_64(5)
     with torch.no_grad():
@@ -102,13 +102,19 @@ def test_a_per_layer_fit_keeps_the_layers_apart_and_matches_the_chosen_budgets(s
                 p.zero_()
     stats = transfer_statistics(states, _applied(truth, states), EDDY)
     closure = operator_closure_64(3)  # nonzero cross terms to start with: the fit must clear them
-    fitted = fit_transfer(closure, stats, ridge=1e-14, coupled=False)
+    fitted = fit_transfer(closure, stats, ridge=1e-14, layers="separate")
     assert max(fitted.values()) <= 1e-6, fitted
     assert all(float(p.abs().max()) == 0.0 for op in (closure.ops[1], closure.ops[2]) for p in op.parameters())
-    energy_only = fit_transfer(operator_closure_64(None), stats, ridge=1e-14, budgets=("energy",), coupled=False)
+    energy_only = fit_transfer(operator_closure_64(None), stats, ridge=1e-14, budgets=("energy",), layers="separate")
     assert max(energy_only["energy1"], energy_only["energy2"]) <= 1e-6, energy_only
     with pytest.raises(ValueError, match="budgets"):
         fit_transfer(operator_closure_64(None), stats, budgets=("momentum",))
+    # the upper layer alone: its own operator recovered, every other operator exactly zero
+    upper = fit_transfer(operator_closure_64(3), stats, ridge=1e-14, layers="upper")
+    assert max(upper["energy1"], upper["enstrophy1"]) <= 1e-6, upper
+    assert upper["energy2"] == pytest.approx(1.0) and upper["enstrophy2"] == pytest.approx(1.0)  # as no closure
+    with pytest.raises(ValueError, match="layers"):
+        fit_transfer(operator_closure_64(None), stats, layers="lower")
 
 
 def test_statistics_refuse_mismatched_or_non_finite_input(states):

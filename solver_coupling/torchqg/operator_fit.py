@@ -131,17 +131,23 @@ def transfer_mismatch(closure: OperatorClosure | None, stats: TransferStatistics
     return out
 
 
+LAYER_CHOICES = ("coupled", "separate", "upper")
+"""What a transfer fit fits: every operator, each layer's own only, or the upper layer's own only."""
+
+
 def fit_transfer(closure: OperatorClosure, stats: TransferStatistics, *, ridge: float = 1e-9,
-                 budgets: tuple[str, ...] = _QUANTITIES, coupled: bool = True) -> dict[str, float]:
+                 budgets: tuple[str, ...] = _QUANTITIES, layers: str = "coupled") -> dict[str, float]:
     """Set ``closure``'s weights to those whose transfer spectra best match ``stats.target``.
 
     The multiplier is linear in the weights, so each weight's unit multiplier is built once and the
     scaled residual is minimised by one regularised normal-equation solve (``ridge`` relative to the
     mean diagonal of the normal matrix; it only keeps the solve well posed). ``budgets``: which spectra
-    are matched (``"energy"``, ``"enstrophy"``); ``coupled=False`` keeps the cross-layer operators at
+    are matched (``"energy"``, ``"enstrophy"``). ``layers="separate"`` keeps the cross-layer operators at
     zero, so each layer's PV forces only itself. (Online on the jet, the coupled fit's lower-layer KE
     distribution ended 7.5x farther from the truth's than no closure's; the per-layer fits did not run
-    away: docs/results.md.) Returns the fit's
+    away: docs/results.md.) ``layers="upper"`` fits the upper layer's own operator to the upper layer's
+    spectra and leaves every other operator zero: the lower layer is forced by nothing (on the jet every
+    closure measured worsened the lower layer's PV distribution most). Returns the fit's
     :func:`transfer_mismatch` on ``stats``, over every budget.
     """
     if closure.nz != stats.target.shape[1] or abs(closure.L - stats.L) > 1e-9 * stats.L:
@@ -149,8 +155,12 @@ def fit_transfer(closure: OperatorClosure, stats: TransferStatistics, *, ridge: 
                          f"(nz={stats.target.shape[1]}, L={stats.L:g} m)")
     if not budgets or set(budgets) - set(_QUANTITIES):
         raise ValueError(f"budgets must be among {_QUANTITIES}; got {tuple(budgets)}")
+    if layers not in LAYER_CHOICES:
+        raise ValueError(f"layers must be one of {LAYER_CHOICES}; got {layers!r}")
     # ops[i * nz + j] maps layer j's PV to layer i's tendency; uncoupled, only i == j is fitted, the rest zeroed
-    fitted = [coupled or k // closure.nz == k % closure.nz for k in range(len(closure.ops))]
+    fitted = [layers == "coupled" or (k // closure.nz == k % closure.nz and (layers == "separate" or k == 0))
+              for k in range(len(closure.ops))]
+    matched = list(range(closure.nz)) if layers != "upper" else [0]  # the layers whose spectra are matched
     with torch.no_grad():
         for op, fit in zip(closure.ops, fitted):
             if not fit:
@@ -171,8 +181,8 @@ def fit_transfer(closure: OperatorClosure, stats: TransferStatistics, *, ridge: 
         columns.append(closure_transfer(closure, stats))
     keep = _fitted_shells(stats)
     rows = [_QUANTITIES.index(b) for b in budgets]
-    design = np.stack(columns, -1)[rows][:, :, keep]  # [budgets, nz, shells, n]
-    target = stats.target[rows][:, :, keep]
+    design = np.stack(columns, -1)[rows][:, matched][:, :, keep]  # [budgets, layers, shells, n]
+    target = stats.target[rows][:, matched][:, :, keep]
     scale = np.sqrt(np.mean(target**2, axis=-1, keepdims=True))
     A = (design / scale[..., None]).reshape(-1, n)
     b = (target / scale).ravel()
