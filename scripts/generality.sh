@@ -13,7 +13,7 @@
 #                               independent high-res runs they are also the tables' noise ceiling
 #   eddy48_truth / eddy96_truth seed 1, 2 runs: the truth
 #   mid_truth / mid_ceil        seed 1 / seed 2, 2 runs each, coarse 64^2
-# Stages: STAGE=data (default all) | fit | roll | evaluate.   Q=1 or Q=2 picks one data queue (run both at once).
+# Stages: STAGE=data (default all) | fit | roll | jet | stability | evaluate.   Q=1 or Q=2 picks one data queue (run both at once).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PYTHONHASHSEED=0 OMP_NUM_THREADS=1
@@ -67,6 +67,19 @@ if [ "$STAGE" = roll ] || [ "$STAGE" = all ]; then
   done
 fi
 
+# Jet attempts beyond scripts/jet_operator.sh's three (same data, seed and length; its none, backscatter
+# and operator rollouts are reused): energy spectra with the layers coupled, per layer with radius-4
+# kernels, and the upper layer's own operator alone.
+if [ "$STAGE" = jet ] || [ "$STAGE" = all ]; then
+  J=runs/jetop
+  jfit() { [ -f "$J/jet-operator-$1/operator.pt" ] || $R train-operator --data data/jet_fit_seed0.nc --holdout 1 \
+    --out "$J/fit-$1" --name "$J/jet-operator-$1" "${@:2}"; }
+  jfit Ecoupled --budgets energy
+  jfit Er4 --layers separate --budgets energy --radius-cells 4 --n-basis 9
+  jfit Eupper --layers upper --budgets energy
+  for v in Ecoupled Er4 Eupper; do roll "$J/op-$v" "$J/jet-operator-$v" --config jet --years 15; done
+fi
+
 # Stability: 5 members x 20 years of the default's choice on jet (seeds 1 and 2, as the eddy runs)
 if [ "$STAGE" = stability ] || [ "$STAGE" = all ]; then
   for s in 1 2; do
@@ -93,7 +106,7 @@ if [ "$STAGE" = evaluate ] || [ "$STAGE" = all ]; then
   $R evaluate --reference references/jet16.nc --truth-b data/jet_fit_seed0.nc --baseline $J/none/rollout.nc \
     --run operators-64=$J/op-energy/rollout.nc --run energy-coupled=$J/op-Ecoupled/rollout.nc \
     --run energy-radius4=$J/op-Er4/rollout.nc --run coupled=$J/op-coupled/rollout.nc \
-    --run separate=$J/op-separate/rollout.nc \
+    --run separate=$J/op-separate/rollout.nc --run upper-only=$J/op-Eupper/rollout.nc \
     --run backscatter=$J/backscatter/rollout.nc --run smagorinsky=$OUT/jet-smagorinsky/rollout.nc \
     --last-years 4 --out $OUT/evaluate-jet
 fi
