@@ -70,9 +70,11 @@ def choose_closure(m: pyqg.QGModel, **kwargs: Any) -> Choice:
             declined.append(f"{name}: {str(e).split('; ' + OUT_OF_REGIME_MEASURED)[0].split('. Train')[0]}")
             continue
         return Choice(name, param, tuple(declined))
+    # a LayeredModel has rd and delta attributes set to None: show only the settings this solver has
+    shown = ", ".join(f"{k} = {getattr(m, k):g}" for k in ("nx", "nz", "beta", "rek", "rd", "delta")
+                      if isinstance(getattr(m, k, None), (int, float)))
     raise ModelMismatchError(
-        "no shipped closure covers this solver (nx = {}, beta = {:g}, rek = {:g}, rd = {:g}, delta = {:g}):\n  - "
-        .format(m.nx, m.beta, m.rek, getattr(m, "rd", float("nan")), getattr(m, "delta", float("nan")))
+        f"no shipped closure covers this solver ({shown}):\n  - "
         + "\n  - ".join(declined)
         + "\nTrain a closure on this configuration's data (docs/retraining.md) and pass its folder, or name a "
           "shipped closure with allow_out_of_regime=True to run one anyway")
