@@ -41,13 +41,17 @@ fi
 
 # Rollouts: 8 members of seed 3 per closure, 10 years (scored over years 5-10, as the truth), jet 15 years
 # (scored over the last 4, as scripts/jet_operator.sh). ROLL picks a subset, e.g. ROLL="48 96" (default: all).
-roll() {  # DIR MODEL ARGS...
+resumable() {  # DIR ARGS...: `roteq rollout ARGS` into DIR (log DIR.log); skipped once finished, resumed if cut off
   [ -f "$1/rollout.nc" ] && grep -q "^wrote" "$1.log" 2>/dev/null && return
-  $R rollout --model "$2" --members 8 --seed 3 --no-progress --out "$1" "${@:3}" \
+  mkdir -p "$(dirname "$1")"
+  $R rollout --no-progress --out "$1" "${@:2}" \
     $([ -f "$1/checkpoint.npz" ] && echo --resume || echo --overwrite) > "$1.log" 2>&1
 }
-fit() {  # NAME DATA ARGS...: an operator closure fitted to DATA's transfer spectra (run 1 held out)
-  [ -f "trained_models/$1/operator.pt" ] || $R train-operator --data "$2" --holdout 1 --out "$OUT/fit-$1" --name "$1" "${@:3}"
+roll() { resumable "$1" --model "$2" --members 8 --seed 3 "${@:3}"; }  # DIR MODEL ARGS...: a table's rollout
+fit() {  # NAME DATA ARGS...: an operator closure fitted to DATA's transfer spectra (run 1 held out); NAME is
+  # saved as trained_models/NAME, or as the path itself when it holds a /
+  local dir=$1; [[ $1 == */* ]] || dir=trained_models/$1
+  [ -f "$dir/operator.pt" ] || $R train-operator --data "$2" --holdout 1 --out "$OUT/fit-$(basename "$1")" --name "$1" "${@:3}"
 }
 # 48^2: the default radius (8 cells) ran away online (KE 8x no closure's); four variants were screened on 4
 # members of seed 21 (4 years, years 2-4 scored, used for nothing else) and radius 4 kept (0.783 / 0.230;
@@ -58,12 +62,11 @@ if [ "$STAGE" = fit ] || [ "$STAGE" = all ]; then
 fi
 if [ "$STAGE" = screen48 ] || [ "$STAGE" = all ]; then
   S=runs/screen48
-  fit48() { [ -f "$OUT/op48-$1/operator.pt" ] || $R train-operator --data data/eddy48_fit.nc --holdout 1 \
-    --out "$OUT/fit48-$1" --name "$OUT/op48-$1" "${@:2}"; }
+  fit48() { fit "$OUT/op48-$1" data/eddy48_fit.nc "${@:2}"; }
   fit48 r8; fit48 sep --layers separate; fit48 sepE --layers separate --budgets energy
   fit48 r4 --radius-cells 4 --n-basis 9; fit48 upE --layers upper --budgets energy
   for v in none r8 sep sepE r4 upE; do m=$OUT/op48-$v; [ $v = none ] && m=none
-    [ -f $S/$v/rollout.nc ] || $R rollout --model $m --nx 48 --members 4 --years 4 --seed 21 --no-progress --out $S/$v --overwrite
+    resumable $S/$v --model $m --nx 48 --members 4 --years 4 --seed 21
   done
   $R evaluate --truth data/eddy48_truth.nc --baseline $S/none/rollout.nc --run sep=$S/sep/rollout.nc \
     --run sepE=$S/sepE/rollout.nc --run r4=$S/r4/rollout.nc --run upE=$S/upE/rollout.nc --last-years 2 --out $S/evaluate
@@ -79,12 +82,11 @@ fi
 # by the same command to an earlier realisation of data/eddy96_fit.nc: commit c5a1766.)
 if [ "$STAGE" = screen96 ] || [ "$STAGE" = all ]; then
   S=runs/screen96-8y
-  fit96() { [ -f "$OUT/op96-$1/operator.pt" ] || $R train-operator --data data/eddy96_fit.nc --holdout 1 \
-    --out "$OUT/fit96-$1" --name "$OUT/op96-$1" "${@:2}" > "$OUT/fit96-$1.log" 2>&1; }
+  fit96() { fit "$OUT/op96-$1" data/eddy96_fit.nc "${@:2}"; }
   fit96 r8; fit96 r4 --radius-cells 4 --n-basis 9; fit96 r12 --radius-cells 12 --n-basis 25
   fit96 sep --layers separate; fit96 sepE --layers separate --budgets energy
   for v in none r8 r4 r12 sep sepE; do m=$OUT/op96-$v; [ $v = none ] && m=none
-    [ -f $S/$v/rollout.nc ] || $R rollout --model $m --nx 96 --members 4 --years 8 --seed 21 --no-progress --out $S/$v --overwrite
+    resumable $S/$v --model $m --nx 96 --members 4 --years 8 --seed 21
   done
   $R evaluate --truth data/eddy96_truth.nc --baseline $S/none/rollout.nc --run r8=$S/r8/rollout.nc --run r4=$S/r4/rollout.nc \
     --run r12=$S/r12/rollout.nc --run sep=$S/sep/rollout.nc --run sepE=$S/sepE/rollout.nc --last-years 3 --out $S/evaluate
@@ -95,17 +97,11 @@ fi
 # its table against the eddy reference, mapped back (--frame rot180), beside the unturned default on the
 # same members (4 of seed 3, 10 years, years 5-10 scored).
 if [ "$STAGE" = rot180 ] || [ "$STAGE" = all ]; then
-  for c in none auto; do
-    d=$OUT/eddy-$c; [ -f "$d/rollout.nc" ] && grep -q "^wrote" "$d.log" 2>/dev/null && continue
-    $R rollout --model $c --members 4 --years 10 --seed 3 --no-progress --out "$d" \
-      $([ -f "$d/checkpoint.npz" ] && echo --resume || echo --overwrite) > "$d.log" 2>&1
-  done
-  d=$OUT/eddy-rot180
-  [ -f "$d/rollout.nc" ] && grep -q "^wrote" "$d.log" 2>/dev/null || $R rollout --members 4 --years 10 --seed 3 \
-    --set beta=-1.5e-11 --set U1=-0.025 --no-progress --out "$d" \
-    $([ -f "$d/checkpoint.npz" ] && echo --resume || echo --overwrite) > "$d.log" 2>&1
+  for c in none auto; do resumable $OUT/eddy-$c --model $c --members 4 --years 10 --seed 3; done
+  resumable $OUT/eddy-rot180 --members 4 --years 10 --seed 3 --set beta=-1.5e-11 --set U1=-0.025
   $R evaluate --reference trained_models/eddy-c4-dilated-apost2/reference.nc --baseline $OUT/eddy-none/rollout.nc \
-    --run eddy=$OUT/eddy-auto/rollout.nc --run rot180=$d/rollout.nc --frame rot180=rot180 --last-years 5 --out $OUT/evaluate-rot180
+    --run eddy=$OUT/eddy-auto/rollout.nc --run rot180=$OUT/eddy-rot180/rollout.nc --frame rot180=rot180 \
+    --last-years 5 --out $OUT/evaluate-rot180
 fi
 
 if [ "$STAGE" = roll ] || [ "$STAGE" = all ]; then
@@ -126,8 +122,7 @@ fi
 # kernels. (The upper layer's own operator alone, --layers upper, was stopped at 2 of 15 years for time.)
 if [ "$STAGE" = jet ] || [ "$STAGE" = all ]; then
   J=runs/jetop
-  jfit() { [ -f "$J/jet-operator-$1/operator.pt" ] || $R train-operator --data data/jet_fit_seed0.nc --holdout 1 \
-    --out "$J/fit-$1" --name "$J/jet-operator-$1" "${@:2}"; }
+  jfit() { fit "$J/jet-operator-$1" data/jet_fit_seed0.nc "${@:2}"; }
   jfit Ecoupled --budgets energy
   jfit Er4 --layers separate --budgets energy --radius-cells 4 --n-basis 9
   for v in Ecoupled Er4; do roll "$J/op-$v" "$J/jet-operator-$v" --config jet --years 15; done
@@ -135,12 +130,7 @@ fi
 
 # Stability: 5 members x 20 years of the default's choice on jet (seeds 1 and 2, as the eddy runs)
 if [ "$STAGE" = stability ] || [ "$STAGE" = all ]; then
-  for s in 1 2; do
-    d=$OUT/jet-stab20-s$s
-    [ -f "$d/rollout.nc" ] && grep -q "^wrote" "$d.log" 2>/dev/null && continue
-    $R rollout --config jet --members $((s == 1 ? 3 : 2)) --years 20 --seed $s --no-progress --out "$d" \
-      $([ -f "$d/checkpoint.npz" ] && echo --resume || echo --overwrite) > "$d.log" 2>&1
-  done
+  for s in 1 2; do resumable $OUT/jet-stab20-s$s --config jet --members $((s == 1 ? 3 : 2)) --years 20 --seed $s; done
 fi
 
 # One `roteq evaluate` table per flow and grid, each with the noise ceiling (independent high-res runs)
